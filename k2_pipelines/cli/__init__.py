@@ -1,0 +1,123 @@
+"""The `k2` command line."""
+
+import argparse
+import json
+import sys
+from datetime import date
+from pathlib import Path
+
+from k2_pipelines.lib.asx.sample import DEFAULT_START, DEFAULT_SYMBOLS
+from k2_pipelines.lib.kafka.broker import Broker, BrokerError
+
+
+def _kafka(args) -> int:
+    broker = Broker.from_env(args.port)
+    if args.action == "start":
+        status = broker.start()
+        print(f"kafka is running at {status['bootstrap']} (pid {status['pid']}); data {status['data_dir']}; log {status['log']}")
+    elif args.action == "stop":
+        print("kafka stopped" if broker.stop() else "kafka was not running")
+    else:
+        status = broker.status()
+        print(json.dumps(status, indent=2))
+        return 0 if status["running"] else 3
+    return 0
+
+
+def _sample_asx(args) -> int:
+    from k2_pipelines.lib.asx.sample import generate
+
+    counts = generate(Path(args.out), args.symbols.split(","), args.days, args.trades, args.quotes_per_trade, args.seed,
+                      date.fromisoformat(args.start), args.bad_rows)
+    print(f"wrote {counts['trades']:,} trades and {counts['quotes']:,} quotes for {counts['symbols']} symbols over "
+          f"{counts['days']} trading days to {args.out}")
+    return 0
+
+
+def _tables(args) -> int:
+    from k2_pipelines.lib.catalog import load_k2_catalog
+    from k2_pipelines.lib.table_stats import format_stats, table_stats
+    from k2_pipelines.lib.tables import ensure_tables
+
+    catalog = load_k2_catalog()
+    ensure_tables(catalog)
+    stats = table_stats(catalog)
+    print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
+    return 0
+
+
+def _asx_load(args) -> int:
+    from k2_pipelines.cli.asx import run_asx_load
+
+    result = run_asx_load(date.fromisoformat(args.start), date.fromisoformat(args.end or args.start))
+    for event in result.get_asset_materialization_events():
+        metadata = event.materialization.metadata
+        print(f"{event.asset_key.to_user_string()} [{event.materialization.partition}]: "
+              f"{metadata['rows_written'].value:,} rows, {metadata['rows_rejected'].value:,} rejected")
+    print(f"run {result.run_id}: {'succeeded' if result.success else 'FAILED'}")
+    return 0 if result.success else 1
+
+
+def _demo(args) -> int:
+    from k2_pipelines.cli.demo import run_demo
+
+    return run_demo()
+
+
+def _bench(args) -> int:
+    from k2_pipelines.cli.bench import bench_asx
+
+    return bench_asx(args.trades, args.seed, args.threads)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="k2", description="K2 market-data lakehouse pipelines")
+    commands = root.add_subparsers(dest="command", required=True)
+
+    kafka = commands.add_parser("kafka", help="the local Kafka broker")
+    kafka.add_argument("action", choices=["start", "stop", "status"])
+    kafka.add_argument("--port", type=int, help="listener port (default K2_KAFKA_PORT or 9092; the controller uses port+1)")
+    kafka.set_defaults(run=_kafka)
+
+    sample = commands.add_parser("sample", help="generate sample data")
+    sample_kinds = sample.add_subparsers(dest="kind", required=True)
+    asx = sample_kinds.add_parser("asx", help="an ASX landing drop (company_info.csv, trades/, quotes/)")
+    asx.add_argument("--out", required=True)
+    asx.add_argument("--days", type=int, default=5, help="trading days (weekdays)")
+    asx.add_argument("--symbols", default=",".join(DEFAULT_SYMBOLS))
+    asx.add_argument("--trades", type=int, default=200_000, help="about this many trades in all")
+    asx.add_argument("--quotes-per-trade", type=float, default=2.0)
+    asx.add_argument("--start", default=DEFAULT_START.isoformat(), help="first trading day")
+    asx.add_argument("--seed", type=int, default=42)
+    asx.add_argument("--bad-rows", type=int, default=0, help="replace this many trade lines by bad ones (to see rejects)")
+    asx.set_defaults(run=_sample_asx)
+
+    tables = commands.add_parser("tables", help="K2's Iceberg tables: rows, files, bytes, current snapshot")
+    tables.add_argument("--json", action="store_true")
+    tables.set_defaults(run=_tables)
+
+    asx_load = commands.add_parser("asx", help="ASX batch loads").add_subparsers(dest="action", required=True)
+    load = asx_load.add_parser("load", help="load trading dates START..END in one run (a CLI backfill)")
+    load.add_argument("--start", required=True)
+    load.add_argument("--end")
+    load.set_defaults(run=_asx_load)
+
+    demo = commands.add_parser("demo", help="start Kafka, generate a drop, load it, print what happened")
+    demo.set_defaults(run=_demo)
+
+    bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="target", required=True)
+    bench_asx = bench.add_parser("asx", help="ASX load rows/s end to end and peak memory")
+    bench_asx.add_argument("--trades", type=int, default=5_000_000)
+    bench_asx.add_argument("--seed", type=int, default=7)
+    bench_asx.add_argument("--threads", type=int, default=1, help="Arrow CPU and IO threads (default: one core)")
+    bench_asx.set_defaults(run=_bench)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except BrokerError as error:
+        print(f"k2: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,68 @@
+import json
+from datetime import date, timedelta
+
+import dagster as dg
+
+from k2_pipelines.defs.asx.jobs import asx_load_job
+from k2_pipelines.defs.asx.partitions import asx_trading_days
+from k2_pipelines.defs.asx.resources import AsxLandingResource
+from k2_pipelines.lib.asx.landing import digest, fingerprint, landing_files, trading_dates
+
+# Dagster's tags for a run over a partition range (what the UI sets for a single-run backfill)
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def _contiguous_ranges(keys: list[str]) -> list[tuple[str, str]]:
+    ranges: list[list[str]] = []
+    for key in sorted(keys):
+        if ranges and date.fromisoformat(key) - date.fromisoformat(ranges[-1][1]) == timedelta(days=1):
+            ranges[-1][1] = key
+        else:
+            ranges.append([key, key])
+    return [(start, end) for start, end in ranges]
+
+
+def plan_runs(landing_state: dict, previous: dict, first_key: str) -> tuple[list[dg.RunRequest], list[str]]:
+    """(run requests for the trading dates whose files are new, changed or gone; dates skipped as out of range).
+
+    `landing_state` and `previous` map each file to {"fp": fingerprint, "dates": [partition keys]}.
+    """
+    changed = {path for path in landing_state.keys() | previous.keys()
+               if landing_state.get(path, {}).get("fp") != previous.get(path, {}).get("fp")}
+    info_changed = any(path.endswith("company_info.csv") for path in changed)
+    affected = set()
+    for path in (landing_state.keys() | previous.keys()) if info_changed else changed:
+        affected.update(landing_state.get(path, {}).get("dates", []), previous.get(path, {}).get("dates", []))
+    skipped = sorted(key for key in affected if key < first_key)
+    requests = []
+    for start, end in _contiguous_ranges([key for key in affected if key >= first_key]):
+        sources = [f"{path}={state['fp']}" for path, state in landing_state.items()
+                   if not state["dates"] or any(start <= key <= end for key in state["dates"])]
+        run_key = f"asx:{start}..{end}:{digest(sources)}"
+        if start == end:
+            requests.append(dg.RunRequest(run_key=run_key, partition_key=start))
+        else:
+            requests.append(dg.RunRequest(run_key=run_key, tags={RANGE_START_TAG: start, RANGE_END_TAG: end}))
+    return requests, skipped
+
+
+@dg.sensor(
+    job=asx_load_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Loads the trading dates whose ASX landing files are new or changed (one run per contiguous range)",
+)
+def asx_landing_sensor(context: dg.SensorEvaluationContext, asx_landing: AsxLandingResource) -> dg.SensorResult:
+    previous = json.loads(context.cursor) if context.cursor else {}
+    landing_state = {}
+    for path in landing_files(asx_landing.root()):
+        known = previous.get(str(path), {})
+        fp = fingerprint(path)
+        dates = known["dates"] if known.get("fp") == fp else ([] if path.name == "company_info.csv" else trading_dates(path))
+        landing_state[str(path)] = {"fp": fp, "dates": dates}
+    first_key = asx_trading_days.start.strftime("%Y-%m-%d")
+    requests, skipped = plan_runs(landing_state, previous, first_key)
+    if skipped:
+        context.log.warning(f"dates before the first partition ({first_key}) are not loaded: {skipped}")
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(landing_state))

@@ -1,0 +1,173 @@
+"""Load a range of ASX trading days from a landing drop into Iceberg: rows and rejects in one commit."""
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, In, IsNull, LessThan
+
+from k2_pipelines.lib.asx.company_info import read_company_info
+from k2_pipelines.lib.asx.layouts import CURRENCY, EXCHANGE, TIMEZONE, CsvLayout
+from k2_pipelines.lib.asx.parse import Company, UnreadableFileError, parse_market_file
+from k2_pipelines.lib.replace import CommitOutcome, Replacement, replace_atomically
+from k2_pipelines.lib.tables import REFERENCE_DATA, REJECTS, TRADES, QUOTES
+from k2_pipelines.lib.uuids import random_uuids
+
+_EPOCH = date(1970, 1, 1)
+_TABLES = {"trades": TRADES, "quotes": QUOTES}
+
+
+@dataclass
+class LoadResult:
+    table: str
+    rows_by_day: dict[str, int]
+    rejects_by_reason: dict[str, int]
+    source_files: list[str]
+    commit: CommitOutcome
+    rows_read: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def rows_written(self) -> int:
+        return sum(self.rows_by_day.values())
+
+    @property
+    def rows_rejected(self) -> int:
+        return sum(self.rejects_by_reason.values())
+
+
+def local_midnight_utc(day: date) -> datetime:
+    return datetime.combine(day, time(), ZoneInfo(TIMEZONE)).astimezone(timezone.utc)
+
+
+def file_fingerprint(path: Path) -> dict:
+    stat = path.stat()
+    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _reject_rows(rejects: list[dict], source: str, run_id: str, now: datetime) -> pa.Table:
+    return pa.Table.from_pylist(
+        [
+            dict(source=source, partition_key=r.get("partition_key"), source_file=r["source_file"],
+                 line_number=r["line_number"], raw_line=r["raw_line"], reason=r["reason"], detail=r["detail"] or None,
+                 run_id=run_id, rejected_at=now)
+            for r in rejects
+        ],
+        schema=REJECTS.schema().as_arrow(),
+    )
+
+
+def _snapshot_properties(run_id: str, source_files: list[Path], partitions: str) -> dict[str, str]:
+    return {
+        "k2.run-id": run_id,
+        "k2.partitions": partitions,
+        "k2.source-files": json.dumps([file_fingerprint(p) for p in source_files]),
+    }
+
+
+def _companies(landing: Path) -> dict[str, Company]:
+    records, _ = read_company_info(landing / "company_info.csv")
+    return {r.company_id: Company(r.company_id, r.symbol) for r in records}
+
+
+def load_market_days(catalog: Catalog, landing: Path, layout: CsvLayout, first: date, last: date, run_id: str) -> LoadResult:
+    """Replace the ASX rows of trading days first..last (local dates) in the trades or quotes table."""
+    companies = _companies(landing)
+    files = sorted((landing / layout.kind).glob("*.csv"))
+    first_day, last_day = (first - _EPOCH).days, (last - _EPOCH).days
+    parsed = [parse_market_file(path, layout, companies.get(path.stem), first_day, last_day) for path in files]
+
+    now = datetime.now(timezone.utc)
+    row_tables = [p.rows for p in parsed if p.rows is not None and p.rows.num_rows]
+    n = sum(t.num_rows for t in row_tables)
+    rows = pa.concat_tables(row_tables) if row_tables else None
+    if rows is not None:
+        rows = rows.append_column("message_id", random_uuids(n)).append_column(
+            "ingestion_timestamp", pa.array(np.full(n, int(now.timestamp() * 1e6)), pa.timestamp("us", tz="UTC"))
+        )
+        rows = rows.select([f.name for f in _TABLES[layout.kind].schema().fields if f.name in rows.column_names])
+    day_counts = Counter()
+    for p in parsed:
+        values, counts = np.unique(p.trading_days, return_counts=True)
+        day_counts.update(dict(zip(values.tolist(), counts.tolist())))
+    rejects = []
+    for p in parsed:
+        for r in p.rejects:
+            rejects.append(r | {"source_file": str(p.path), "partition_key": str(_EPOCH + timedelta(days=r["trading_day"]))})
+
+    table = _TABLES[layout.kind]
+    partition_keys = [str(first + timedelta(days=i)) for i in range((last - first).days + 1)]
+    row_filter = And(
+        EqualTo("exchange", EXCHANGE),
+        And(GreaterThanOrEqual("timestamp", local_midnight_utc(first).isoformat()),
+            LessThan("timestamp", local_midnight_utc(last + timedelta(days=1)).isoformat())),
+    )
+    full_schema = table.schema().as_arrow()
+    replacement_rows = rows if rows is not None else full_schema.empty_table()
+    commit = replace_atomically(
+        catalog,
+        [
+            Replacement(table.identifier, replacement_rows, row_filter),
+            Replacement(REJECTS.identifier, _reject_rows(rejects, layout.asset, run_id, now),
+                        And(EqualTo("source", layout.asset), In("partition_key", partition_keys))),
+        ],
+        _snapshot_properties(run_id, files + [landing / "company_info.csv"], f"{first}..{last}"),
+    )
+    return LoadResult(
+        table=table.identifier,
+        rows_by_day={str(_EPOCH + timedelta(days=d)): c for d, c in sorted(day_counts.items())},
+        rejects_by_reason=dict(Counter(r["reason"] for r in rejects).most_common()),
+        source_files=[str(p) for p in files],
+        commit=commit,
+        rows_read=n + len(rejects),
+    )
+
+
+def load_reference_data(catalog: Catalog, landing: Path, run_id: str) -> LoadResult:
+    """Replace the ASX rows of reference_data with the drop's company_info.csv."""
+    path = landing / "company_info.csv"
+    records, rejects = read_company_info(path)
+    now = datetime.now(timezone.utc)
+    today = now.date()
+
+    def midnight(day: date | None) -> datetime | None:
+        return local_midnight_utc(day) if day else None
+
+    rows = pa.Table.from_pylist(
+        [
+            dict(message_id=str(uuid), company_id=r.company_id, symbol=r.symbol, exchange=EXCHANGE,
+                 asset_class="equities", company_name=r.company_name, isin=r.isin, currency=CURRENCY,
+                 listing_date=midnight(r.start_date), delisting_date=midnight(r.end_date),
+                 is_active=r.end_date is None or r.end_date >= today, ingestion_timestamp=now, vendor_data=None)
+            for r, uuid in zip(records, random_uuids(len(records)).to_pylist())
+        ],
+        schema=REFERENCE_DATA.schema().as_arrow(),
+    )
+    source = "asx_reference_data"
+    commit = replace_atomically(
+        catalog,
+        [
+            Replacement(REFERENCE_DATA.identifier, rows, EqualTo("exchange", EXCHANGE)),
+            Replacement(REJECTS.identifier, _reject_rows([r | {"source_file": str(path)} for r in rejects], source, run_id, now),
+                        And(EqualTo("source", source), IsNull("partition_key"))),
+        ],
+        _snapshot_properties(run_id, [path], "all"),
+    )
+    return LoadResult(
+        table=REFERENCE_DATA.identifier,
+        rows_by_day={"all": len(records)},
+        rejects_by_reason=dict(Counter(r["reason"] for r in rejects).most_common()),
+        source_files=[str(path)],
+        commit=commit,
+        rows_read=len(records) + len(rejects),
+    )
+
+
+__all__ = ["LoadResult", "UnreadableFileError", "load_market_days", "load_reference_data", "file_fingerprint"]

@@ -1,0 +1,238 @@
+"""Vectorized parsing and validation of ASX landing files into v2 rows plus rejects with their reasons.
+
+Every line of a file ends up either as a v2 row or as a reject (line number, raw line, reason): nothing is dropped.
+"""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as csv
+
+from k2_pipelines.lib.asx.fixed_width import parse_dates, parse_times
+from k2_pipelines.lib.asx.layouts import CURRENCY, EXCHANGE, TIMEZONE, CsvLayout, NumericColumn
+
+MICROS_PER_DAY = 86_400_000_000
+DECIMAL = pa.decimal128(18, 8)
+# at most 10 integer digits and 8 decimals: exactly what decimal(18,8) holds
+_VALID_NUMBER = re.compile(r"\d{1,10}(\.\d{1,8})?")
+_NUMBER = re.compile(r"-?\d+(\.\d+)?")
+_QUALIFIERS = r"^\d*$"
+
+
+class UnreadableFileError(Exception):
+    """A landing file that cannot be read at all; nothing from it may be written."""
+
+
+@dataclass(frozen=True)
+class Company:
+    company_id: str
+    symbol: str
+
+
+@dataclass
+class ParsedFile:
+    path: Path
+    rows: pa.Table  # v2 columns, without message_id and ingestion_timestamp (set per load)
+    rejects: list[dict]  # line_number, raw_line, reason, detail, trading_day
+    trading_days: np.ndarray  # days since epoch of each row in `rows`
+
+
+def _read_strings(path: Path, data: bytes, columns: tuple[str, ...]) -> tuple[pa.Table, list]:
+    wrong_width = []
+
+    def keep_aside(row) -> str:
+        wrong_width.append(row)
+        return "skip"
+
+    try:
+        table = csv.read_csv(
+            pa.BufferReader(data),
+            # row numbers of bad lines are only known when parsing in one thread
+            read_options=csv.ReadOptions(column_names=list(columns), use_threads=False, block_size=64 << 20),
+            parse_options=csv.ParseOptions(invalid_row_handler=keep_aside, ignore_empty_lines=False),
+            convert_options=csv.ConvertOptions(
+                column_types={c: pa.string() for c in columns}, strings_can_be_null=False, quoted_strings_can_be_null=False
+            ),
+        )
+    except pa.ArrowInvalid as error:
+        raise UnreadableFileError(f"{path}: cannot be read as an ASX CSV file: {error}") from error
+    if table.num_rows == 0 and wrong_width:
+        counts = sorted({row.actual_columns for row in wrong_width})
+        raise UnreadableFileError(
+            f"{path}: no line has the {len(columns)} columns of {','.join(columns)} (lines have {counts} columns)"
+        )
+    return table, wrong_width
+
+
+def _line_starts(data: bytes) -> np.ndarray:
+    newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n"))
+    return np.concatenate(([0], newlines + 1))
+
+
+def _raw_lines(data: bytes, line_numbers: list[int]) -> list[str]:
+    starts = _line_starts(data)
+    lines = []
+    for number in line_numbers:
+        end = starts[number] if number < len(starts) else len(data)
+        lines.append(data[starts[number - 1] : end].rstrip(b"\r\n").decode("utf-8", "replace"))
+    return lines
+
+
+def _classify_number(column: NumericColumn, value: str) -> tuple[str, str]:
+    name = column.target
+    detail = f"{column.source}={value!r}"
+    if not _NUMBER.fullmatch(value):
+        return f"{name}_not_a_number", detail
+    if "." in value and len(value.split(".")[1]) > 8:
+        return f"{name}_too_many_decimals", detail
+    if len(value.lstrip("-").split(".")[0].lstrip("0")) > 10:
+        return f"{name}_out_of_range", detail
+    return f"{name}_{'negative' if column.allow_zero else 'not_positive'}", detail
+
+
+def classify(layout: CsvLayout, values: dict[str, str], date_ok: bool, time_ok: bool) -> tuple[str, str]:
+    """The first reason a parsed row is bad, and the offending value."""
+    if not any(values.values()):
+        return "empty_line", ""
+    if not date_ok:
+        return "bad_date", f"Date={values['Date']!r}"
+    if not time_ok:
+        return "bad_time", f"Time={values['Time']!r}"
+    for column in layout.numeric:
+        value = values[column.source]
+        valid = _VALID_NUMBER.fullmatch(value)
+        if not valid or (not column.allow_zero and float(value) == 0):
+            return _classify_number(column, value)
+    return "bad_qualifiers", f"Qualifiers={values.get('Qualifiers')!r}"
+
+
+def _attribute_days(days: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Give rows without a valid date the trading day of the nearest row before them (else after them)."""
+    if known.all() or not known.any():
+        return days
+    positions = np.where(known, np.arange(len(days)), -1)
+    np.maximum.accumulate(positions, out=positions)
+    first_known = np.argmax(known)
+    positions[positions < 0] = first_known
+    return days[positions]
+
+
+def _decimal(strings: pa.Array, valid: np.ndarray) -> pa.Array:
+    return pc.cast(pc.if_else(pa.array(valid), strings, "0"), DECIMAL)
+
+
+def _vendor_data(company_id: str, table: pa.Table, layout: CsvLayout) -> pa.Array:
+    """map<string,string>: company_id always, then venue and buyer_id where the source has them."""
+    n = table.num_rows
+    names = ["company_id"]
+    values = [pa.array(np.full(n, company_id, dtype=object), pa.string())]
+    for source, key in (("Venue", "venue"), ("BuyerID", "buyer_id")):
+        if source in layout.columns:
+            names.append(key)
+            values.append(table[source].combine_chunks())
+    present = np.column_stack([np.ones(n, dtype=bool)] + [pc.not_equal(v, "").to_numpy(zero_copy_only=False) for v in values[1:]])
+    flat_index = (np.arange(len(names)) * n + np.arange(n)[:, None])[present]  # row-major over (row, key)
+    key_index = np.broadcast_to(np.arange(len(names)), present.shape)[present]
+    offsets = np.concatenate(([0], np.cumsum(present.sum(axis=1)))).astype(np.int32)
+    items = pa.concat_arrays(values).take(pa.array(flat_index))
+    keys = pa.array(names).take(pa.array(key_index))
+    return pa.MapArray.from_arrays(pa.array(offsets), keys, items)
+
+
+def _trade_conditions(qualifiers: pa.Array) -> pa.Array:
+    present = pc.not_equal(qualifiers, "")
+    offsets = np.concatenate(([0], np.cumsum(present.to_numpy(zero_copy_only=False)))).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), qualifiers.filter(present))
+
+
+def _v2_columns(
+    layout: CsvLayout, company: Company, table: pa.Table, line_numbers: np.ndarray, days: np.ndarray, micros: np.ndarray
+) -> dict[str, pa.Array]:
+    n = table.num_rows
+    local = pa.array(days * MICROS_PER_DAY + micros, pa.timestamp("us"))
+    utc = pc.assume_timezone(local, timezone=TIMEZONE, ambiguous="earliest", nonexistent="earliest").cast(
+        pa.timestamp("us", tz="UTC")
+    )
+    distinct_days, day_index = np.unique(days, return_inverse=True)
+    compact_days = pa.array([d.strftime("%Y%m%d") for d in distinct_days.astype("datetime64[D]").tolist()]).take(day_index)
+    ids = pc.binary_join_element_wise(
+        f"{EXCHANGE}-{company.company_id}-", compact_days, "-", pa.array(line_numbers).cast(pa.string()), ""
+    )
+
+    def constant(value: str) -> pa.Array:
+        return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([value])).cast(pa.string())
+
+    columns = {
+        layout.id_field: ids,
+        "symbol": constant(company.symbol),
+        "exchange": constant(EXCHANGE),
+        "asset_class": constant("equities"),
+        "timestamp": utc,
+    }
+    for column in layout.numeric:
+        columns[column.target] = pc.cast(table[column.source].combine_chunks(), DECIMAL)
+    columns["currency"] = constant(CURRENCY)
+    if layout.kind == "trades":
+        columns["side"] = constant("UNKNOWN")  # ASX prints carry no aggressor side
+        columns["trade_conditions"] = _trade_conditions(table["Qualifiers"].combine_chunks())
+    columns["vendor_data"] = _vendor_data(company.company_id, table, layout)
+    return columns
+
+
+def parse_market_file(
+    path: Path, layout: CsvLayout, company: Company | None, first_day: int, last_day: int
+) -> ParsedFile:
+    """Rows and rejects of `path` whose trading day (days since epoch, local) is within [first_day, last_day]."""
+    data = path.read_bytes()
+    table, wrong_width = _read_strings(path, data, layout.columns)
+    n = table.num_rows
+    wrong_lines = np.array([row.number for row in wrong_width], dtype=np.int64)
+    parsed_line = np.ones(n + len(wrong_width), dtype=bool)
+    parsed_line[wrong_lines - 1] = False
+    line_numbers = np.flatnonzero(parsed_line) + 1
+
+    date_ok, days = parse_dates(table["Date"].combine_chunks())
+    time_ok, micros = parse_times(table["Time"].combine_chunks())
+    ok = date_ok & time_ok
+    for column in layout.numeric:
+        strings = table[column.source].combine_chunks()
+        valid = pc.match_substring_regex(strings, f"^{_VALID_NUMBER.pattern}$").to_numpy(zero_copy_only=False)
+        bound = pc.greater_equal if column.allow_zero else pc.greater
+        valid &= bound(_decimal(strings, valid), pa.scalar(0, DECIMAL)).to_numpy(zero_copy_only=False)
+        ok &= valid
+    if "Qualifiers" in layout.columns:
+        ok &= pc.match_substring_regex(table["Qualifiers"], _QUALIFIERS).to_numpy(zero_copy_only=False)
+    if company is None:
+        ok[:] = False
+
+    row_days = _attribute_days(days, date_ok)
+    in_range = (row_days >= first_day) & (row_days <= last_day)
+    good = ok & in_range
+    good_table = table.filter(pa.array(good))
+    rows = pa.table(_v2_columns(layout, company, good_table, line_numbers[good], days[good], micros[good])) if company else None
+
+    rejects = []
+    bad = np.flatnonzero(~ok & in_range)
+    if len(bad):
+        bad_values = table.take(pa.array(bad)).to_pylist()
+        raw = _raw_lines(data, line_numbers[bad].tolist())
+        for position, values, raw_line in zip(bad.tolist(), bad_values, raw):
+            if company is None:
+                reason, detail = "unknown_company", f"{path.stem} is not in company_info.csv"
+            else:
+                reason, detail = classify(layout, values, bool(date_ok[position]), bool(time_ok[position]))
+            rejects.append(dict(line_number=int(line_numbers[position]), raw_line=raw_line, reason=reason, detail=detail,
+                                trading_day=int(row_days[position])))
+    if len(wrong_lines):
+        preceding = np.clip(np.searchsorted(line_numbers, wrong_lines) - 1, 0, None)
+        wrong_days = row_days[preceding]  # _read_strings guarantees n > 0 here
+        for row, day in zip(wrong_width, wrong_days.tolist()):
+            if first_day <= day <= last_day:
+                reason = "missing_columns" if row.actual_columns < len(layout.columns) else "extra_columns"
+                rejects.append(dict(line_number=row.number, raw_line=row.text, reason=reason,
+                                    detail=f"{row.actual_columns} of {len(layout.columns)} columns", trading_day=day))
+    return ParsedFile(path=path, rows=rows, rejects=rejects, trading_days=days[good])

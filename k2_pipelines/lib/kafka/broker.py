@@ -1,0 +1,198 @@
+"""A real single-node Apache Kafka broker (KRaft, broker + controller) on loopback, run from Maven-fetched jars."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+import base64
+from dataclasses import dataclass
+from pathlib import Path
+
+from k2_pipelines.lib.paths import state_dir
+
+HERE = Path(__file__).parent
+POM = HERE / "pom.xml"
+LOG4J_CONFIG = HERE / "log4j2.properties"
+DEFAULT_PORT = 9092
+JVM_OPTIONS = ["-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true"]
+
+
+class BrokerError(RuntimeError):
+    """The broker cannot be started, with what to do about it."""
+
+
+@dataclass(frozen=True)
+class Broker:
+    home: Path  # config, data and logs of this broker
+    port: int
+    libs: Path
+
+    @classmethod
+    def from_env(cls, port: int | None = None) -> "Broker":
+        home = state_dir() / "kafka"
+        return cls(
+            home=home,
+            port=port or int(os.environ.get("K2_KAFKA_PORT", DEFAULT_PORT)),
+            libs=Path(os.environ.get("K2_KAFKA_LIBS") or home / "libs"),
+        )
+
+    @property
+    def controller_port(self) -> int:
+        return self.port + 1
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "broker.pid"
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    def pid(self) -> int | None:
+        """The running broker's pid, if the pid file names a live kafka.Kafka process."""
+        try:
+            pid = int(self.pid_file.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return None
+        return pid if b"kafka.Kafka" in cmdline else None
+
+    def status(self) -> dict:
+        pid = self.pid()
+        return {
+            "running": pid is not None and _accepts(self.port),
+            "pid": pid,
+            "bootstrap": self.bootstrap,
+            "data_dir": str(self.data_dir),
+            "log": str(self.log_dir / "server.log"),
+        }
+
+    def start(self, timeout: float = 60) -> dict:
+        if self.pid():
+            return self.status()
+        java = shutil.which("java")
+        if not java:
+            raise BrokerError("Java is not installed: Kafka needs Java 17 or newer (apt-get install openjdk-17-jre-headless)")
+        for port in (self.port, self.controller_port):
+            if _accepts(port) or not _can_bind(port):
+                raise BrokerError(f"port {port} on 127.0.0.1 is already in use; pick another with --port or K2_KAFKA_PORT")
+        fetch_jars(self.libs)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        properties = self._write_properties()
+        if not (self.data_dir / "meta.properties").exists():
+            self._format(java, properties)
+        command = [java, *JVM_OPTIONS, *self._logging_options(), "-cp", f"{self.libs}/*", "kafka.Kafka", str(properties)]
+        with open(self.log_dir / "stdout.log", "ab") as output:
+            process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        self.pid_file.write_text(str(process.pid))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise BrokerError(f"the broker exited with code {process.returncode}; see {self.log_dir / 'server.log'}\n"
+                                  + _tail(self.log_dir / "server.log"))
+            if _accepts(self.port):
+                return self.status()
+            time.sleep(0.2)
+        self.stop()
+        raise BrokerError(f"the broker did not accept connections within {timeout:.0f}s; see {self.log_dir / 'server.log'}")
+
+    def stop(self, timeout: float = 60) -> bool:
+        """Stop the broker (SIGTERM, then SIGKILL after `timeout`). False if it was not running."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.pid() == pid:
+            time.sleep(0.2)
+        if self.pid() == pid:
+            os.kill(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    # -- files -------------------------------------------------------------------------------------------------
+    def _logging_options(self) -> list[str]:
+        return [f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", f"-Dkafka.logs.dir={self.log_dir}"]
+
+    def _write_properties(self) -> Path:
+        properties = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.data_dir),
+            "num.partitions": "3",
+            "offsets.topic.replication.factor": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "true",
+        }
+        path = self.home / "server.properties"
+        path.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
+        return path
+
+    def _format(self, java: str, properties: Path) -> None:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        command = [java, *self._logging_options(), "-cp", f"{self.libs}/*", "kafka.tools.StorageTool",
+                   "format", "-t", cluster_id, "-c", str(properties)]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise BrokerError(f"formatting {self.data_dir} failed:\n{done.stdout}{done.stderr}")
+
+
+def fetch_jars(libs: Path) -> None:
+    """The broker's jars, fetched once with Maven from the pom beside this file."""
+    if any(libs.glob("kafka_2.13-*.jar")):
+        return
+    if not shutil.which("mvn"):
+        raise BrokerError("Maven (mvn) is needed once to fetch the Kafka broker jars (apt-get install maven)")
+    libs.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={libs}",
+         "-DincludeScope=runtime"],
+        capture_output=True, text=True,
+    )
+    if done.returncode != 0:
+        raise BrokerError(f"fetching the Kafka jars with Maven failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _can_bind(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

@@ -1,0 +1,82 @@
+"""K2's Iceberg tables: one definition each, created idempotently from the Avro schemas."""
+
+from dataclasses import dataclass, field
+
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
+from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+from pyiceberg.table.sorting import SortField, SortOrder
+from pyiceberg.transforms import DayTransform, IdentityTransform
+
+from k2_pipelines.lib.avro_iceberg import iceberg_schema, load_avro
+
+NAMESPACE = "market_data"
+
+
+@dataclass(frozen=True)
+class TableDefinition:
+    name: str
+    avro_schema: str
+    partition_by: tuple[tuple[str, object], ...] = ()
+    sort_by: tuple[str, ...] = ()
+    properties: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def identifier(self) -> str:
+        return f"{NAMESPACE}.{self.name}"
+
+    def schema(self) -> Schema:
+        return iceberg_schema(load_avro(self.avro_schema))
+
+    def partition_spec(self, schema: Schema) -> PartitionSpec:
+        fields = [
+            PartitionField(
+                source_id=schema.find_field(column).field_id,
+                field_id=1000 + position,
+                transform=transform,
+                name=f"{column}_{transform}".replace("identity", "").rstrip("_"),
+            )
+            for position, (column, transform) in enumerate(self.partition_by)
+        ]
+        return PartitionSpec(*fields)
+
+    def sort_order(self, schema: Schema) -> SortOrder:
+        return SortOrder(*(SortField(source_id=schema.find_field(c).field_id) for c in self.sort_by))
+
+
+_MARKET_EVENTS = dict(
+    partition_by=(("timestamp", DayTransform()), ("exchange", IdentityTransform())),
+    sort_by=("symbol", "timestamp"),
+    properties={"write.parquet.compression-codec": "zstd"},
+)
+
+TRADES = TableDefinition("trades", "trade_v2", **_MARKET_EVENTS)
+QUOTES = TableDefinition("quotes", "quote_v2", **_MARKET_EVENTS)
+REFERENCE_DATA = TableDefinition("reference_data", "reference_data_v2")
+REJECTS = TableDefinition("rejects", "reject", partition_by=(("source", IdentityTransform()),))
+
+ALL_TABLES = (TRADES, QUOTES, REFERENCE_DATA, REJECTS)
+
+
+def ensure_table(catalog: Catalog, definition: TableDefinition) -> Table:
+    try:
+        catalog.create_namespace(NAMESPACE)
+    except NamespaceAlreadyExistsError:
+        pass
+    schema = definition.schema()
+    try:
+        return catalog.create_table(
+            definition.identifier,
+            schema=schema,
+            partition_spec=definition.partition_spec(schema),
+            sort_order=definition.sort_order(schema),
+            properties=definition.properties,
+        )
+    except TableAlreadyExistsError:
+        return catalog.load_table(definition.identifier)
+
+
+def ensure_tables(catalog: Catalog) -> dict[str, Table]:
+    return {definition.name: ensure_table(catalog, definition) for definition in ALL_TABLES}
