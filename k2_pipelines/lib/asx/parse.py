@@ -125,22 +125,20 @@ def _decimal(strings: pa.Array, valid: np.ndarray) -> pa.Array:
     return pc.cast(pc.if_else(pa.array(valid), strings, "0"), DECIMAL)
 
 
-def _vendor_data(company_id: str, table: pa.Table, layout: CsvLayout) -> pa.Array:
-    """map<string,string>: company_id always, then venue and buyer_id where the source has them."""
+def _vendor_data(table: pa.Table, layout: CsvLayout) -> pa.Array:
+    """map<string,string> of the exchange-specific fields a row has (venue, buyer_id); null when it has none."""
+    sources = [(source, key) for source, key in (("Venue", "venue"), ("BuyerID", "buyer_id")) if source in layout.columns]
     n = table.num_rows
-    names = ["company_id"]
-    values = [pa.array(np.full(n, company_id, dtype=object), pa.string())]
-    for source, key in (("Venue", "venue"), ("BuyerID", "buyer_id")):
-        if source in layout.columns:
-            names.append(key)
-            values.append(table[source].combine_chunks())
-    present = np.column_stack([np.ones(n, dtype=bool)] + [pc.not_equal(v, "").to_numpy(zero_copy_only=False) for v in values[1:]])
-    flat_index = (np.arange(len(names)) * n + np.arange(n)[:, None])[present]  # row-major over (row, key)
-    key_index = np.broadcast_to(np.arange(len(names)), present.shape)[present]
+    if not sources:
+        return pa.nulls(n, pa.map_(pa.string(), pa.string()))
+    values = [table[source].combine_chunks() for source, _ in sources]
+    present = np.column_stack([pc.not_equal(v, "").to_numpy(zero_copy_only=False) for v in values])
+    flat_index = (np.arange(len(sources)) * n + np.arange(n)[:, None])[present]  # row-major over (row, key)
+    key_index = np.broadcast_to(np.arange(len(sources)), present.shape)[present]
     offsets = np.concatenate(([0], np.cumsum(present.sum(axis=1)))).astype(np.int32)
     items = pa.concat_arrays(values).take(pa.array(flat_index))
-    keys = pa.array(names).take(pa.array(key_index))
-    return pa.MapArray.from_arrays(pa.array(offsets), keys, items)
+    keys = pa.array([key for _, key in sources]).take(pa.array(key_index))
+    return pa.MapArray.from_arrays(pa.array(offsets), keys, items, mask=pa.array(~present.any(axis=1)))
 
 
 def _trade_conditions(qualifiers: pa.Array) -> pa.Array:
@@ -150,7 +148,8 @@ def _trade_conditions(qualifiers: pa.Array) -> pa.Array:
 
 
 def _v2_columns(
-    layout: CsvLayout, company: Company, table: pa.Table, line_numbers: np.ndarray, days: np.ndarray, micros: np.ndarray
+    layout: CsvLayout, company: Company, table: pa.Table, decimals: dict[str, pa.Array], line_numbers: np.ndarray,
+    days: np.ndarray, micros: np.ndarray,
 ) -> dict[str, pa.Array]:
     n = table.num_rows
     local = pa.array(days * MICROS_PER_DAY + micros, pa.timestamp("us"))
@@ -173,13 +172,12 @@ def _v2_columns(
         "asset_class": constant("equities"),
         "timestamp": utc,
     }
-    for column in layout.numeric:
-        columns[column.target] = pc.cast(table[column.source].combine_chunks(), DECIMAL)
+    columns.update(decimals)
     columns["currency"] = constant(CURRENCY)
     if layout.kind == "trades":
         columns["side"] = constant("UNKNOWN")  # ASX prints carry no aggressor side
         columns["trade_conditions"] = _trade_conditions(table["Qualifiers"].combine_chunks())
-    columns["vendor_data"] = _vendor_data(company.company_id, table, layout)
+    columns["vendor_data"] = _vendor_data(table, layout)
     return columns
 
 
@@ -198,11 +196,13 @@ def parse_market_file(
     date_ok, days = parse_dates(table["Date"].combine_chunks())
     time_ok, micros = parse_times(table["Time"].combine_chunks())
     ok = date_ok & time_ok
+    decimals = {}
     for column in layout.numeric:
         strings = table[column.source].combine_chunks()
         valid = pc.match_substring_regex(strings, f"^{_VALID_NUMBER.pattern}$").to_numpy(zero_copy_only=False)
+        decimals[column.target] = _decimal(strings, valid)
         bound = pc.greater_equal if column.allow_zero else pc.greater
-        valid &= bound(_decimal(strings, valid), pa.scalar(0, DECIMAL)).to_numpy(zero_copy_only=False)
+        valid &= bound(decimals[column.target], pa.scalar(0, DECIMAL)).to_numpy(zero_copy_only=False)
         ok &= valid
     if "Qualifiers" in layout.columns:
         ok &= pc.match_substring_regex(table["Qualifiers"], _QUALIFIERS).to_numpy(zero_copy_only=False)
@@ -212,8 +212,11 @@ def parse_market_file(
     row_days = _attribute_days(days, date_ok)
     in_range = (row_days >= first_day) & (row_days <= last_day)
     good = ok & in_range
-    good_table = table.filter(pa.array(good))
-    rows = pa.table(_v2_columns(layout, company, good_table, line_numbers[good], days[good], micros[good])) if company else None
+    good_mask = pa.array(good)
+    good_table = table.filter(good_mask)
+    good_decimals = {name: values.filter(good_mask) for name, values in decimals.items()}
+    rows = (pa.table(_v2_columns(layout, company, good_table, good_decimals, line_numbers[good], days[good], micros[good]))
+            if company else None)
 
     rejects = []
     bad = np.flatnonzero(~ok & in_range)

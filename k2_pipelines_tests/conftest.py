@@ -1,0 +1,62 @@
+import socket
+from pathlib import Path
+
+import pytest
+
+from k2_pipelines.lib.asx.sample import generate
+from k2_pipelines.lib.catalog import load_k2_catalog
+from k2_pipelines.lib.kafka.broker import Broker
+from k2_pipelines.lib.paths import CHECKOUT
+from k2_pipelines.lib.tables import ensure_tables
+
+SAMPLE_SYMBOLS = ["BHP", "RIO", "MWR"]
+SAMPLE_DAYS = 3
+SAMPLE_TRADES = 6_000
+
+
+def free_port() -> int:
+    """A port with its neighbour (the controller's) also free."""
+    for _ in range(50):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+        with socket.socket() as second:
+            try:
+                second.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair")
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory) -> Broker:
+    """One real broker for the whole session; tests use unique topics."""
+    broker = Broker(home=tmp_path_factory.mktemp("kafka"), port=free_port(), libs=CHECKOUT / ".k2" / "kafka" / "libs")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def k2_home(tmp_path, monkeypatch) -> Path:
+    """A fresh state dir (catalog, warehouse, landing) for one test."""
+    monkeypatch.setenv("K2_HOME", str(tmp_path / "k2"))
+    monkeypatch.setenv("K2_ASX_LANDING", str(tmp_path / "landing"))
+    monkeypatch.delenv("PYICEBERG_CATALOG__K2__URI", raising=False)
+    monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path))  # no user .pyiceberg.yaml
+    return tmp_path
+
+
+@pytest.fixture
+def catalog(k2_home):
+    catalog = load_k2_catalog()
+    ensure_tables(catalog)
+    return catalog
+
+
+@pytest.fixture
+def landing(k2_home) -> Path:
+    path = k2_home / "landing"
+    generate(path, SAMPLE_SYMBOLS, SAMPLE_DAYS, SAMPLE_TRADES, 1.5, seed=11)
+    return path

@@ -1,0 +1,77 @@
+import socket
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from k2_pipelines.lib.kafka.broker import Broker, BrokerError
+
+
+def test_produce_consume_round_trip(kafka_broker):
+    topic = f"test-roundtrip-{uuid.uuid4().hex[:8]}"
+    producer = Producer({"bootstrap.servers": kafka_broker.bootstrap, "enable.idempotence": True})
+    sent = [f"message-{i}".encode() for i in range(20)]
+    for value in sent:
+        producer.produce(topic, key=b"k", value=value)
+    assert producer.flush(30) == 0
+    consumer = Consumer({"bootstrap.servers": kafka_broker.bootstrap, "group.id": topic, "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    received = []
+    try:
+        for _ in range(60):
+            message = consumer.poll(1)
+            if message is not None and not message.error():
+                received.append(message.value())
+            if len(received) == len(sent):
+                break
+    finally:
+        consumer.close()
+    assert received == sent
+
+
+def test_status_reports_the_running_broker(kafka_broker):
+    status = kafka_broker.status()
+    assert status["running"] and status["pid"] and status["bootstrap"] == kafka_broker.bootstrap
+
+
+def test_taken_port_is_a_clear_error(tmp_path, kafka_broker):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        broker = Broker(home=tmp_path, port=port, libs=kafka_broker.libs)
+        with pytest.raises(BrokerError, match=f"port {port} .* already in use"):
+            broker.start()
+
+
+def test_missing_java_is_a_clear_error(tmp_path, kafka_broker, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(BrokerError, match="Java"):
+        Broker(home=tmp_path, port=1, libs=kafka_broker.libs).start()
+
+
+def test_stop_and_restart_keeps_data(tmp_path, kafka_broker):
+    from k2_pipelines_tests.conftest import free_port
+
+    broker = Broker(home=tmp_path / "b", port=free_port(), libs=kafka_broker.libs)
+    broker.start()
+    topic = "kept"
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    producer.produce(topic, value=b"survives a restart")
+    assert producer.flush(30) == 0
+    assert broker.stop()
+    assert not broker.status()["running"]
+    broker.start()
+    try:
+        consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "g", "auto.offset.reset": "earliest"})
+        consumer.subscribe([topic])
+        values = []
+        for _ in range(60):
+            message = consumer.poll(1)
+            if message is not None and not message.error():
+                values.append(message.value())
+                break
+        consumer.close()
+        assert values == [b"survives a restart"]
+    finally:
+        broker.stop()
