@@ -64,6 +64,21 @@ def _demo(args) -> int:
     return run_demo()
 
 
+def _dev(args) -> int:
+    import os
+    import shutil
+
+    from k2_pipelines.cli.dagster_home import prepare_dagster_home
+    from k2_pipelines.lib.paths import CHECKOUT
+
+    home = prepare_dagster_home()
+    Broker.from_env().start()
+    print(f"DAGSTER_HOME={home}; Dagster UI at http://{args.host}:{args.port}")
+    dagster = shutil.which("dagster") or str(Path(sys.executable).parent / "dagster")
+    os.chdir(CHECKOUT)
+    os.execv(dagster, [dagster, "dev", "-w", "workspace.yaml", "-h", args.host, "-p", str(args.port)])
+
+
 def _bench(args) -> int:
     from k2_pipelines.cli.bench import bench_asx
 
@@ -104,6 +119,11 @@ def parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="start Kafka, generate a drop, load it, print what happened")
     demo.set_defaults(run=_demo)
+
+    dev = commands.add_parser("dev", help="the Dagster UI and daemon (dagster dev) on the embedded defaults")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.set_defaults(run=_dev)
 
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="target", required=True)
     bench_asx = bench.add_parser("asx", help="ASX load rows/s end to end and peak memory")

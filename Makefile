@@ -1,0 +1,36 @@
+# K2 Pipelines. `make demo` and `make test` work on a fresh machine from a clean clone.
+SHELL := /bin/bash
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+VENV := .venv
+K2 := $(VENV)/bin/k2
+KAFKA_LIBS := .k2/kafka/libs
+
+.PHONY: install kafka-jars demo dev test bench clean
+
+$(UV):
+	python3 -m pip install --user --quiet uv
+
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	touch $@
+
+install: $(VENV)/.installed kafka-jars
+
+kafka-jars: $(VENV)/.installed
+	@$(VENV)/bin/python -c "from pathlib import Path; from k2_pipelines.lib.kafka.broker import fetch_jars; fetch_jars(Path('$(KAFKA_LIBS)'))"
+
+demo: install
+	$(K2) demo
+
+dev: install
+	$(K2) dev
+
+test: install
+	$(VENV)/bin/python -m pytest
+
+bench: install
+	$(K2) bench asx
+
+clean:
+	-$(K2) kafka stop
+	rm -rf .k2

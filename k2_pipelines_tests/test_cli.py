@@ -1,0 +1,24 @@
+import json
+
+from k2_pipelines.cli import main
+from k2_pipelines_tests.helpers import lines_by_date, run_asx_load
+
+
+def test_tables_reports_every_table_through_the_pipelines_catalog(k2_home, landing, capsys):
+    run_asx_load("2014-03-10", "2014-03-12")
+    assert main(["tables", "--json"]) == 0
+    stats = {s["table"]: s for s in json.loads(capsys.readouterr().out)}
+    assert set(stats) == {"market_data.trades", "market_data.quotes", "market_data.reference_data", "market_data.rejects"}
+    assert stats["market_data.trades"]["rows"] == sum(lines_by_date(landing / "trades").values())
+    assert stats["market_data.quotes"]["rows"] == sum(lines_by_date(landing / "quotes").values())
+    assert stats["market_data.trades"]["data_files"] > 0 and stats["market_data.trades"]["bytes"] > 0
+    assert stats["market_data.trades"]["snapshot_id"]
+    assert main(["tables"]) == 0
+    assert "market_data.trades" in capsys.readouterr().out
+
+
+def test_asx_load_command_backfills_a_range(k2_home, landing, capsys, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(k2_home / "dagster"))
+    assert main(["asx", "load", "--start", "2014-03-10", "--end", "2014-03-12"]) == 0
+    out = capsys.readouterr().out
+    assert "asx_trades [2014-03-12]" in out and "succeeded" in out
