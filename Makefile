@@ -26,6 +26,7 @@ dev: install
 	$(K2) dev
 
 test: install
+	$(VENV)/bin/ruff check k2_pipelines k2_pipelines_tests
 	$(VENV)/bin/python -m pytest
 
 bench: install

@@ -6,9 +6,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.expressions import EqualTo
 
-from k2_pipelines.lib.asx.sample import trading_days, DEFAULT_START
-from k2_pipelines.lib.replace import replace_atomically, Replacement
-from k2_pipelines.lib.tables import REFERENCE_DATA, TRADES, QUOTES
+from k2_pipelines.lib.asx.sample import DEFAULT_START, trading_days
+from k2_pipelines.lib.replace import replace_atomically, replacement
+from k2_pipelines.lib.tables import QUOTES, REFERENCE_DATA, TRADES
 from k2_pipelines_tests.conftest import SAMPLE_DAYS, SAMPLE_SYMBOLS
 from k2_pipelines_tests.helpers import lines_by_date, run_asx_load, scan
 
@@ -64,8 +64,8 @@ def test_partition_reload_leaves_other_days_and_exchanges_alone(catalog, landing
         "exchange": "BINANCE", "symbol": "BTCUSDT", "trade_id": "BINANCE-1", "asset_class": "crypto", "currency": "USDT",
         "vendor_data": None,
     }
-    replace_atomically(catalog, [Replacement(TRADES.identifier, pa.Table.from_pylist([other]), EqualTo("exchange", "BINANCE"))],
-                       {})
+    binance = replacement(catalog, TRADES.identifier, pa.Table.from_pylist([other]), EqualTo("exchange", "BINANCE"))
+    replace_atomically(catalog, [binance], {})
     untouched_day = scan(catalog, TRADES.identifier)
     untouched_ids = set(pc.filter(untouched_day["trade_id"], pc.match_substring(untouched_day["trade_id"], f"-{DAYS[0].replace('-', '')}-")).to_pylist())
 

@@ -1,7 +1,6 @@
 import pyarrow as pa
 import pytest
 from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.expressions import AlwaysTrue, EqualTo
 
 from k2_pipelines.lib.atomic_commit import commit_atomically
 from k2_pipelines.lib.tables import REFERENCE_DATA, REJECTS, ensure_tables

@@ -17,5 +17,6 @@ def run_asx_load(first: date, last: date) -> dg.ExecuteInProcessResult:
         return job.execute_in_process(
             instance=instance,
             tags={RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()},
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
             raise_on_error=False,
         )

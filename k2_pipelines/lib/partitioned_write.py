@@ -6,8 +6,8 @@ grouped); the slices are then written by PyIceberg's own `write_file`, as its ap
 """
 
 import itertools
-from collections import defaultdict
 import uuid
+from collections import defaultdict
 
 import numpy as np
 import pyarrow as pa

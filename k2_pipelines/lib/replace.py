@@ -1,6 +1,11 @@
-"""Replace a slice of a table and its rejects in one atomic commit, re-planned if another writer got there first."""
+"""Replace slices of tables (rows and their rejects) in one atomic commit.
+
+Data files are written first, once; the commit only adds them and deletes what they replace. If another writer
+got there first the commit is planned again against the tables as they now are, reusing the same files.
+"""
 
 import logging
+import uuid
 import warnings
 from dataclasses import dataclass
 
@@ -8,7 +13,7 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import BooleanExpression
-from pyiceberg.table import Transaction
+from pyiceberg.manifest import DataFile
 
 from k2_pipelines.lib.atomic_commit import commit_atomically
 from k2_pipelines.lib.partitioned_write import write_data_files
@@ -20,8 +25,8 @@ COMMIT_ATTEMPTS = 5
 @dataclass(frozen=True)
 class Replacement:
     table: str  # identifier
-    rows: pa.Table
-    row_filter: BooleanExpression  # rows matching it are replaced by `rows`
+    data_files: list[DataFile]  # from write_rows: the new content of the slice
+    row_filter: BooleanExpression  # the slice: rows matching it are replaced
 
 
 @dataclass(frozen=True)
@@ -39,16 +44,14 @@ def conform(rows: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def _overwrite(transaction: Transaction, rows: pa.Table, row_filter: BooleanExpression, properties: dict[str, str]) -> None:
-    """Transaction.overwrite, with K2's one-pass partitioned writer."""
-    with warnings.catch_warnings():  # a first load replaces nothing, which is fine
-        warnings.filterwarnings("ignore", "Delete operation did not match any records")
-        transaction.delete(delete_filter=row_filter, snapshot_properties=properties)
-    if rows.num_rows == 0:
-        return
-    with transaction.update_snapshot(snapshot_properties=properties).fast_append() as append:
-        for data_file in write_data_files(transaction.table_metadata, transaction._table.io, rows, append.commit_uuid):
-            append.append_data_file(data_file)
+def write_rows(catalog: Catalog, identifier: str, rows: pa.Table) -> list[DataFile]:
+    """Write `rows` as data files of the table, not yet committed."""
+    table = catalog.load_table(identifier)
+    return write_data_files(table.metadata, table.io, conform(rows, table.schema().as_arrow()), uuid.uuid4())
+
+
+def replacement(catalog: Catalog, identifier: str, rows: pa.Table, row_filter: BooleanExpression) -> Replacement:
+    return Replacement(identifier, write_rows(catalog, identifier, rows), row_filter)
 
 
 def _snapshot_id(table) -> int | None:
@@ -57,17 +60,20 @@ def _snapshot_id(table) -> int | None:
 
 
 def replace_atomically(catalog: Catalog, replacements: list[Replacement], snapshot_properties: dict[str, str]) -> CommitOutcome:
-    """Overwrite every replacement's slice in one commit. Overwrites are idempotent, so on a conflict the
-    whole commit is planned again against the tables as they now are (files written by the lost attempt are
-    left for orphan cleanup)."""
+    """Commit every replacement in one catalog transaction: each slice is deleted and its new files added."""
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         tables = {r.table: catalog.load_table(r.table) for r in replacements}
         before = {name: _snapshot_id(table) for name, table in tables.items()}
         transactions = []
-        for replacement in replacements:
-            transaction = tables[replacement.table].transaction()
-            rows = conform(replacement.rows, tables[replacement.table].schema().as_arrow())
-            _overwrite(transaction, rows, replacement.row_filter, snapshot_properties)
+        for r in replacements:
+            transaction = tables[r.table].transaction()
+            with warnings.catch_warnings():  # a first load replaces nothing, which is fine
+                warnings.filterwarnings("ignore", "Delete operation did not match any records")
+                transaction.delete(delete_filter=r.row_filter, snapshot_properties=snapshot_properties)
+            if r.data_files:
+                with transaction.update_snapshot(snapshot_properties=snapshot_properties).fast_append() as append:
+                    for data_file in r.data_files:
+                        append.append_data_file(data_file)
             transactions.append(transaction)
         try:
             committed = commit_atomically(catalog, transactions)

@@ -30,6 +30,23 @@ def _date(text: str) -> date | None:
     return datetime.strptime(text, "%m/%d/%Y").date()
 
 
+def _validate(fields: list[str]) -> CompanyRecord | tuple[str, str]:
+    """The company a line describes, or (reason, detail) of why it does not."""
+    if len(fields) != len(COMPANY_INFO_COLUMNS):
+        reason = "missing_columns" if len(fields) < len(COMPANY_INFO_COLUMNS) else "extra_columns"
+        return reason, f"{len(fields)} of {len(COMPANY_INFO_COLUMNS)} columns"
+    company_id, symbol, name, isin, start, end = (f.strip() for f in fields)
+    if not company_id.isdigit():
+        return "bad_company_id", f"company_id={company_id!r}"
+    if not symbol:
+        return "missing_symbol", ""
+    try:
+        start_date, end_date = _date(start), _date(end)
+    except ValueError as error:
+        return "bad_date", f"{error.args[0]!r} is not MM/DD/YYYY"
+    return CompanyRecord(company_id, symbol, name, isin or None, start_date, end_date)
+
+
 def read_company_info(path: Path) -> tuple[list[CompanyRecord], list[dict]]:
     """(valid companies, rejects with line number, raw line, reason and detail)."""
     try:
@@ -40,26 +57,9 @@ def read_company_info(path: Path) -> tuple[list[CompanyRecord], list[dict]]:
         raise UnreadableFileError(f"{path}: the header must be {','.join(COMPANY_INFO_COLUMNS)}")
     companies, rejects = [], []
     for number, line in enumerate(lines[1:], start=2):
-        fields = next(csv.reader([line]), [])
-
-        def reject(reason: str, detail: str = "") -> None:
-            rejects.append(dict(line_number=number, raw_line=line, reason=reason, detail=detail))
-
-        if len(fields) != len(COMPANY_INFO_COLUMNS):
-            reject("missing_columns" if len(fields) < len(COMPANY_INFO_COLUMNS) else "extra_columns",
-                   f"{len(fields)} of {len(COMPANY_INFO_COLUMNS)} columns")
-            continue
-        company_id, symbol, name, isin, start, end = (f.strip() for f in fields)
-        if not company_id.isdigit():
-            reject("bad_company_id", f"company_id={company_id!r}")
-            continue
-        if not symbol:
-            reject("missing_symbol")
-            continue
-        try:
-            start_date, end_date = _date(start), _date(end)
-        except ValueError as error:
-            reject("bad_date", f"{error.args[0]!r} is not MM/DD/YYYY")
-            continue
-        companies.append(CompanyRecord(company_id, symbol, name, isin or None, start_date, end_date))
+        outcome = _validate(next(csv.reader([line]), []))
+        if isinstance(outcome, CompanyRecord):
+            companies.append(outcome)
+        else:
+            rejects.append(dict(line_number=number, raw_line=line, reason=outcome[0], detail=outcome[1]))
     return companies, rejects

@@ -1,9 +1,8 @@
 """Load a range of ASX trading days from a landing drop into Iceberg: rows and rejects in one commit."""
 
 import json
-import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -16,8 +15,8 @@ from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, In, IsNull, 
 from k2_pipelines.lib.asx.company_info import read_company_info
 from k2_pipelines.lib.asx.layouts import CURRENCY, EXCHANGE, TIMEZONE, CsvLayout
 from k2_pipelines.lib.asx.parse import Company, UnreadableFileError, parse_market_file
-from k2_pipelines.lib.replace import CommitOutcome, Replacement, replace_atomically
-from k2_pipelines.lib.tables import REFERENCE_DATA, REJECTS, TRADES, QUOTES
+from k2_pipelines.lib.replace import CommitOutcome, Replacement, replace_atomically, replacement, write_rows
+from k2_pipelines.lib.tables import QUOTES, REFERENCE_DATA, REJECTS, TRADES
 from k2_pipelines.lib.uuids import random_uuids
 
 _EPOCH = date(1970, 1, 1)
@@ -32,7 +31,6 @@ class LoadResult:
     source_files: list[str]
     commit: CommitOutcome
     rows_read: int = 0
-    extra: dict = field(default_factory=dict)
 
     @property
     def rows_written(self) -> int:
@@ -77,45 +75,45 @@ def _companies(landing: Path) -> dict[str, Company]:
     return {r.company_id: Company(r.company_id, r.symbol) for r in records}
 
 
+def _with_ingest_columns(rows: pa.Table, now: datetime) -> pa.Table:
+    n = rows.num_rows
+    return rows.append_column("message_id", random_uuids(n)).append_column(
+        "ingestion_timestamp", pa.array(np.full(n, int(now.timestamp() * 1e6)), pa.timestamp("us", tz="UTC"))
+    )
+
+
 def load_market_days(catalog: Catalog, landing: Path, layout: CsvLayout, first: date, last: date, run_id: str) -> LoadResult:
-    """Replace the ASX rows of trading days first..last (local dates) in the trades or quotes table."""
+    """Replace the ASX rows of trading days first..last (local dates) in the trades or quotes table.
+
+    Each file is parsed and written on its own (memory stays at one file's worth); one commit adds them all.
+    """
+    table = _TABLES[layout.kind]
     companies = _companies(landing)
     files = sorted((landing / layout.kind).glob("*.csv"))
     first_day, last_day = (first - _EPOCH).days, (last - _EPOCH).days
-    parsed = [parse_market_file(path, layout, companies.get(path.stem), first_day, last_day) for path in files]
-
     now = datetime.now(timezone.utc)
-    row_tables = [p.rows for p in parsed if p.rows is not None and p.rows.num_rows]
-    n = sum(t.num_rows for t in row_tables)
-    rows = pa.concat_tables(row_tables) if row_tables else None
-    if rows is not None:
-        rows = rows.append_column("message_id", random_uuids(n)).append_column(
-            "ingestion_timestamp", pa.array(np.full(n, int(now.timestamp() * 1e6)), pa.timestamp("us", tz="UTC"))
-        )
-        rows = rows.select([f.name for f in _TABLES[layout.kind].schema().fields if f.name in rows.column_names])
-    day_counts = Counter()
-    for p in parsed:
-        values, counts = np.unique(p.trading_days, return_counts=True)
+    data_files, rejects, day_counts, rows_written = [], [], Counter(), 0
+    for path in files:
+        parsed = parse_market_file(path, layout, companies.get(path.stem), first_day, last_day)
+        if parsed.rows is not None and parsed.rows.num_rows:
+            data_files += write_rows(catalog, table.identifier, _with_ingest_columns(parsed.rows, now))
+            rows_written += parsed.rows.num_rows
+        values, counts = np.unique(parsed.trading_days, return_counts=True)
         day_counts.update(dict(zip(values.tolist(), counts.tolist())))
-    rejects = []
-    for p in parsed:
-        for r in p.rejects:
-            rejects.append(r | {"source_file": str(p.path), "partition_key": str(_EPOCH + timedelta(days=r["trading_day"]))})
+        rejects += [r | {"source_file": str(path), "partition_key": str(_EPOCH + timedelta(days=r["trading_day"]))}
+                    for r in parsed.rejects]
 
-    table = _TABLES[layout.kind]
     partition_keys = [str(first + timedelta(days=i)) for i in range((last - first).days + 1)]
     row_filter = And(
         EqualTo("exchange", EXCHANGE),
         And(GreaterThanOrEqual("timestamp", local_midnight_utc(first).isoformat()),
             LessThan("timestamp", local_midnight_utc(last + timedelta(days=1)).isoformat())),
     )
-    full_schema = table.schema().as_arrow()
-    replacement_rows = rows if rows is not None else full_schema.empty_table()
     commit = replace_atomically(
         catalog,
         [
-            Replacement(table.identifier, replacement_rows, row_filter),
-            Replacement(REJECTS.identifier, _reject_rows(rejects, layout.asset, run_id, now),
+            Replacement(table.identifier, data_files, row_filter),
+            replacement(catalog, REJECTS.identifier, _reject_rows(rejects, layout.asset, run_id, now),
                         And(EqualTo("source", layout.asset), In("partition_key", partition_keys))),
         ],
         _snapshot_properties(run_id, files + [landing / "company_info.csv"], f"{first}..{last}"),
@@ -126,7 +124,7 @@ def load_market_days(catalog: Catalog, landing: Path, layout: CsvLayout, first: 
         rejects_by_reason=dict(Counter(r["reason"] for r in rejects).most_common()),
         source_files=[str(p) for p in files],
         commit=commit,
-        rows_read=n + len(rejects),
+        rows_read=rows_written + len(rejects),
     )
 
 
@@ -154,8 +152,9 @@ def load_reference_data(catalog: Catalog, landing: Path, run_id: str) -> LoadRes
     commit = replace_atomically(
         catalog,
         [
-            Replacement(REFERENCE_DATA.identifier, rows, EqualTo("exchange", EXCHANGE)),
-            Replacement(REJECTS.identifier, _reject_rows([r | {"source_file": str(path)} for r in rejects], source, run_id, now),
+            replacement(catalog, REFERENCE_DATA.identifier, rows, EqualTo("exchange", EXCHANGE)),
+            replacement(catalog, REJECTS.identifier,
+                        _reject_rows([r | {"source_file": str(path)} for r in rejects], source, run_id, now),
                         And(EqualTo("source", source), IsNull("partition_key"))),
         ],
         _snapshot_properties(run_id, [path], "all"),

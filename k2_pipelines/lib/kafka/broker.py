@@ -1,5 +1,6 @@
 """A real single-node Apache Kafka broker (KRaft, broker + controller) on loopback, run from Maven-fetched jars."""
 
+import base64
 import os
 import shutil
 import signal
@@ -7,7 +8,6 @@ import socket
 import subprocess
 import time
 import uuid
-import base64
 from dataclasses import dataclass
 from pathlib import Path
 
