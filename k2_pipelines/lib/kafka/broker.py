@@ -1,6 +1,7 @@
 """A real single-node Apache Kafka broker (KRaft, broker + controller) on loopback, run from Maven-fetched jars."""
 
 import base64
+import fcntl
 import os
 import shutil
 import signal
@@ -80,6 +81,13 @@ class Broker:
         }
 
     def start(self, timeout: float = 60) -> dict:
+        self.home.mkdir(parents=True, exist_ok=True)
+        # a second broker on the same data dir takes over its quorum state before failing: one start at a time
+        with open(self.home / "start.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._start_locked(timeout)
+
+    def _start_locked(self, timeout: float) -> dict:
         if self.pid():
             return self.status()
         java = shutil.which("java")
