@@ -1,16 +1,14 @@
 # K2 Pipelines. `make demo` and `make test` work on a fresh machine from a clean clone.
 SHELL := /bin/bash
-UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+UV := python3 -m uv
 VENV := .venv
 K2 := $(VENV)/bin/k2
 KAFKA_LIBS := .k2/kafka/libs
 
 .PHONY: install kafka-jars demo dev test bench clean
 
-$(UV):
-	python3 -m pip install --user --quiet uv
-
-$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+$(VENV)/.installed: pyproject.toml uv.lock
+	$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	$(UV) sync --frozen
 	touch $@
 
