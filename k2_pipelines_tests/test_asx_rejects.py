@@ -108,3 +108,20 @@ def test_unreadable_file_fails_the_run_and_writes_nothing(catalog, landing, cont
     assert catalog.load_table(TRADES.identifier).metadata_location == before
     assert catalog.load_table(REJECTS.identifier).metadata_location == rejects_before
     assert lines_by_date(landing / "quotes")  # the drop itself is untouched
+
+
+def test_bad_company_info_lines_are_rejected_and_their_trades_too(catalog, landing):
+    info = landing / "company_info.csv"
+    lines = info.read_text().splitlines()
+    bhp = next(i for i, line in enumerate(lines) if ",BHP," in line)
+    lines[bhp] = lines[bhp].replace("01/01/2000", "2000-01-01")
+    lines.append("12x,BAD,Bad Ltd,,01/01/2000,")
+    info.write_text("\n".join(lines) + "\n")
+    run_asx_load(DAY)
+    rejects = scan(catalog, REJECTS.identifier).to_pylist()
+    reference = {(r["line_number"], r["reason"]) for r in rejects if r["source"] == "asx_reference_data"}
+    assert reference == {(bhp + 1, "bad_date"), (len(lines), "bad_company_id")}
+    trade_reasons = {r["reason"] for r in rejects if r["source"] == "asx_trades"}
+    assert trade_reasons == {"unknown_company"}  # BHP's trades wait for a valid company line, they are not lost
+    trade_rejects = [r for r in rejects if r["source"] == "asx_trades"]
+    assert len(trade_rejects) + scan(catalog, TRADES.identifier).num_rows == lines_by_date(landing / "trades")[DAY]

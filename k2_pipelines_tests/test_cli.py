@@ -22,3 +22,19 @@ def test_asx_load_command_backfills_a_range(k2_home, landing, capsys, monkeypatc
     assert main(["asx", "load", "--start", "2014-03-10", "--end", "2014-03-12"]) == 0
     out = capsys.readouterr().out
     assert "asx_trades [2014-03-12]" in out and "succeeded" in out
+
+
+def test_pyiceberg_configuration_wins_over_the_embedded_default(k2_home, monkeypatch, capsys):
+    """The pipelines and `k2 tables` read the catalog named k2 from pyiceberg's own configuration."""
+    from k2_pipelines.lib.catalog import load_k2_catalog
+
+    elsewhere = k2_home / "configured"
+    elsewhere.mkdir()
+    monkeypatch.setenv("PYICEBERG_CATALOG__K2__TYPE", "sql")
+    monkeypatch.setenv("PYICEBERG_CATALOG__K2__URI", f"sqlite:///{elsewhere / 'other.db'}")
+    monkeypatch.setenv("PYICEBERG_CATALOG__K2__WAREHOUSE", (elsewhere / "wh").as_uri())
+    assert main(["tables", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert all(s["location"].startswith((elsewhere / "wh").as_uri()) for s in stats)
+    assert (elsewhere / "other.db").exists() and not (k2_home / "k2" / "catalog.db").exists()
+    assert load_k2_catalog().properties["uri"].endswith("other.db")

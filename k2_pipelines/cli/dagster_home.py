@@ -10,7 +10,6 @@ from k2_pipelines.lib.paths import CHECKOUT, dagster_home
 def prepare_dagster_home() -> Path:
     home = dagster_home()
     home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        shutil.copyfile(CHECKOUT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copyfile(CHECKOUT / "dagster.yaml", home / "dagster.yaml")  # the repository's file is the source of truth
     os.environ["DAGSTER_HOME"] = str(home)
     return home
