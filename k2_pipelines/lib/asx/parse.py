@@ -122,7 +122,18 @@ def _attribute_days(days: np.ndarray, known: np.ndarray) -> np.ndarray:
 
 
 def _decimal(strings: pa.Array, valid: np.ndarray) -> pa.Array:
-    return pc.cast(pc.if_else(pa.array(valid), strings, "0"), DECIMAL)
+    """decimal(18,8) of the valid strings, 0 elsewhere (a string if_else costs more than all of this)."""
+    if valid.all():
+        return pc.cast(strings, DECIMAL)
+    parsed = pa.concat_arrays([pc.cast(strings.filter(pa.array(valid)), DECIMAL), pa.array([0], DECIMAL)])
+    return parsed.take(pa.array(np.where(valid, np.cumsum(valid) - 1, len(parsed) - 1)))
+
+
+def repeated(value: str, n: int) -> pa.Array:
+    """`value` n times, built directly as string buffers."""
+    encoded = value.encode()
+    offsets = np.arange(0, len(encoded) * (n + 1), len(encoded), dtype=np.int64)
+    return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(encoded * n))
 
 
 def _vendor_data(table: pa.Table, layout: CsvLayout) -> pa.Array:
@@ -157,25 +168,19 @@ def _v2_columns(
         pa.timestamp("us", tz="UTC")
     )
     distinct_days, day_index = np.unique(days, return_inverse=True)
-    compact_days = pa.array([d.strftime("%Y%m%d") for d in distinct_days.astype("datetime64[D]").tolist()]).take(day_index)
-    ids = pc.binary_join_element_wise(
-        f"{EXCHANGE}-{company.company_id}-", compact_days, "-", pa.array(line_numbers).cast(pa.string()), ""
-    )
-
-    def constant(value: str) -> pa.Array:
-        return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([value])).cast(pa.string())
-
+    prefixes = [f"{EXCHANGE}-{company.company_id}-{d.strftime('%Y%m%d')}" for d in distinct_days.astype("datetime64[D]").tolist()]
+    ids = pc.binary_join_element_wise(pa.array(prefixes).take(day_index), pa.array(line_numbers).cast(pa.string()), "-")
     columns = {
         layout.id_field: ids,
-        "symbol": constant(company.symbol),
-        "exchange": constant(EXCHANGE),
-        "asset_class": constant("equities"),
+        "symbol": repeated(company.symbol, n),
+        "exchange": repeated(EXCHANGE, n),
+        "asset_class": repeated("equities", n),
         "timestamp": utc,
     }
     columns.update(decimals)
-    columns["currency"] = constant(CURRENCY)
+    columns["currency"] = repeated(CURRENCY, n)
     if layout.kind == "trades":
-        columns["side"] = constant("UNKNOWN")  # ASX prints carry no aggressor side
+        columns["side"] = repeated("UNKNOWN", n)  # ASX prints carry no aggressor side
         columns["trade_conditions"] = _trade_conditions(table["Qualifiers"].combine_chunks())
     columns["vendor_data"] = _vendor_data(table, layout)
     return columns
@@ -212,9 +217,12 @@ def parse_market_file(
     row_days = _attribute_days(days, date_ok)
     in_range = (row_days >= first_day) & (row_days <= last_day)
     good = ok & in_range
-    good_mask = pa.array(good)
-    good_table = table.filter(good_mask)
-    good_decimals = {name: values.filter(good_mask) for name, values in decimals.items()}
+    if good.all():
+        good_table, good_decimals = table, decimals
+    else:
+        good_mask = pa.array(good)
+        good_table = table.filter(good_mask)
+        good_decimals = {name: values.filter(good_mask) for name, values in decimals.items()}
     rows = (pa.table(_v2_columns(layout, company, good_table, good_decimals, line_numbers[good], days[good], micros[good]))
             if company else None)
 
