@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-_EPOCH = date(1970, 1, 1)
+EPOCH = date(1970, 1, 1)
 _DATE_FORMAT = re.compile(r"\d\d/\d\d/\d{4}")
 _TIME_DIGITS = [0, 1, 3, 4, 6, 7, 9, 10, 11]  # HH:MM:SS.mmm
 _TIME_WIDTH = 12
@@ -24,7 +24,7 @@ def parse_dates(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         try:
             if not _DATE_FORMAT.fullmatch(value):
                 raise ValueError(value)
-            days_by_value.append((datetime.strptime(value, "%m/%d/%Y").date() - _EPOCH).days)
+            days_by_value.append((datetime.strptime(value, "%m/%d/%Y").date() - EPOCH).days)
         except ValueError:
             days_by_value.append(None)
     lookup = np.array([-1 if d is None else d for d in days_by_value] + [-1], dtype=np.int64)

@@ -1,16 +1,14 @@
 """What a landing drop holds: its files' fingerprints and the trading dates each market file covers."""
 
 import hashlib
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.csv as csv
 
-from k2_pipelines.lib.asx.fixed_width import parse_dates
+from k2_pipelines.lib.asx.fixed_width import EPOCH, parse_dates
 from k2_pipelines.lib.asx.layouts import QUOTES, TRADES
-
-_EPOCH = date(1970, 1, 1)
 
 
 def landing_files(landing: Path) -> list[Path]:
@@ -20,6 +18,7 @@ def landing_files(landing: Path) -> list[Path]:
 
 
 def fingerprint(path: Path) -> str:
+    """Size and modification time: what changes when a drop replaces a file."""
     stat = path.stat()
     return f"{stat.st_size}:{stat.st_mtime_ns}"
 
@@ -34,7 +33,7 @@ def trading_dates(path: Path) -> list[str]:
         convert_options=csv.ConvertOptions(column_types={"Date": pa.string()}, include_columns=["Date"]),
     )["Date"].combine_chunks().unique()
     valid, days = parse_dates(dates)
-    return sorted(str(_EPOCH + timedelta(days=int(d))) for d in days[valid])
+    return sorted(str(EPOCH + timedelta(days=int(d))) for d in days[valid])
 
 
 def digest(parts: list[str]) -> str:

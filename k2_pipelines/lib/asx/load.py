@@ -13,13 +13,14 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, In, IsNull, LessThan
 
 from k2_pipelines.lib.asx.company_info import read_company_info
+from k2_pipelines.lib.asx.fixed_width import EPOCH
+from k2_pipelines.lib.asx.landing import fingerprint
 from k2_pipelines.lib.asx.layouts import CURRENCY, EXCHANGE, TIMEZONE, CsvLayout
-from k2_pipelines.lib.asx.parse import Company, UnreadableFileError, parse_market_file
+from k2_pipelines.lib.asx.parse import Company, parse_market_file
 from k2_pipelines.lib.replace import CommitOutcome, Replacement, replace_atomically, replacement, write_rows
 from k2_pipelines.lib.tables import QUOTES, REFERENCE_DATA, REJECTS, TRADES
 from k2_pipelines.lib.uuids import random_uuids
 
-_EPOCH = date(1970, 1, 1)
 _TABLES = {"trades": TRADES, "quotes": QUOTES}
 
 
@@ -45,11 +46,6 @@ def local_midnight_utc(day: date) -> datetime:
     return datetime.combine(day, time(), ZoneInfo(TIMEZONE)).astimezone(timezone.utc)
 
 
-def file_fingerprint(path: Path) -> dict:
-    stat = path.stat()
-    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
 def _reject_rows(rejects: list[dict], source: str, run_id: str, now: datetime) -> pa.Table:
     return pa.Table.from_pylist(
         [
@@ -66,7 +62,7 @@ def _snapshot_properties(run_id: str, source_files: list[Path], partitions: str)
     return {
         "k2.run-id": run_id,
         "k2.partitions": partitions,
-        "k2.source-files": json.dumps([file_fingerprint(p) for p in source_files]),
+        "k2.source-files": json.dumps([{"path": str(p), "fingerprint": fingerprint(p)} for p in source_files]),
     }
 
 
@@ -90,7 +86,7 @@ def load_market_days(catalog: Catalog, landing: Path, layout: CsvLayout, first: 
     table = _TABLES[layout.kind]
     companies = _companies(landing)
     files = sorted((landing / layout.kind).glob("*.csv"))
-    first_day, last_day = (first - _EPOCH).days, (last - _EPOCH).days
+    first_day, last_day = (first - EPOCH).days, (last - EPOCH).days
     now = datetime.now(timezone.utc)
     data_files, rejects, day_counts, rows_written = [], [], Counter(), 0
     for path in files:
@@ -100,7 +96,7 @@ def load_market_days(catalog: Catalog, landing: Path, layout: CsvLayout, first: 
             rows_written += parsed.rows.num_rows
         values, counts = np.unique(parsed.trading_days, return_counts=True)
         day_counts.update(dict(zip(values.tolist(), counts.tolist())))
-        rejects += [r | {"source_file": str(path), "partition_key": str(_EPOCH + timedelta(days=r["trading_day"]))}
+        rejects += [r | {"source_file": str(path), "partition_key": str(EPOCH + timedelta(days=r["trading_day"]))}
                     for r in parsed.rejects]
 
     partition_keys = [str(first + timedelta(days=i)) for i in range((last - first).days + 1)]
@@ -120,7 +116,7 @@ def load_market_days(catalog: Catalog, landing: Path, layout: CsvLayout, first: 
     )
     return LoadResult(
         table=table.identifier,
-        rows_by_day={str(_EPOCH + timedelta(days=d)): c for d, c in sorted(day_counts.items())},
+        rows_by_day={str(EPOCH + timedelta(days=d)): c for d, c in sorted(day_counts.items())},
         rejects_by_reason=dict(Counter(r["reason"] for r in rejects).most_common()),
         source_files=[str(p) for p in files],
         commit=commit,
@@ -168,5 +164,3 @@ def load_reference_data(catalog: Catalog, landing: Path, run_id: str) -> LoadRes
         rows_read=len(records) + len(rejects),
     )
 
-
-__all__ = ["LoadResult", "UnreadableFileError", "load_market_days", "load_reference_data", "file_fingerprint"]

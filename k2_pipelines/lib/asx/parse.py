@@ -36,7 +36,7 @@ class Company:
 @dataclass
 class ParsedFile:
     path: Path
-    rows: pa.Table  # v2 columns, without message_id and ingestion_timestamp (set per load)
+    rows: pa.Table | None  # v2 columns without message_id and ingestion_timestamp (set per load); None: unknown company
     rejects: list[dict]  # line_number, raw_line, reason, detail, trading_day
     trading_days: np.ndarray  # days since epoch of each row in `rows`
 
