@@ -32,6 +32,9 @@ def test_backfill_over_several_days_loads_every_line_in_one_run(catalog, landing
         assert rows["exchange"].unique().to_pylist() == ["ASX"]
     reference = scan(catalog, REFERENCE_DATA.identifier)
     assert sorted(reference["symbol"].to_pylist()) == sorted(SAMPLE_SYMBOLS)
+    # one data file per Iceberg partition (UTC day, exchange), not one per source file and partition
+    files = catalog.load_table(TRADES.identifier).inspect.files()
+    assert files.num_rows == len(set(map(str, files["partition"].to_pylist())))
 
 
 def test_values_are_converted_exactly(catalog, landing):

@@ -22,6 +22,7 @@ from k2_pipelines.lib.tables import QUOTES, REFERENCE_DATA, REJECTS, TRADES
 from k2_pipelines.lib.uuids import random_uuids
 
 _TABLES = {"trades": TRADES, "quotes": QUOTES}
+WRITE_BATCH_ROWS = 2_000_000  # about 0.5 GB of parsed Arrow rows
 
 
 @dataclass
@@ -81,23 +82,32 @@ def _with_ingest_columns(rows: pa.Table, now: datetime) -> pa.Table:
 def load_market_days(catalog: Catalog, landing: Path, layout: CsvLayout, first: date, last: date, run_id: str) -> LoadResult:
     """Replace the ASX rows of trading days first..last (local dates) in the trades or quotes table.
 
-    Each file is parsed and written on its own (memory stays at one file's worth); one commit adds them all.
+    Parsed files are written once WRITE_BATCH_ROWS have gathered: memory stays bounded and a partition gets few
+    files. One commit then adds them all, with the rejects.
     """
     table = _TABLES[layout.kind]
     companies = _companies(landing)
     files = sorted((landing / layout.kind).glob("*.csv"))
     first_day, last_day = (first - EPOCH).days, (last - EPOCH).days
     now = datetime.now(timezone.utc)
-    data_files, rejects, day_counts, rows_written = [], [], Counter(), 0
+    data_files, pending, rejects, day_counts = [], [], [], Counter()
+
+    def write_pending() -> None:
+        if pending:
+            data_files.extend(write_rows(catalog, table.identifier, _with_ingest_columns(pa.concat_tables(pending), now)))
+            pending.clear()
+
     for path in files:
         parsed = parse_market_file(path, layout, companies.get(path.stem), first_day, last_day)
         if parsed.rows is not None and parsed.rows.num_rows:
-            data_files += write_rows(catalog, table.identifier, _with_ingest_columns(parsed.rows, now))
-            rows_written += parsed.rows.num_rows
+            pending.append(parsed.rows)
+            if sum(t.num_rows for t in pending) >= WRITE_BATCH_ROWS:
+                write_pending()
         values, counts = np.unique(parsed.trading_days, return_counts=True)
         day_counts.update(dict(zip(values.tolist(), counts.tolist())))
         rejects += [r | {"source_file": str(path), "partition_key": str(EPOCH + timedelta(days=r["trading_day"]))}
                     for r in parsed.rejects]
+    write_pending()
 
     partition_keys = [str(first + timedelta(days=i)) for i in range((last - first).days + 1)]
     row_filter = And(
@@ -120,7 +130,7 @@ def load_market_days(catalog: Catalog, landing: Path, layout: CsvLayout, first: 
         rejects_by_reason=dict(Counter(r["reason"] for r in rejects).most_common()),
         source_files=[str(p) for p in files],
         commit=commit,
-        rows_read=rows_written + len(rejects),
+        rows_read=sum(day_counts.values()) + len(rejects),
     )
 
 
