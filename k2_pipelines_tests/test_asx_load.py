@@ -1,4 +1,5 @@
 import json
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -15,9 +16,12 @@ from k2_pipelines_tests.helpers import lines_by_date, run_asx_load, scan
 DAYS = [d.isoformat() for d in trading_days(DEFAULT_START, SAMPLE_DAYS)]
 
 
+def _local_date_list(table: pa.Table) -> list[str]:
+    return pc.strftime(table["timestamp"].cast(pa.timestamp("us", tz="Australia/Sydney")), format="%Y-%m-%d").to_pylist()
+
+
 def _local_dates(table: pa.Table) -> dict[str, int]:
-    local = pc.strftime(table["timestamp"].cast(pa.timestamp("us", tz="Australia/Sydney")), format="%Y-%m-%d")
-    return {row["values"]: row["counts"] for row in local.value_counts().to_pylist()}
+    return dict(Counter(_local_date_list(table)))
 
 
 def test_backfill_over_several_days_loads_every_line_in_one_run(catalog, landing):
@@ -32,9 +36,11 @@ def test_backfill_over_several_days_loads_every_line_in_one_run(catalog, landing
         assert rows["exchange"].unique().to_pylist() == ["ASX"]
     reference = scan(catalog, REFERENCE_DATA.identifier)
     assert sorted(reference["symbol"].to_pylist()) == sorted(SAMPLE_SYMBOLS)
-    # one data file per Iceberg partition (UTC day, exchange), not one per source file and partition
-    files = catalog.load_table(TRADES.identifier).inspect.files()
-    assert files.num_rows == len(set(map(str, files["partition"].to_pylist())))
+    # one data file per Iceberg partition (UTC day, exchange) and trading date, not one per source file too
+    rows = scan(catalog, TRADES.identifier)
+    utc_days = pc.strftime(rows["timestamp"], format="%Y-%m-%d").to_pylist()
+    groups = set(zip(utc_days, rows["exchange"].to_pylist(), _local_date_list(rows)))
+    assert catalog.load_table(TRADES.identifier).inspect.files().num_rows == len(groups)
 
 
 def test_values_are_converted_exactly(catalog, landing):
@@ -105,3 +111,17 @@ def test_materialization_metadata(catalog, landing):
     assert metadata["snapshot_after"].value == catalog.load_table(TRADES.identifier).current_snapshot().snapshot_id
     assert metadata["snapshot_before"].value != metadata["snapshot_after"].value
     assert "price" in [c.name for c in metadata["dagster/column_schema"].schema.columns]
+
+
+def test_reloading_a_date_drops_its_files_and_rewrites_no_other_rows(catalog, landing):
+    import pyarrow.parquet as pq
+
+    run_asx_load(DAYS[0], DAYS[-1])
+    before = set(catalog.load_table(TRADES.identifier).inspect.files()["file_path"].to_pylist())
+    run_asx_load(DAYS[1])
+    after = set(catalog.load_table(TRADES.identifier).inspect.files()["file_path"].to_pylist())
+    removed = before - after
+    assert removed  # the date's old files are gone...
+    for path in removed:  # ...and they held that date's rows only, so nothing else was rewritten
+        assert set(_local_date_list(pq.read_table(path.removeprefix("file://")))) == {DAYS[1]}
+    assert len(after - before) == len(removed)

@@ -52,3 +52,27 @@ def test_tables_are_created_once_with_their_partitioning(catalog):
     assert str(trades.schema().find_field("price").field_type) == "decimal(18, 8)"
     assert str(trades.schema().find_field("timestamp").field_type) == "timestamptz"
     assert len(catalog.list_tables("market_data")) == 4
+
+
+def test_racing_loads_neither_lose_nor_duplicate(catalog, landing):
+    """Loads of different days (and trades vs quotes) commit to the same tables at once; lost races are re-planned."""
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import date
+
+    import pyarrow.compute as pc
+
+    from k2_pipelines.lib.asx.layouts import QUOTES as QUOTES_LAYOUT
+    from k2_pipelines.lib.asx.layouts import TRADES as TRADES_LAYOUT
+    from k2_pipelines.lib.asx.load import load_market_days
+    from k2_pipelines.lib.tables import QUOTES, TRADES
+    from k2_pipelines_tests.helpers import lines_by_date
+
+    days = [date(2014, 3, 10), date(2014, 3, 11), date(2014, 3, 12)]
+    jobs = [(layout, day) for layout in (TRADES_LAYOUT, QUOTES_LAYOUT) for day in days] * 2
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        results = list(pool.map(lambda job: load_market_days(catalog, landing, job[0], job[1], job[1], "race"), jobs))
+    assert max(r.commit.attempts for r in results) >= 1
+    for identifier, kind in ((TRADES.identifier, "trades"), (QUOTES.identifier, "quotes")):
+        rows = scan(catalog, identifier)
+        assert rows.num_rows == sum(lines_by_date(landing / kind).values())
+        assert pc.count_distinct(rows[f"{kind[:-1]}_id"]).as_py() == rows.num_rows

@@ -5,6 +5,8 @@ got there first the commit is planned again against the tables as they now are, 
 """
 
 import logging
+import random
+import time
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -19,7 +21,10 @@ from k2_pipelines.lib.atomic_commit import commit_atomically
 from k2_pipelines.lib.partitioned_write import write_data_files
 
 log = logging.getLogger(__name__)
-COMMIT_ATTEMPTS = 5
+# a first load replaces nothing, which is fine (a process-wide filter: catch_warnings is not thread-safe)
+warnings.filterwarnings("ignore", "Delete operation did not match any records")
+COMMIT_ATTEMPTS = 10
+BACKOFF_SECONDS = (0.05, 5.0)  # first and largest wait between attempts (exponential, full jitter)
 
 
 @dataclass(frozen=True)
@@ -44,10 +49,10 @@ def conform(rows: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def write_rows(catalog: Catalog, identifier: str, rows: pa.Table) -> list[DataFile]:
-    """Write `rows` as data files of the table, not yet committed."""
+def write_rows(catalog: Catalog, identifier: str, rows: pa.Table, file_groups: pa.Array | None = None) -> list[DataFile]:
+    """Write `rows` as data files of the table, not yet committed (see write_data_files for file_groups)."""
     table = catalog.load_table(identifier)
-    return write_data_files(table.metadata, table.io, conform(rows, table.schema().as_arrow()), uuid.uuid4())
+    return write_data_files(table.metadata, table.io, conform(rows, table.schema().as_arrow()), uuid.uuid4(), file_groups)
 
 
 def replacement(catalog: Catalog, identifier: str, rows: pa.Table, row_filter: BooleanExpression) -> Replacement:
@@ -67,9 +72,7 @@ def replace_atomically(catalog: Catalog, replacements: list[Replacement], snapsh
         transactions = []
         for r in replacements:
             transaction = tables[r.table].transaction()
-            with warnings.catch_warnings():  # a first load replaces nothing, which is fine
-                warnings.filterwarnings("ignore", "Delete operation did not match any records")
-                transaction.delete(delete_filter=r.row_filter, snapshot_properties=snapshot_properties)
+            transaction.delete(delete_filter=r.row_filter, snapshot_properties=snapshot_properties)
             if r.data_files:
                 with transaction.update_snapshot(snapshot_properties=snapshot_properties).fast_append() as append:
                     for data_file in r.data_files:
@@ -80,8 +83,10 @@ def replace_atomically(catalog: Catalog, replacements: list[Replacement], snapsh
         except CommitFailedException as conflict:
             if attempt == COMMIT_ATTEMPTS:
                 raise
-            log.warning("commit attempt %d lost a race (%s); planning again", attempt, conflict)
-            continue
-        after = dict(before) | {".".join(t.name()): _snapshot_id(t) for t in committed}
-        return CommitOutcome(before, after, attempt)
+            wait = random.uniform(0, min(BACKOFF_SECONDS[1], BACKOFF_SECONDS[0] * 2**attempt))
+            log.warning("commit attempt %d lost a race (%s); planning again in %.2fs", attempt, conflict, wait)
+            time.sleep(wait)
+        else:
+            after = dict(before) | {".".join(t.name()): _snapshot_id(t) for t in committed}
+            return CommitOutcome(before, after, attempt)
     raise AssertionError("unreachable")

@@ -94,14 +94,17 @@ def load_market_days(catalog: Catalog, landing: Path, layout: CsvLayout, first: 
 
     def write_pending() -> None:
         if pending:
-            data_files.extend(write_rows(catalog, table.identifier, _with_ingest_columns(pa.concat_tables(pending), now)))
+            rows = _with_ingest_columns(pa.concat_tables([p.rows for p in pending]), now)
+            # one trading date per file: reloading a date then drops whole files, never rewrites a neighbour's rows
+            trading_days = pa.array(np.concatenate([p.trading_days for p in pending]))
+            data_files.extend(write_rows(catalog, table.identifier, rows, trading_days))
             pending.clear()
 
     for path in files:
         parsed = parse_market_file(path, layout, companies.get(path.stem), first_day, last_day)
         if parsed.rows is not None and parsed.rows.num_rows:
-            pending.append(parsed.rows)
-            if sum(t.num_rows for t in pending) >= WRITE_BATCH_ROWS:
+            pending.append(parsed)
+            if sum(p.rows.num_rows for p in pending) >= WRITE_BATCH_ROWS:
                 write_pending()
         values, counts = np.unique(parsed.trading_days, return_counts=True)
         day_counts.update(dict(zip(values.tolist(), counts.tolist())))
