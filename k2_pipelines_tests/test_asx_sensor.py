@@ -41,10 +41,31 @@ def test_changed_file_requests_only_its_dates_with_a_new_run_key(tmp_path):
     assert _tick(landing, second.cursor).run_requests == []
 
 
-def test_weekend_splits_runs_and_dates_before_the_first_partition_are_skipped(tmp_path):
+def test_weekend_splits_runs_and_dates_outside_the_partitions_are_skipped(tmp_path):
     from k2_pipelines.defs.asx.sensors import plan_runs
 
-    state = {"a.csv": {"fp": "1", "dates": ["2013-12-31", "2014-03-13", "2014-03-14", "2014-03-17"]}}
-    requests, skipped = plan_runs(state, {}, "2014-01-01")
-    assert skipped == ["2013-12-31"]
+    state = {"a.csv": {"fp": "1", "dates": ["2013-12-31", "2014-03-13", "2014-03-14", "2014-03-17", "2099-01-01"]}}
+    requests, skipped = plan_runs(state, {}, "2014-01-01", "2026-11-22")
+    assert skipped == ["2013-12-31", "2099-01-01"]
     assert [(r.tags.get(RANGE_START_TAG), r.partition_key) for r in requests] == [("2014-03-13", None), (None, "2014-03-17")]
+
+
+def test_a_broken_file_still_gets_its_dates_loaded(tmp_path):
+    """The run, not the sensor, reports what is wrong with a file: the sensor only needs its dates."""
+    landing = tmp_path / "landing"
+    generate(landing, ["BHP"], 2, 1_000, 1.0, seed=3)
+    first = _tick(landing)
+    (landing / "trades" / "9999.csv").write_bytes(b"03/12/2014,\xff\xfe,,\r\n03/12/2014,1\r\n")
+    second = _tick(landing, first.cursor)
+    assert [r.partition_key for r in second.run_requests] == ["2014-03-12"]
+    assert _tick(landing, second.cursor).run_requests == []
+
+
+def test_todays_trading_date_is_a_partition():
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from k2_pipelines.defs.asx.partitions import asx_trading_days
+
+    today = datetime.now(ZoneInfo("Australia/Sydney")).date().isoformat()
+    assert asx_trading_days.get_last_partition_key() == today

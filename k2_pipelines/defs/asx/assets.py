@@ -26,11 +26,12 @@ def _fail_unreadable(error: UnreadableFileError) -> dg.Failure:
 def asx_reference_data(
     context: dg.AssetExecutionContext, iceberg: IcebergCatalogResource, asx_landing: AsxLandingResource
 ) -> dg.MaterializeResult:
+    catalog = iceberg.catalog()
     try:
-        result = load_reference_data(iceberg.catalog(), asx_landing.root(), context.run.run_id)
+        result = load_reference_data(catalog, asx_landing.root(), context.run.run_id)
     except UnreadableFileError as error:
         raise _fail_unreadable(error) from error
-    return dg.MaterializeResult(metadata=load_metadata(result, iceberg.catalog()))
+    return dg.MaterializeResult(metadata=load_metadata(result, catalog))
 
 
 def _market_asset(layout: CsvLayout) -> dg.AssetsDefinition:

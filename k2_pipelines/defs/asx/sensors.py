@@ -23,8 +23,10 @@ def _contiguous_ranges(keys: list[str]) -> list[tuple[str, str]]:
     return [(start, end) for start, end in ranges]
 
 
-def plan_runs(landing_state: dict, previous: dict, first_key: str) -> tuple[list[dg.RunRequest], list[str]]:
-    """(run requests for the trading dates whose files are new, changed or gone; dates skipped as out of range).
+def plan_runs(
+    landing_state: dict, previous: dict, first_key: str, last_key: str
+) -> tuple[list[dg.RunRequest], list[str]]:
+    """(run requests for the trading dates whose files are new, changed or gone; dates outside the partitions).
 
     `landing_state` and `previous` map each file to {"fp": fingerprint, "dates": [partition keys]}.
     """
@@ -34,9 +36,9 @@ def plan_runs(landing_state: dict, previous: dict, first_key: str) -> tuple[list
     affected = set()
     for path in (landing_state.keys() | previous.keys()) if info_changed else changed:
         affected.update(landing_state.get(path, {}).get("dates", []), previous.get(path, {}).get("dates", []))
-    skipped = sorted(key for key in affected if key < first_key)
+    skipped = sorted(key for key in affected if not first_key <= key <= last_key)
     requests = []
-    for start, end in _contiguous_ranges([key for key in affected if key >= first_key]):
+    for start, end in _contiguous_ranges([key for key in affected if first_key <= key <= last_key]):
         sources = [f"{path}={state['fp']}" for path, state in landing_state.items()
                    if not state["dates"] or any(start <= key <= end for key in state["dates"])]
         run_key = f"asx:{start}..{end}:{digest(sources)}"
@@ -59,10 +61,14 @@ def asx_landing_sensor(context: dg.SensorEvaluationContext, asx_landing: AsxLand
     for path in landing_files(asx_landing.root()):
         known = previous.get(str(path), {})
         fp = fingerprint(path)
-        dates = known["dates"] if known.get("fp") == fp else ([] if path.name == "company_info.csv" else trading_dates(path))
+        if known.get("fp") == fp or path.name == "company_info.csv":
+            dates = known.get("dates", [])
+        else:
+            dates = trading_dates(path)
         landing_state[str(path)] = {"fp": fp, "dates": dates}
     first_key = asx_trading_days.start.strftime("%Y-%m-%d")
-    requests, skipped = plan_runs(landing_state, previous, first_key)
+    last_key = asx_trading_days.get_last_partition_key()
+    requests, skipped = plan_runs(landing_state, previous, first_key, last_key)
     if skipped:
-        context.log.warning(f"dates before the first partition ({first_key}) are not loaded: {skipped}")
+        context.log.warning(f"dates outside the partitions {first_key}..{last_key} are not loaded: {skipped}")
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(landing_state))

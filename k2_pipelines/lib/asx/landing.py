@@ -4,11 +4,13 @@ import hashlib
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.csv as csv
 
 from k2_pipelines.lib.asx.fixed_width import EPOCH, parse_dates
 from k2_pipelines.lib.asx.layouts import QUOTES, TRADES
+
+_DATE_WIDTH = len("MM/DD/YYYY")
 
 
 def landing_files(landing: Path) -> list[Path]:
@@ -24,16 +26,18 @@ def fingerprint(path: Path) -> str:
 
 
 def trading_dates(path: Path) -> list[str]:
-    """The distinct valid dates of a market file (trades/ or quotes/), as partition keys."""
-    layout = TRADES if path.parent.name == TRADES.kind else QUOTES
-    dates = csv.read_csv(
-        path,
-        read_options=csv.ReadOptions(column_names=list(layout.columns), use_threads=True),
-        parse_options=csv.ParseOptions(invalid_row_handler=lambda row: "skip"),
-        convert_options=csv.ConvertOptions(column_types={"Date": pa.string()}, include_columns=["Date"]),
-    )["Date"].combine_chunks().unique()
-    valid, days = parse_dates(dates)
-    return sorted(str(EPOCH + timedelta(days=int(d))) for d in days[valid])
+    """The distinct valid dates that start the lines of a market file, as partition keys.
+
+    Reads raw bytes, not CSV: the sensor must learn a file's dates whatever else is wrong with it.
+    """
+    data = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    starts = np.concatenate(([0], np.flatnonzero(data == ord("\n")) + 1))
+    starts = starts[starts + _DATE_WIDTH <= len(data)]
+    prefixes = np.column_stack([data[starts + i] for i in range(_DATE_WIDTH)]).view(f"S{_DATE_WIDTH}").ravel()
+    changes = np.concatenate(([True], prefixes[1:] != prefixes[:-1]))  # files run in time order: few changes
+    candidates = pa.array(sorted({p.decode("latin-1") for p in prefixes[changes]}))
+    valid, days = parse_dates(candidates)
+    return sorted({str(EPOCH + timedelta(days=int(d))) for d in days[valid]})
 
 
 def digest(parts: list[str]) -> str:
