@@ -3,7 +3,6 @@ SHELL := /bin/bash
 UV := python3 -m uv
 VENV := .venv
 K2 := $(VENV)/bin/k2
-KAFKA_LIBS := .k2/kafka/libs
 
 .PHONY: install kafka-jars demo dev test bench clean
 
@@ -15,7 +14,7 @@ $(VENV)/.installed: pyproject.toml uv.lock
 install: $(VENV)/.installed kafka-jars
 
 kafka-jars: $(VENV)/.installed
-	@$(VENV)/bin/python -c "from pathlib import Path; from k2_pipelines.lib.kafka.broker import fetch_jars; fetch_jars(Path('$(KAFKA_LIBS)'))"
+	$(K2) kafka fetch
 
 demo: install
 	$(K2) demo

@@ -6,12 +6,12 @@ import pytest
 from k2_pipelines.lib.asx.sample import generate
 from k2_pipelines.lib.catalog import load_k2_catalog
 from k2_pipelines.lib.kafka.broker import Broker
-from k2_pipelines.lib.paths import CHECKOUT
 from k2_pipelines.lib.tables import ensure_tables
 
 SAMPLE_SYMBOLS = ["BHP", "RIO", "MWR"]
 SAMPLE_DAYS = 3
 SAMPLE_TRADES = 6_000
+KAFKA_LIBS = Broker.from_env().libs  # where `make test` fetched the jars, before any test changes K2_HOME
 
 
 def free_port() -> int:
@@ -32,7 +32,7 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory) -> Broker:
     """One real broker for the whole session; tests use unique topics."""
-    broker = Broker(home=tmp_path_factory.mktemp("kafka"), port=free_port(), libs=CHECKOUT / ".k2" / "kafka" / "libs")
+    broker = Broker(home=tmp_path_factory.mktemp("kafka"), port=free_port(), libs=KAFKA_LIBS)
     broker.start()
     yield broker
     broker.stop()

@@ -7,12 +7,15 @@ from datetime import date
 from pathlib import Path
 
 from k2_pipelines.lib.asx.sample import DEFAULT_START, DEFAULT_SYMBOLS
-from k2_pipelines.lib.kafka.broker import Broker, BrokerError
+from k2_pipelines.lib.kafka.broker import Broker, BrokerError, fetch_jars
 
 
 def _kafka(args) -> int:
     broker = Broker.from_env(args.port)
-    if args.action == "start":
+    if args.action == "fetch":
+        fetch_jars(broker.libs)
+        print(f"Kafka broker jars are in {broker.libs}")
+    elif args.action == "start":
         status = broker.start()
         print(f"kafka is running at {status['bootstrap']} (pid {status['pid']}); data {status['data_dir']}; log {status['log']}")
     elif args.action == "stop":
@@ -28,7 +31,7 @@ def _sample_asx(args) -> int:
     from k2_pipelines.lib.asx.sample import generate
 
     counts = generate(Path(args.out), args.symbols.split(","), args.days, args.trades, args.quotes_per_trade, args.seed,
-                      date.fromisoformat(args.start), args.bad_rows)
+                      args.start, args.bad_rows)
     print(f"wrote {counts['trades']:,} trades and {counts['quotes']:,} quotes for {counts['symbols']} symbols over "
           f"{counts['days']} trading days to {args.out}")
     return 0
@@ -49,7 +52,7 @@ def _tables(args) -> int:
 def _asx_load(args) -> int:
     from k2_pipelines.cli.asx import run_asx_load
 
-    result = run_asx_load(date.fromisoformat(args.start), date.fromisoformat(args.end or args.start))
+    result = run_asx_load(args.start, args.end or args.start)
     for event in result.get_asset_materialization_events():
         metadata = event.materialization.metadata
         print(f"{event.asset_key.to_user_string()} [{event.materialization.partition}]: "
@@ -90,7 +93,7 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True)
 
     kafka = commands.add_parser("kafka", help="the local Kafka broker")
-    kafka.add_argument("action", choices=["start", "stop", "status"])
+    kafka.add_argument("action", choices=["start", "stop", "status", "fetch"], help="fetch: only get the jars (Maven)")
     kafka.add_argument("--port", type=int, help="listener port (default K2_KAFKA_PORT or 9092; the controller uses port+1)")
     kafka.set_defaults(run=_kafka)
 
@@ -102,7 +105,7 @@ def parser() -> argparse.ArgumentParser:
     asx.add_argument("--symbols", default=",".join(DEFAULT_SYMBOLS))
     asx.add_argument("--trades", type=int, default=200_000, help="about this many trades in all")
     asx.add_argument("--quotes-per-trade", type=float, default=2.0)
-    asx.add_argument("--start", default=DEFAULT_START.isoformat(), help="first trading day")
+    asx.add_argument("--start", type=date.fromisoformat, default=DEFAULT_START, help="first trading day (YYYY-MM-DD)")
     asx.add_argument("--seed", type=int, default=42)
     asx.add_argument("--bad-rows", type=int, default=0, help="replace this many trade lines by bad ones (to see rejects)")
     asx.set_defaults(run=_sample_asx)
@@ -113,8 +116,8 @@ def parser() -> argparse.ArgumentParser:
 
     asx_load = commands.add_parser("asx", help="ASX batch loads").add_subparsers(dest="action", required=True)
     load = asx_load.add_parser("load", help="load trading dates START..END in one run (a CLI backfill)")
-    load.add_argument("--start", required=True)
-    load.add_argument("--end")
+    load.add_argument("--start", type=date.fromisoformat, required=True, help="first trading date (YYYY-MM-DD)")
+    load.add_argument("--end", type=date.fromisoformat, help="last trading date (default: --start)")
     load.set_defaults(run=_asx_load)
 
     demo = commands.add_parser("demo", help="start Kafka, generate a drop, load it, print what happened")
