@@ -73,20 +73,21 @@ def _fixed(values_thousandths: np.ndarray) -> pa.Array:
     return pc.binary_join_element_wise(whole, frac, ".")
 
 
-def _date_time(day: date, times_ms: np.ndarray) -> tuple[str, pa.Array]:
+def _time_of_day(times_ms: np.ndarray) -> pa.Array:
+    """HH:MM:SS.mmm"""
     h, rest = np.divmod(times_ms, 3_600_000)
     m, rest = np.divmod(rest, 60_000)
     s, ms = np.divmod(rest, 1000)
     parts = [pc.utf8_lpad(pa.array(v).cast(pa.string()), w, "0") for v, w in ((h, 2), (m, 2), (s, 2), (ms, 3))]
-    time = pc.binary_join_element_wise(pc.binary_join_element_wise(parts[0], parts[1], parts[2], ":"), parts[3], ".")
-    return day.strftime("%m/%d/%Y"), time
+    return pc.binary_join_element_wise(pc.binary_join_element_wise(parts[0], parts[1], parts[2], ":"), parts[3], ".")
 
 
 def _write_lines(path: Path, columns: list) -> None:
     """Join columns with commas and lines with CRLF, no header, no quoting."""
-    row = pc.binary_join_element_wise(*columns, ",")
-    with_eol = pc.binary_join_element_wise(row, "\r\n", "")
-    offsets = np.frombuffer(with_eol.buffers()[1], dtype=np.int32)[: len(with_eol) + 1]
+    # 64-bit offsets, so that a file may pass 2 GB
+    row = pc.binary_join_element_wise(*(c.cast(pa.large_string()) for c in columns), pa.scalar(",", pa.large_string()))
+    with_eol = pc.binary_join_element_wise(row, pa.scalar("\r\n", pa.large_string()), pa.scalar("", pa.large_string()))
+    offsets = np.frombuffer(with_eol.buffers()[1], dtype=np.int64)[: len(with_eol) + 1]
     path.write_bytes(memoryview(with_eol.buffers()[2])[offsets[0] : offsets[-1]])
 
 
@@ -136,11 +137,11 @@ def generate(out: Path, symbols: list[str], days: int, trades: int, quotes_per_t
             steps = rng.choice([-1, 0, 0, 0, 1], size=n) * max(1, price_milli // 2000)
             prices = np.maximum(1, price_milli + np.cumsum(steps))
             price_milli = int(prices[-1])
-            day_text, time_text = _date_time(day, times)
+            day_text = day.strftime("%m/%d/%Y")
             volume = np.maximum(1, rng.lognormal(7, 1.5, n).astype(np.int64))
             venue = np.where(rng.random(n) < 0.3, "X", "")
             buyer = np.where(rng.random(n) < 0.01, (prices * (1 + rng.random(n) / 100) / 1000).round(3).astype(str), "")
-            trade_columns.append([pa.array(np.full(n, day_text)), time_text, _fixed(prices), pa.array(volume).cast(pa.string()),
+            trade_columns.append([pa.array(np.full(n, day_text)), _time_of_day(times), _fixed(prices), pa.array(volume).cast(pa.string()),
                                   pa.array(rng.choice(QUALIFIER_CODES, n, p=QUALIFIER_WEIGHTS)).cast(pa.string()),
                                   pa.array(venue), pa.array(buyer)])
             q = max(1, int(rng.poisson(n * quotes_per_trade))) if quotes_per_trade > 0 else 0
@@ -148,7 +149,7 @@ def generate(out: Path, symbols: list[str], days: int, trades: int, quotes_per_t
                 quote_times = _intraday_ms(rng, q)
                 mid = prices[np.minimum(np.searchsorted(times, quote_times), n - 1)]
                 spread = rng.integers(1, 4, q) * max(1, price_milli // 1000)
-                quote_columns.append([pa.array(np.full(q, day_text)), _date_time(day, quote_times)[1],
+                quote_columns.append([pa.array(np.full(q, day_text)), _time_of_day(quote_times),
                                       _fixed(np.maximum(1, mid - spread)), _fixed(mid + spread),
                                       pa.array(rng.lognormal(8, 1.2, q).astype(np.int64)).cast(pa.string()),
                                       pa.array(rng.lognormal(8, 1.2, q).astype(np.int64)).cast(pa.string())])
