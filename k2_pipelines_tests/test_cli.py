@@ -21,7 +21,7 @@ def test_asx_load_command_backfills_a_range(k2_home, landing, capsys, monkeypatc
     monkeypatch.setenv("DAGSTER_HOME", str(k2_home / "dagster"))
     assert main(["asx", "load", "--start", "2014-03-10", "--end", "2014-03-12"]) == 0
     out = capsys.readouterr().out
-    assert "asx_trades [2014-03-12]" in out and "succeeded" in out
+    assert "asx_trades 2014-03-10..2014-03-12: " in out and "succeeded" in out
 
 
 def test_pyiceberg_configuration_wins_over_the_embedded_default(k2_home, monkeypatch, capsys):

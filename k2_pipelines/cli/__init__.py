@@ -52,11 +52,13 @@ def _tables(args) -> int:
 def _asx_load(args) -> int:
     from k2_pipelines.cli.asx import run_asx_load
 
-    result = run_asx_load(args.start, args.end or args.start)
-    for event in result.get_asset_materialization_events():
-        metadata = event.materialization.metadata
-        print(f"{event.asset_key.to_user_string()} [{event.materialization.partition}]: "
-              f"{metadata['rows_written'].value:,} rows, {metadata['rows_rejected'].value:,} rejected")
+    end = args.end or args.start
+    result = run_asx_load(args.start, end)
+    # a ranged run reports each asset once for all its dates (one event per date, same metadata)
+    reported = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    for asset, metadata in reported.items():
+        print(f"{asset} {args.start}..{end}: {metadata['rows_written'].value:,} rows, "
+              f"{metadata['rows_rejected'].value:,} rejected")
     print(f"run {result.run_id}: {'succeeded' if result.success else 'FAILED'}")
     return 0 if result.success else 1
 
@@ -77,7 +79,8 @@ def _dev(args) -> int:
     home = prepare_dagster_home()
     Broker.from_env().start()
     print(f"DAGSTER_HOME={home}; Dagster UI at http://{args.host}:{args.port}")
-    dagster = shutil.which("dagster") or str(Path(sys.executable).parent / "dagster")
+    beside_python = Path(sys.executable).parent / "dagster"
+    dagster = str(beside_python) if beside_python.exists() else shutil.which("dagster")
     os.chdir(CHECKOUT)
     os.execv(dagster, [dagster, "dev", "-w", "workspace.yaml", "-h", args.host, "-p", str(args.port)])
 
@@ -85,7 +88,7 @@ def _dev(args) -> int:
 def _bench(args) -> int:
     from k2_pipelines.cli.bench import bench_asx
 
-    return bench_asx(args.trades, args.seed, args.threads)
+    return bench_asx(args.trades, args.seed, args.cores)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -132,7 +135,7 @@ def parser() -> argparse.ArgumentParser:
     bench_asx = bench.add_parser("asx", help="ASX load rows/s end to end and peak memory")
     bench_asx.add_argument("--trades", type=int, default=5_000_000)
     bench_asx.add_argument("--seed", type=int, default=7)
-    bench_asx.add_argument("--threads", type=int, default=1, help="Arrow CPU and IO threads (default: one core)")
+    bench_asx.add_argument("--cores", type=int, default=1, help="CPU cores the process is pinned to (default 1)")
     bench_asx.set_defaults(run=_bench)
     return root
 
