@@ -125,3 +125,22 @@ def test_bad_company_info_lines_are_rejected_and_their_trades_too(catalog, landi
     assert trade_reasons == {"unknown_company"}  # BHP's trades wait for a valid company line, they are not lost
     trade_rejects = [r for r in rejects if r["source"] == "asx_trades"]
     assert len(trade_rejects) + scan(catalog, TRADES.identifier).num_rows == lines_by_date(landing / "trades")[DAY]
+
+
+def test_quote_rows_are_validated_column_by_column(catalog, landing):
+    good = f"{D},10:00:01.120,1.11,1.18,10300,3667"
+    bad = [
+        (f"{D},10:00:02.000,x,1.18,10,10", "bid_price_not_a_number"),
+        (f"{D},10:00:03.000,1.11,0,10,10", "ask_price_not_positive"),
+        (f"{D},10:00:04.000,1.11,1.18,-5,10", "bid_quantity_negative"),
+        (f"{D},10:00:05.000,1.11,1.18,10,1.000000001", "ask_quantity_too_many_decimals"),
+    ]
+    zero_size = f"{D},10:00:06.000,1.11,1.18,0,0"  # an empty side of the book is legal
+    _write(landing / "quotes" / "7078.csv", [good] + [line for line, _ in bad] + [zero_size])
+    run_asx_load(DAY)
+    rejects = scan(catalog, REJECTS.identifier)
+    quote_rejects = rejects.filter(pc.equal(rejects["source"], "asx_quotes")).to_pylist()
+    assert [(r["line_number"], r["reason"]) for r in sorted(quote_rejects, key=lambda r: r["line_number"])] == [
+        (i + 2, reason) for i, (_, reason) in enumerate(bad)]
+    quotes = scan(catalog, "market_data.quotes")
+    assert quotes.filter(pc.equal(quotes["symbol"], "BHP")).num_rows == 2
