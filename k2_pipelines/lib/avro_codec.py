@@ -1,0 +1,35 @@
+"""v2 records <-> Confluent wire-format Avro, with schema ids from the registry."""
+
+import io
+from functools import lru_cache
+
+import fastavro
+
+from k2_pipelines.lib.avro_iceberg import load_avro
+from k2_pipelines.lib.schema_registry import Registry, frame, unframe
+
+
+class AvroEncoder:
+    """Encodes records of one schemas/*.avsc for one topic (subject `<topic>-value`)."""
+
+    def __init__(self, registry: Registry, topic: str, avro_schema: str):
+        schema = load_avro(avro_schema)
+        self.schema_id = registry.register(f"{topic}-value", schema)
+        self._parsed = fastavro.parse_schema(schema)
+
+    def encode(self, record: dict) -> bytes:
+        buffer = io.BytesIO()
+        fastavro.schemaless_writer(buffer, self._parsed, record)
+        return frame(self.schema_id, buffer.getvalue())
+
+
+class AvroDecoder:
+    """Decodes any wire-format value by the schema id in its header."""
+
+    def __init__(self, registry: Registry):
+        self._registry = registry
+        self._parsed = lru_cache(maxsize=64)(lambda schema_id: fastavro.parse_schema(registry.schema(schema_id)))
+
+    def decode(self, value: bytes) -> tuple[int, dict]:
+        schema_id, body = unframe(value)
+        return schema_id, fastavro.schemaless_reader(io.BytesIO(body), self._parsed(schema_id))

@@ -1,0 +1,101 @@
+"""Generated Binance sessions in the recording format: several symbols, bursts, ids increasing per symbol, and
+optional injected faults (gaps, duplicates, out-of-order frames, malformed frames)."""
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+START_PRICES = {"BTCUSDT": 91877.12, "ETHUSDT": 3120.55, "BNBUSDT": 612.3, "SOLUSDT": 142.17, "XRPUSDT": 0.5234}
+FAULTS = ("gaps", "duplicates", "out_of_order", "malformed")
+FAULT_RATE = 0.005  # of frames, per kind of fault asked for
+START_MS = 1_763_683_200_000  # 2025-11-21 00:00 UTC
+
+# (expected dead-letter reason, how the frame is broken)
+MALFORMED = (
+    ("not_json", lambda frame: frame[: len(frame) // 2]),
+    ("missing_field", lambda frame: frame.replace('"p":', '"price":') if '"p":' in frame else frame.replace('"B":', '"bidQty":')),
+    ("unknown_event", lambda frame: json.dumps({"stream": "btcusdt@kline_1m", "data": {"e": "kline", "s": "BTCUSDT"}})),
+    ("too_many_decimals", lambda frame: _set_price(frame, "1.123456789")),
+    ("mistyped_field", lambda frame: frame.replace('"s":"', '"s":1,"x":"', 1)),
+)
+
+
+def _set_price(frame: str, price: str) -> str:
+    message = json.loads(frame)
+    message["data"]["p" if "p" in message["data"] else "b"] = price
+    return json.dumps(message, separators=(",", ":"))
+
+
+def _trade(symbol: str, trade_id: int, price: float, quantity: float, time_ms: int, buyer_is_maker: bool) -> dict:
+    return {"stream": f"{symbol.lower()}@trade", "data": {
+        "e": "trade", "E": time_ms + 1, "s": symbol, "t": trade_id, "p": f"{price:.8f}", "q": f"{quantity:.8f}",
+        "T": time_ms, "m": buyer_is_maker, "M": True}}
+
+
+def _book_ticker(symbol: str, update_id: int, price: float, spread: float, bid_qty: float, ask_qty: float) -> dict:
+    return {"stream": f"{symbol.lower()}@bookTicker", "data": {
+        "u": update_id, "s": symbol, "b": f"{price - spread:.8f}", "B": f"{bid_qty:.8f}",
+        "a": f"{price + spread:.8f}", "A": f"{ask_qty:.8f}"}}
+
+
+def generate_session(out: Path, symbols: list[str], frames: int, seed: int, faults: set[str] = frozenset()) -> Counter:
+    """Write `frames` recorded frames to `out`; returns counts of what was written, faults included."""
+    unknown = set(faults) - set(FAULTS)
+    if unknown:
+        raise ValueError(f"unknown faults {sorted(unknown)}; choose from {FAULTS}")
+    rng = np.random.default_rng(seed)
+    prices = {s: START_PRICES.get(s, 10 + rng.random() * 100) for s in symbols}
+    trade_ids = {s: int(rng.integers(1_000_000, 5_000_000_000)) for s in symbols}
+    update_ids = {s: int(rng.integers(10_000_000, 90_000_000_000)) for s in symbols}
+    counts: Counter = Counter()
+    lines: list[tuple[int, str]] = []
+    clock_ms = START_MS
+    while len(lines) < frames:
+        # bursts: a quiet gap, then a clump of events on one symbol
+        clock_ms += int(rng.exponential(40))
+        symbol = symbols[int(rng.integers(len(symbols)))]
+        for _ in range(min(int(rng.geometric(0.3)), frames - len(lines))):
+            clock_ms += int(rng.integers(0, 3))
+            price = prices[symbol] = max(prices[symbol] * (1 + rng.normal(0, 0.0002)), 0.0001)
+            if rng.random() < 0.4:
+                skipped = int(rng.integers(1, 6)) if "gaps" in faults and rng.random() < FAULT_RATE else 0
+                trade_ids[symbol] += 1 + skipped
+                counts["gaps"] += skipped > 0
+                message = _trade(symbol, trade_ids[symbol], price, float(rng.lognormal(-3, 1.5)), clock_ms,
+                                 bool(rng.random() < 0.5))
+                counts["trades"] += 1
+            else:
+                update_ids[symbol] += int(rng.integers(1, 4))
+                message = _book_ticker(symbol, update_ids[symbol], price, price * 0.00005,
+                                       float(rng.lognormal(0, 1)), float(rng.lognormal(0, 1)))
+                counts["quotes"] += 1
+            lines.append((clock_ms * 1000 + int(rng.integers(0, 1000)), json.dumps(message, separators=(",", ":"))))
+    return _with_faults(out, lines, faults, rng, counts)
+
+
+def _with_faults(out: Path, lines: list, faults: set[str], rng: np.random.Generator, counts: Counter) -> Counter:
+    result = []
+    for received_at_us, frame in lines:
+        kind = "trades" if '"e":"trade"' in frame else "quotes"
+        if "malformed" in faults and rng.random() < FAULT_RATE:
+            reason, corrupt = MALFORMED[counts["malformed"] % len(MALFORMED)]
+            counts[kind] -= 1
+            counts["malformed"] += 1
+            counts[f"malformed:{reason}"] += 1
+            result.append((received_at_us, corrupt(frame)))
+            continue
+        result.append((received_at_us, frame))
+        if "duplicates" in faults and rng.random() < FAULT_RATE:  # the exchange sends a valid frame twice
+            result.append((received_at_us + 1, frame))
+            counts["duplicates"] += 1
+            counts[kind] += 1
+        if "out_of_order" in faults and len(result) > 2 and rng.random() < FAULT_RATE:
+            result[-1], result[-2] = result[-2], result[-1]
+            counts["out_of_order"] += 1
+    with open(out, "w", encoding="utf-8") as file:
+        for received_at_us, frame in result:
+            file.write(json.dumps({"received_at_us": received_at_us, "frame": frame}) + "\n")
+    counts["frames"] = len(result)
+    return counts

@@ -1,0 +1,89 @@
+"""Schema ids for the Confluent wire format: a Confluent-compatible Schema Registry when K2_SCHEMA_REGISTRY_URL is
+set, otherwise an embedded registry persisted under the state dir (same ids across processes and restarts)."""
+
+import fcntl
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Protocol
+
+from k2_pipelines.lib.paths import state_dir
+
+MAGIC = 0
+HEADER = struct.Struct(">bI")  # magic byte, schema id
+
+
+class Registry(Protocol):
+    def register(self, subject: str, schema: dict) -> int: ...
+    def schema(self, schema_id: int) -> dict: ...
+
+
+class EmbeddedRegistry:
+    """Ids in one JSON file, updated under a file lock; an identical schema always gets the same id."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _locked_update(self, change) -> object:
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            state = json.loads(self.path.read_text()) if self.path.exists() else {"schemas": {}, "subjects": {}}
+            result = change(state)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
+            tmp.replace(self.path)
+            return result
+
+    def register(self, subject: str, schema: dict) -> int:
+        canonical = json.dumps(schema, sort_keys=True, separators=(",", ":"))
+
+        def change(state: dict) -> int:
+            schema_id = next((int(i) for i, text in state["schemas"].items() if text == canonical), None)
+            if schema_id is None:
+                schema_id = max(map(int, state["schemas"]), default=0) + 1
+                state["schemas"][str(schema_id)] = canonical
+            versions = state["subjects"].setdefault(subject, [])
+            if schema_id not in versions:
+                versions.append(schema_id)
+            return schema_id
+
+        return self._locked_update(change)
+
+    def schema(self, schema_id: int) -> dict:
+        schemas = json.loads(self.path.read_text())["schemas"] if self.path.exists() else {}
+        if str(schema_id) not in schemas:
+            raise KeyError(f"schema id {schema_id} is not in {self.path}")
+        return json.loads(schemas[str(schema_id)])
+
+
+class ConfluentRegistry:
+    def __init__(self, url: str):
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+
+        self.client = SchemaRegistryClient({"url": url})
+
+    def register(self, subject: str, schema: dict) -> int:
+        from confluent_kafka.schema_registry import Schema
+
+        return self.client.register_schema(subject, Schema(json.dumps(schema), "AVRO"))
+
+    def schema(self, schema_id: int) -> dict:
+        return json.loads(self.client.get_schema(schema_id).schema_str)
+
+
+def default_registry() -> Registry:
+    url = os.environ.get("K2_SCHEMA_REGISTRY_URL")
+    return ConfluentRegistry(url) if url else EmbeddedRegistry(state_dir() / "schema-registry" / "schemas.json")
+
+
+def frame(schema_id: int, body: bytes) -> bytes:
+    return HEADER.pack(MAGIC, schema_id) + body
+
+
+def unframe(value: bytes) -> tuple[int, bytes]:
+    """(schema id, Avro body) of a Confluent wire-format value; ValueError if it is not one."""
+    if len(value) < HEADER.size or value[0] != MAGIC:
+        raise ValueError("not Confluent wire format (magic byte 0 + 4-byte schema id)")
+    return HEADER.unpack_from(value)[1], value[HEADER.size :]
