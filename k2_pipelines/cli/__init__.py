@@ -37,6 +37,22 @@ def _sample_asx(args) -> int:
     return 0
 
 
+def _sample_binance(args) -> int:
+    from k2_pipelines.lib.binance.sample import generate_session
+
+    faults = set(filter(None, args.faults.split(",")))
+    counts = generate_session(Path(args.out), args.symbols.split(","), args.frames, args.seed, faults)
+    print(f"wrote {counts['frames']:,} frames ({counts['trades']:,} trades, {counts['quotes']:,} quotes) to {args.out}; "
+          f"faults: " + ", ".join(f"{k}={counts[k]}" for k in ("gaps", "duplicates", "out_of_order", "malformed")))
+    return 0
+
+
+def _replay_binance(args) -> int:
+    from k2_pipelines.cli.stream import replay_binance
+
+    return replay_binance(Path(args.file), None if args.max else args.speed)
+
+
 def _tables(args) -> int:
     from k2_pipelines.lib.catalog import load_k2_catalog
     from k2_pipelines.lib.table_stats import format_stats, table_stats
@@ -112,6 +128,23 @@ def parser() -> argparse.ArgumentParser:
     asx.add_argument("--seed", type=int, default=42)
     asx.add_argument("--bad-rows", type=int, default=0, help="replace this many trade lines by bad ones (to see rejects)")
     asx.set_defaults(run=_sample_asx)
+
+    binance = sample_kinds.add_parser("binance", help="a recorded Binance session (JSON lines), optionally with faults")
+    binance.add_argument("--out", required=True)
+    binance.add_argument("--symbols", default="BTCUSDT,ETHUSDT,BNBUSDT")
+    binance.add_argument("--frames", type=int, default=100_000)
+    binance.add_argument("--faults", default="", help="comma-separated: gaps,duplicates,out_of_order,malformed")
+    binance.add_argument("--seed", type=int, default=42)
+    binance.set_defaults(run=_sample_binance)
+
+    replay = commands.add_parser("replay", help="replay recorded frames through normalization into Kafka")
+    replay_sources = replay.add_subparsers(dest="source", required=True)
+    replay_binance = replay_sources.add_parser("binance", help="a recording from --record or k2 sample binance")
+    replay_binance.add_argument("file")
+    pace = replay_binance.add_mutually_exclusive_group()
+    pace.add_argument("--speed", type=float, default=1.0, help="relative to the recorded pace (default 1.0)")
+    pace.add_argument("--max", action="store_true", help="as fast as possible")
+    replay_binance.set_defaults(run=_replay_binance)
 
     tables = commands.add_parser("tables", help="K2's Iceberg tables: rows, files, bytes, current snapshot")
     tables.add_argument("--json", action="store_true")
