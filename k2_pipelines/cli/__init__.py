@@ -47,6 +47,14 @@ def _sample_binance(args) -> int:
     return 0
 
 
+def _stream_binance(args) -> int:
+    from k2_pipelines.cli.stream import stream_binance
+    from k2_pipelines.lib.binance.stream import StreamSettings
+
+    settings = StreamSettings(tuple(args.symbols.split(",")), args.endpoint, args.silence_seconds)
+    return stream_binance(settings, Path(args.record) if args.record else None, args.metrics_port)
+
+
 def _replay_binance(args) -> int:
     from k2_pipelines.cli.stream import replay_binance
 
@@ -136,6 +144,16 @@ def parser() -> argparse.ArgumentParser:
     binance.add_argument("--faults", default="", help="comma-separated: gaps,duplicates,out_of_order,malformed")
     binance.add_argument("--seed", type=int, default=42)
     binance.set_defaults(run=_sample_binance)
+
+    stream = commands.add_parser("stream", help="a live exchange stream into Kafka")
+    stream_sources = stream.add_subparsers(dest="source", required=True)
+    live = stream_sources.add_parser("binance", help="Binance trades and best bid/ask (combined stream)")
+    live.add_argument("--symbols", default="BTCUSDT,ETHUSDT,BNBUSDT")
+    live.add_argument("--endpoint", default="wss://stream.binance.com:9443")
+    live.add_argument("--record", help="also append every raw frame, with its receive time, to this JSON-lines file")
+    live.add_argument("--metrics-port", type=int, default=9464)
+    live.add_argument("--silence-seconds", type=float, default=30.0, help="reconnect after this long without a frame")
+    live.set_defaults(run=_stream_binance)
 
     replay = commands.add_parser("replay", help="replay recorded frames through normalization into Kafka")
     replay_sources = replay.add_subparsers(dest="source", required=True)

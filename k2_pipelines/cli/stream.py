@@ -1,11 +1,17 @@
-"""`k2 replay binance`: recorded frames through the same normalization and producer as the live stream."""
+"""`k2 stream binance` and `k2 replay binance`: live or recorded frames through the same normalization and
+producer."""
 
+import asyncio
+import signal
 import time
+from collections import Counter
 from pathlib import Path
 
 from k2_pipelines.lib.binance.producer import MarketDataProducer
-from k2_pipelines.lib.binance.recording import replay
+from k2_pipelines.lib.binance.recording import Recorder, replay
+from k2_pipelines.lib.binance.stream import StreamSettings, run_stream
 from k2_pipelines.lib.kafka.broker import Broker
+from k2_pipelines.lib.metrics import StreamCollector, serve_metrics
 from k2_pipelines.lib.schema_registry import default_registry
 
 
@@ -21,3 +27,37 @@ def replay_binance(path: Path, speed: float | None) -> int:
     for key, value in counts.items():
         print(f"  {key:<48} {value:>10,}")
     return 0 if not producer.counts["produce_errors"] else 1
+
+
+def stream_binance(settings: StreamSettings, record: Path | None, metrics_port: int) -> int:
+    broker = Broker.from_env()
+    producer = MarketDataProducer(broker.bootstrap, default_registry())
+    recorder = Recorder(record) if record else None
+    state: Counter = Counter()
+
+    def on_frame(frame: str, received_at_us: int) -> None:
+        if recorder:
+            recorder.write(frame if isinstance(frame, str) else frame.decode("utf-8", "replace"), received_at_us)
+        producer.handle_frame(frame, received_at_us)
+
+    serve_metrics(metrics_port, StreamCollector("binance", state, producer))
+    print(f"streaming {settings.url} into {broker.bootstrap}; metrics at http://127.0.0.1:{metrics_port}/metrics")
+
+    async def main() -> None:
+        task = asyncio.create_task(run_stream(settings, on_frame, state))
+        loop = asyncio.get_running_loop()
+        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(stop_signal, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    asyncio.run(main())
+    remaining = producer.flush(60)  # everything in flight is delivered before exit
+    if recorder:
+        recorder.close()
+    print(f"stopped: {state['frames_received']:,} frames, {state['reconnects']} reconnects, {remaining} undelivered")
+    for key, value in sorted(producer.counts.items()):
+        print(f"  {key:<48} {value:>10,}")
+    return 0 if remaining == 0 and not producer.counts["produce_errors"] else 1

@@ -1,0 +1,56 @@
+"""K2's Prometheus metrics, exported from the counters the services already keep (one source of truth)."""
+
+from collections import Counter
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+
+class StreamCollector(Collector):
+    """Metrics of a stream service: its connection `state` and its producer's `counts`."""
+
+    def __init__(self, exchange: str, state: Counter, producer):
+        self.exchange, self.state, self.producer = exchange, state, producer
+
+    def collect(self):
+        labels = ["exchange"]
+        simple = [
+            ("k2_stream_frames_received", "Frames received from the exchange", self.state["frames_received"]),
+            ("k2_stream_reconnects", "Reconnections to the exchange", self.state["reconnects"]),
+            ("k2_stream_silences", "Reconnections because the stream went silent", self.state["silences"]),
+            ("k2_stream_produce_errors", "Messages Kafka failed to accept", self.producer.counts["produce_errors"]),
+            ("k2_stream_backpressure_waits", "Waits for room in the full producer buffer",
+             self.producer.counts["backpressure_waits"]),
+        ]
+        for name, doc, value in simple:
+            family = CounterMetricFamily(name, doc, labels=labels)
+            family.add_metric([self.exchange], value)
+            yield family
+        produced = CounterMetricFamily("k2_stream_records_produced", "Records acknowledged by Kafka",
+                                       labels=["exchange", "topic"])
+        dead = CounterMetricFamily("k2_stream_dead_letters", "Frames sent to the dead-letter topic",
+                                   labels=["exchange", "reason"])
+        for key, value in self.producer.counts.items():
+            kind, _, detail = key.partition(":")
+            if kind == "delivered":
+                produced.add_metric([self.exchange, detail], value)
+            elif kind == "dead_letters":
+                dead.add_metric([self.exchange, detail], value)
+        yield produced
+        yield dead
+        for name, doc, value in (
+            ("k2_stream_in_flight_messages", "Messages produced but not yet acknowledged", self.producer.in_flight()),
+            ("k2_stream_connected", "1 while connected to the exchange", self.state["connected"]),
+        ):
+            gauge = GaugeMetricFamily(name, doc, labels=labels)
+            gauge.add_metric([self.exchange], value)
+            yield gauge
+
+
+def serve_metrics(port: int, *collectors: Collector) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    for collector in collectors:
+        registry.register(collector)
+    start_http_server(port, addr="127.0.0.1", registry=registry)
+    return registry
