@@ -110,9 +110,11 @@ def _dev(args) -> int:
 
 
 def _bench(args) -> int:
-    from k2_pipelines.cli.bench import bench_asx
+    from k2_pipelines.cli import bench
 
-    return bench_asx(args.trades, args.seed, args.cores)
+    if args.target == "produce":
+        return bench.bench_produce(args.frames, args.seed, args.cores)
+    return bench.bench_asx(args.trades, args.seed, args.cores)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -188,6 +190,11 @@ def parser() -> argparse.ArgumentParser:
     bench_asx.add_argument("--seed", type=int, default=7)
     bench_asx.add_argument("--cores", type=int, default=1, help="CPU cores the process is pinned to (default 1)")
     bench_asx.set_defaults(run=_bench)
+    bench_produce = bench.add_parser("produce", help="Binance replay frames/s into Kafka, acknowledged")
+    bench_produce.add_argument("--frames", type=int, default=1_000_000)
+    bench_produce.add_argument("--seed", type=int, default=7)
+    bench_produce.add_argument("--cores", type=int, default=1, help="CPU cores the process is pinned to (default 1)")
+    bench_produce.set_defaults(run=_bench)
     return root
 
 

@@ -4,9 +4,11 @@ from datetime import date, timedelta
 
 from k2_pipelines.cli.asx import run_asx_load
 from k2_pipelines.cli.dagster_home import prepare_dagster_home
+from k2_pipelines.cli.stream import print_counts, replay_into_kafka
 from k2_pipelines.lib.asx.landing import landing_files, trading_dates
 from k2_pipelines.lib.asx.sample import DEFAULT_SYMBOLS, generate
 from k2_pipelines.lib.asx.summary import rejects_by_reason, rows_by_trading_date
+from k2_pipelines.lib.binance.sample import FAULTS, generate_session
 from k2_pipelines.lib.catalog import catalog_properties, load_k2_catalog
 from k2_pipelines.lib.kafka.broker import Broker
 from k2_pipelines.lib.paths import landing_dir, state_dir
@@ -14,6 +16,8 @@ from k2_pipelines.lib.table_stats import format_stats, table_stats
 
 DEMO_TRADES = 200_000
 DEMO_BAD_ROWS = 12
+DEMO_BINANCE_SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT")
+DEMO_FRAMES = 50_000
 
 
 def run_demo() -> int:
@@ -34,6 +38,14 @@ def run_demo() -> int:
     result = run_asx_load(first, last)
     print(f"3. Dagster run {result.run_id} loaded trading dates {first}..{last}: "
           f"{'succeeded' if result.success else 'FAILED'}")
+
+    session = state_dir() / "landing" / "binance" / "session.jsonl"
+    if not session.exists():
+        session.parent.mkdir(parents=True, exist_ok=True)
+        generate_session(session, list(DEMO_BINANCE_SYMBOLS), DEMO_FRAMES, seed=42, faults=set(FAULTS))
+    frames, elapsed, counts = replay_into_kafka(session, speed=None)
+    print(f"4. replayed a recorded Binance session ({session}) into Kafka: {frames:,} frames in {elapsed:.1f}s")
+    print_counts(counts)
 
     catalog = load_k2_catalog()
     print("\nIceberg tables (k2 tables):")
@@ -58,5 +70,6 @@ Where things are:
 Next:
   make dev       opens the Dagster UI at http://127.0.0.1:3000 (this run is in its Runs page)
   k2 tables      table stats;  k2 kafka status|stop  the broker
+  k2 stream binance --symbols BTCUSDT,ETHUSDT   the live stream (needs internet); k2 replay binance FILE
 """)
     return 0 if result.success else 1

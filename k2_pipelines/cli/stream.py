@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from k2_pipelines.lib.binance.producer import MarketDataProducer
+from k2_pipelines.lib.binance.producer import MarketDataProducer, Topics
 from k2_pipelines.lib.binance.recording import Recorder, replay
 from k2_pipelines.lib.binance.stream import StreamSettings, run_stream
 from k2_pipelines.lib.kafka.broker import Broker
@@ -15,18 +15,25 @@ from k2_pipelines.lib.metrics import StreamCollector, serve_metrics
 from k2_pipelines.lib.schema_registry import default_registry
 
 
-def replay_binance(path: Path, speed: float | None) -> int:
-    broker = Broker.from_env()
-    producer = MarketDataProducer(broker.bootstrap, default_registry())
+def replay_into_kafka(path: Path, speed: float | None, topics: Topics | None = None) -> tuple[int, float, Counter]:
+    """(frames, seconds from the first frame read to the last one acknowledged, producer counts)."""
+    producer = MarketDataProducer(Broker.from_env().bootstrap, default_registry(), topics or Topics())
     started = time.perf_counter()
     frames = replay(path, producer.handle_frame, speed)
     producer.flush()
-    elapsed = time.perf_counter() - started
-    counts = dict(sorted(producer.counts.items()))
-    print(f"replayed {frames:,} frames from {path} in {elapsed:.1f}s ({frames / elapsed:,.0f} frames/s) to {broker.bootstrap}")
-    for key, value in counts.items():
+    return frames, time.perf_counter() - started, producer.counts
+
+
+def print_counts(counts: Counter) -> None:
+    for key, value in sorted(counts.items()):
         print(f"  {key:<48} {value:>10,}")
-    return 0 if not producer.counts["produce_errors"] else 1
+
+
+def replay_binance(path: Path, speed: float | None) -> int:
+    frames, elapsed, counts = replay_into_kafka(path, speed)
+    print(f"replayed {frames:,} frames from {path} in {elapsed:.1f}s ({frames / elapsed:,.0f} frames/s)")
+    print_counts(counts)
+    return 0 if not counts["produce_errors"] else 1
 
 
 def stream_binance(settings: StreamSettings, record: Path | None, metrics_port: int) -> int:
@@ -58,6 +65,5 @@ def stream_binance(settings: StreamSettings, record: Path | None, metrics_port: 
     if recorder:
         recorder.close()
     print(f"stopped: {state['frames_received']:,} frames, {state['reconnects']} reconnects, {remaining} undelivered")
-    for key, value in sorted(producer.counts.items()):
-        print(f"  {key:<48} {value:>10,}")
+    print_counts(producer.counts)
     return 0 if remaining == 0 and not producer.counts["produce_errors"] else 1

@@ -21,8 +21,6 @@ from k2_pipelines.lib.atomic_commit import commit_atomically
 from k2_pipelines.lib.partitioned_write import write_data_files
 
 log = logging.getLogger(__name__)
-# a first load replaces nothing, which is fine (a process-wide filter: catch_warnings is not thread-safe)
-warnings.filterwarnings("ignore", "Delete operation did not match any records")
 COMMIT_ATTEMPTS = 10
 BACKOFF_SECONDS = (0.05, 5.0)  # first and largest wait between attempts (exponential, full jitter)
 
@@ -72,7 +70,9 @@ def replace_atomically(catalog: Catalog, replacements: list[Replacement], snapsh
         transactions = []
         for r in replacements:
             transaction = tables[r.table].transaction()
-            transaction.delete(delete_filter=r.row_filter, snapshot_properties=snapshot_properties)
+            with warnings.catch_warnings():  # a first load replaces nothing, which is fine
+                warnings.filterwarnings("ignore", "Delete operation did not match any records")
+                transaction.delete(delete_filter=r.row_filter, snapshot_properties=snapshot_properties)
             if r.data_files:
                 with transaction.update_snapshot(snapshot_properties=snapshot_properties).fast_append() as append:
                     for data_file in r.data_files:
