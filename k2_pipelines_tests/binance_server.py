@@ -13,6 +13,7 @@ class Script:
     frames: list[str]
     disconnect_after: set[int] = field(default_factory=set)  # abort the TCP connection after sending frame i
     silence_after: set[int] = field(default_factory=set)  # stop sending (until the client gives up) after frame i
+    close_after: set[int] = field(default_factory=set)  # close cleanly after frame i, as Binance does every 24 h
     ping_interval: float = 0.2  # the server pings; a client that does not answer is dropped
 
 
@@ -41,6 +42,9 @@ class BinanceServer:
                 while connection.transport.get_write_buffer_size():  # what was sent reaches the client...
                     await asyncio.sleep(0.01)
                 connection.transport.abort()  # ...then the connection drops with no close handshake
+                return
+            if index in self.script.close_after:
+                await connection.close(code=1001, reason="24h session limit")
                 return
             if index in self.script.silence_after:
                 await connection.wait_closed()

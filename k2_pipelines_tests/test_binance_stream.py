@@ -27,11 +27,11 @@ def _stream_until(settings: StreamSettings, on_frame, state: Counter, frames: in
     asyncio.run(main())
 
 
-def test_disconnects_and_silence_lose_nothing_and_resubscribe(kafka_broker, tmp_path):
+def test_disconnects_silence_and_server_close_lose_nothing_and_resubscribe(kafka_broker, tmp_path):
     session = tmp_path / "session.jsonl"
     counts = generate_session(session, list(SYMBOLS), 3_000, seed=21, faults={"malformed"})
     frames = [frame for _, frame in read_recording(session)]
-    script = Script(frames, disconnect_after={500, 1_700}, silence_after={1_200})
+    script = Script(frames, disconnect_after={500, 1_700}, silence_after={1_200}, close_after={2_400})
     topics = unique_topics()
     producer = MarketDataProducer(kafka_broker.bootstrap, EmbeddedRegistry(tmp_path / "registry.json"), topics)
     state = Counter()
@@ -47,10 +47,10 @@ def test_disconnects_and_silence_lose_nothing_and_resubscribe(kafka_broker, tmp_
         subscriptions = server.subscriptions
     assert producer.flush(60) == 0
 
-    assert received == frames  # every frame, once, in order, across two drops and a silent stream
-    assert state["silences"] == 1 and state["reconnects"] >= 3
+    assert received == frames  # every frame, once, in order, across two drops, a silence and a server close
+    assert state["silences"] == 1 and state["reconnects"] >= 4
     expected = sorted(f"{s.lower()}@{kind}" for s in SYMBOLS for kind in ("trade", "bookTicker"))
-    assert len(subscriptions) == state["connections"] >= 4
+    assert len(subscriptions) == state["connections"] >= 5
     assert all(sorted(streams) == expected for streams in subscriptions)  # every reconnect resubscribes
     assert len(consume_all(kafka_broker.bootstrap, topics.trades, counts["trades"])) == counts["trades"]
     assert len(consume_all(kafka_broker.bootstrap, topics.quotes, counts["quotes"])) == counts["quotes"]
