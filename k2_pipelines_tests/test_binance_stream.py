@@ -12,11 +12,13 @@ from k2_pipelines_tests.kafka_helpers import consume_all, unique_topics
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 
 
-def _stream_until(settings: StreamSettings, on_frame, state: Counter, frames: int, timeout: float = 60) -> None:
+def _stream_until(settings: StreamSettings, on_frame, state: Counter, done, timeout: float) -> None:
+    """Run the client until done() or the timeout, then cancel it as SIGTERM would."""
+
     async def main() -> None:
         task = asyncio.create_task(run_stream(settings, on_frame, state))
         deadline = asyncio.get_running_loop().time() + timeout
-        while state["frames_received"] < frames and asyncio.get_running_loop().time() < deadline:
+        while not done() and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
         task.cancel()
         try:
@@ -43,7 +45,7 @@ def test_disconnects_silence_and_server_close_lose_nothing_and_resubscribe(kafka
 
     with BinanceServer(script) as server:
         settings = StreamSettings(SYMBOLS, server.endpoint, silence_seconds=1.0, backoff_initial=0.05, backoff_cap=0.5)
-        _stream_until(settings, on_frame, state, len(frames))
+        _stream_until(settings, on_frame, state, lambda: state["frames_received"] >= len(frames), timeout=60)
         subscriptions = server.subscriptions
     assert producer.flush(60) == 0
 
@@ -66,16 +68,6 @@ def test_server_pings_are_answered_and_the_connection_stays_up(tmp_path):
     # silence after the last frame, so it must have kept the connection alive through ~20 pings
     with BinanceServer(Script(frames, ping_interval=0.1)) as server:
         settings = StreamSettings(SYMBOLS, server.endpoint, silence_seconds=30)
-
-        async def main() -> None:
-            task = asyncio.create_task(run_stream(settings, lambda frame, at: None, state))
-            await asyncio.sleep(2.5)
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-
-        asyncio.run(main())
+        _stream_until(settings, lambda frame, at: None, state, lambda: False, timeout=2.5)
     assert state["frames_received"] == len(frames)
     assert state["connections"] == 1 and state["reconnects"] == 0
