@@ -55,6 +55,7 @@ def test_book_ticker_maps_to_a_v2_quote():
         (_frame(TRADE | {"p": "12345678901"}), "out_of_range"),
         (_frame(TRADE | {"s": "BTCXYZ"}), "unknown_quote_asset"),
         (_frame(TICKER | {"b": "1e-9"}), "too_many_decimals"),
+        (_frame(TICKER | {"E": "1000"}), "mistyped_field"),
     ],
 )
 def test_bad_frames_are_rejected_with_their_reason(frame, reason):

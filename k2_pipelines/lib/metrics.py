@@ -31,7 +31,7 @@ class StreamCollector(Collector):
                                        labels=["exchange", "topic"])
         dead = CounterMetricFamily("k2_stream_dead_letters", "Frames sent to the dead-letter topic",
                                    labels=["exchange", "reason"])
-        for key, value in self.producer.counts.items():
+        for key, value in list(self.producer.counts.items()):  # a snapshot: the producer keeps counting meanwhile
             kind, _, detail = key.partition(":")
             if kind == "delivered":
                 produced.add_metric([self.exchange, detail], value)

@@ -108,11 +108,12 @@ def _book_ticker(data: dict, received_at_us: int) -> Normalized:
     base, quote = split_symbol(symbol)
     update_id = _field(data, "u", int)
     # bookTicker carries event/transaction times only in some variants; otherwise the receive time is the best known
-    event_ms = data.get("T") or data.get("E")
+    time_key = next((key for key in ("T", "E") if key in data), None)
+    event_ms = _field(data, time_key, int) if time_key else None
     vendor = {"base_asset": base, "quote_asset": quote, "time_source": "exchange" if event_ms else "received"}
     record = _common(symbol, received_at_us) | {
         "quote_id": f"{EXCHANGE}-{update_id}",
-        "timestamp": event_ms * 1000 if isinstance(event_ms, int) else received_at_us,
+        "timestamp": event_ms * 1000 if event_ms else received_at_us,
         "bid_price": _decimal(data, "b", allow_zero=False),
         "bid_quantity": _decimal(data, "B", allow_zero=True),
         "ask_price": _decimal(data, "a", allow_zero=False),
