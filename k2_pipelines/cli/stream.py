@@ -15,9 +15,14 @@ from k2_pipelines.lib.metrics import StreamCollector, serve_metrics
 from k2_pipelines.lib.schema_registry import default_registry
 
 
+def local_producer(topics: Topics | None = None) -> MarketDataProducer:
+    """A producer to the configured broker with the configured schema registry."""
+    return MarketDataProducer(Broker.from_env().bootstrap, default_registry(), topics or Topics())
+
+
 def replay_into_kafka(path: Path, speed: float | None, topics: Topics | None = None) -> tuple[int, float, Counter]:
     """(frames, seconds from the first frame read to the last one acknowledged, producer counts)."""
-    producer = MarketDataProducer(Broker.from_env().bootstrap, default_registry(), topics or Topics())
+    producer = local_producer(topics)
     started = time.perf_counter()
     frames = replay(path, producer.handle_frame, speed)
     producer.flush()
@@ -37,8 +42,7 @@ def replay_binance(path: Path, speed: float | None) -> int:
 
 
 def stream_binance(settings: StreamSettings, record: Path | None, metrics_port: int) -> int:
-    broker = Broker.from_env()
-    producer = MarketDataProducer(broker.bootstrap, default_registry())
+    producer = local_producer()
     recorder = Recorder(record) if record else None
     state: Counter = Counter()
 
@@ -48,7 +52,7 @@ def stream_binance(settings: StreamSettings, record: Path | None, metrics_port: 
         producer.handle_frame(frame, received_at_us)
 
     serve_metrics(metrics_port, StreamCollector("binance", state, producer))
-    print(f"streaming {settings.url} into {broker.bootstrap}; metrics at http://127.0.0.1:{metrics_port}/metrics")
+    print(f"streaming {settings.url} into {Broker.from_env().bootstrap}; metrics at http://127.0.0.1:{metrics_port}/metrics")
 
     async def main() -> None:
         task = asyncio.create_task(run_stream(settings, on_frame, state))
