@@ -23,7 +23,7 @@ def test_every_frame_lands_once_with_key_schema_id_and_values(kafka_broker, tmp_
     registry = EmbeddedRegistry(tmp_path / "registry.json")
     topics = unique_topics()
     producer = MarketDataProducer(kafka_broker.bootstrap, registry, topics)
-    assert replay(session, producer.handle_frame) == counts["frames"]
+    assert replay(session, producer) == counts["frames"]
     assert producer.flush(60) == 0
 
     decoder = AvroDecoder(EmbeddedRegistry(tmp_path / "registry.json"))  # a consumer knows only the ids

@@ -58,8 +58,8 @@ def bench_asx(trades: int, seed: int, cores: int) -> int:
 
 def bench_produce(frames: int, seed: int, cores: int) -> int:
     """Replay throughput: frames/s from a recording to acknowledged in Kafka (the local broker)."""
+    Broker.from_env().start()  # before pinning: the broker is the other side of the wire, not part of the bench
     _pin(cores)
-    Broker.from_env().start()
     with tempfile.TemporaryDirectory(prefix="k2-bench-") as scratch:
         session = Path(scratch) / "session.jsonl"
         subprocess.run([sys.executable, "-m", "k2_pipelines", "sample", "binance", "--out", str(session),

@@ -24,7 +24,7 @@ def replay_into_kafka(path: Path, speed: float | None, topics: Topics | None = N
     """(frames, seconds from the first frame read to the last one acknowledged, producer counts)."""
     producer = local_producer(topics)
     started = time.perf_counter()
-    frames = replay(path, producer.handle_frame, speed)
+    frames = replay(path, producer, speed)
     producer.flush()
     return frames, time.perf_counter() - started, producer.counts
 

@@ -4,7 +4,9 @@ import io
 from functools import lru_cache
 
 import fastavro
+import pyarrow as pa
 
+from k2_pipelines.lib.avro_arrow import encode_records, join
 from k2_pipelines.lib.avro_iceberg import load_avro
 from k2_pipelines.lib.schema_registry import Registry, frame, unframe
 
@@ -13,14 +15,18 @@ class AvroEncoder:
     """Encodes records of one schemas/*.avsc for one topic (subject `<topic>-value`)."""
 
     def __init__(self, registry: Registry, topic: str, avro_schema: str):
-        schema = load_avro(avro_schema)
-        self.schema_id = registry.register(f"{topic}-value", schema)
-        self._parsed = fastavro.parse_schema(schema)
+        self._schema = load_avro(avro_schema)
+        self.schema_id = registry.register(f"{topic}-value", self._schema)
+        self._parsed = fastavro.parse_schema(self._schema)
 
     def encode(self, record: dict) -> bytes:
         buffer = io.BytesIO()
         fastavro.schemaless_writer(buffer, self._parsed, record)
         return frame(self.schema_id, buffer.getvalue())
+
+    def encode_table(self, records: pa.Table) -> pa.Array:
+        """One wire-format value per row (columns named as the schema's fields)."""
+        return join(frame(self.schema_id, b""), encode_records(self._schema, records))
 
 
 class AvroDecoder:

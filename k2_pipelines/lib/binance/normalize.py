@@ -17,6 +17,7 @@ QUOTE_ASSETS = sorted(
 )
 _MAX_INTEGER_DIGITS = 10  # decimal(18,8)
 _SCALE = 8
+_LONG_MAX = 2**63 - 1  # Avro long
 
 
 class BadFrame(ValueError):
@@ -34,6 +35,9 @@ class Normalized:
 
 
 def split_symbol(symbol: str) -> tuple[str, str]:
+    # Binance symbols are upper-case ASCII letters and digits; anything else cannot be a Kafka key or a table value
+    if not (symbol.isascii() and symbol.isalnum() and symbol.upper() == symbol):
+        raise BadFrame("bad_symbol", repr(symbol))
     for quote in QUOTE_ASSETS:
         if symbol.endswith(quote) and len(symbol) > len(quote):
             return symbol[: -len(quote)], quote
@@ -46,6 +50,14 @@ def _field(data: dict, key: str, kind: type):
     value = data[key]
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise BadFrame("mistyped_field", f"{key}={value!r}")
+    return value
+
+
+def _long(data: dict, key: str, scale: int = 1) -> int:
+    """An integer field that, times `scale` (milliseconds to microseconds), fits an Avro long."""
+    value = _field(data, key, int)
+    if not -_LONG_MAX - 1 <= value * scale <= _LONG_MAX:
+        raise BadFrame("out_of_range", f"{key}={value!r}")
     return value
 
 
@@ -81,11 +93,11 @@ def _common(symbol: str, received_at_us: int) -> dict:
 def _trade(data: dict, received_at_us: int) -> Normalized:
     symbol = _field(data, "s", str)
     base, quote = split_symbol(symbol)
-    trade_id = _field(data, "t", int)
+    trade_id = _long(data, "t")
     buyer_is_maker = _field(data, "m", bool)
     record = _common(symbol, received_at_us) | {
         "trade_id": f"{EXCHANGE}-{trade_id}",
-        "timestamp": _field(data, "T", int) * 1000,
+        "timestamp": _long(data, "T", 1000) * 1000,
         "price": _decimal(data, "p", allow_zero=False),
         "quantity": _decimal(data, "q", allow_zero=False),
         "currency": quote,
@@ -93,7 +105,7 @@ def _trade(data: dict, received_at_us: int) -> Normalized:
         "trade_conditions": [],
         "source_sequence": trade_id,
         "vendor_data": {
-            "event_time": str(_field(data, "E", int)),
+            "event_time": str(_long(data, "E")),
             "is_buyer_maker": str(buyer_is_maker).lower(),
             "is_best_match": str(data.get("M", "")).lower(),
             "base_asset": base,
@@ -106,10 +118,10 @@ def _trade(data: dict, received_at_us: int) -> Normalized:
 def _book_ticker(data: dict, received_at_us: int) -> Normalized:
     symbol = _field(data, "s", str)
     base, quote = split_symbol(symbol)
-    update_id = _field(data, "u", int)
+    update_id = _long(data, "u")
     # bookTicker carries event/transaction times only in some variants; otherwise the receive time is the best known
     time_key = next((key for key in ("T", "E") if key in data), None)
-    event_ms = _field(data, time_key, int) if time_key else None
+    event_ms = _long(data, time_key, 1000) if time_key else None
     vendor = {"base_asset": base, "quote_asset": quote, "time_source": "exchange" if event_ms else "received"}
     record = _common(symbol, received_at_us) | {
         "quote_id": f"{EXCHANGE}-{update_id}",

@@ -8,9 +8,12 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
+import pyarrow as pa
 from confluent_kafka import KafkaError, Producer
 
 from k2_pipelines.lib.avro_codec import AvroEncoder
+from k2_pipelines.lib.binance.batch import normalize_batch
 from k2_pipelines.lib.binance.normalize import BadFrame, Normalized, normalize
 from k2_pipelines.lib.schema_registry import Registry
 
@@ -55,15 +58,24 @@ class MarketDataProducer:
         while True:
             try:
                 self._producer.produce(topic, key=key, value=value, headers=headers, on_delivery=self._delivered)
-                break
+                return
             except BufferError:  # bounded buffer full: wait for deliveries (backpressure), never drop
                 self.counts["backpressure_waits"] += 1
                 self._producer.poll(0.1)
+
+    def _produce_all(self, topic: str, keys: list[bytes], values: list[bytes]) -> None:
+        produce, delivered = self._producer.produce, self._delivered
+        for key, value in zip(keys, values):
+            try:
+                produce(topic, value, key, on_delivery=delivered)
+            except BufferError:
+                self._produce(topic, key, value)
         self._producer.poll(0)
 
     def send(self, normalized: Normalized) -> None:
         value = self._encoders[normalized.kind].encode(normalized.record)
         self._produce(getattr(self.topics, normalized.kind), normalized.symbol.encode(), value)
+        self._producer.poll(0)
         self.counts[f"produced:{normalized.kind}"] += 1
 
     def dead_letter(self, raw: str | bytes, error: BadFrame, received_at_us: int) -> None:
@@ -71,6 +83,7 @@ class MarketDataProducer:
         headers = [("k2.reason", error.reason.encode()), ("k2.detail", error.detail.encode()),
                    ("k2.received_at_us", str(received_at_us).encode()), ("k2.source", b"binance")]
         self._produce(self.topics.dead_letters, None, raw_bytes, headers)
+        self._producer.poll(0)
         self.counts[f"dead_letters:{error.reason}"] += 1
 
     def handle_frame(self, raw: str | bytes, received_at_us: int) -> None:
@@ -81,6 +94,26 @@ class MarketDataProducer:
             self.dead_letter(raw, error, received_at_us)
             return
         self.send(normalized)
+
+    def handle_frames(self, frames: pa.Array, received_at_us: int) -> None:
+        """handle_frame() for each of `frames` (a string array), normalizing and encoding most of them in bulk.
+        Each topic gets its messages in frame order."""
+        batch = normalize_batch(frames, received_at_us)
+        bulk = []  # per kind: (topic, positions, keys, values)
+        for kind, records, positions in (("trades", batch.trades, batch.trade_positions),
+                                          ("quotes", batch.quotes, batch.quote_positions)):
+            bulk.append((getattr(self.topics, kind), positions, records.column("symbol").cast(pa.binary()).to_pylist(),
+                         self._encoders[kind].encode_table(records).to_pylist()))
+            self.counts[f"produced:{kind}"] += len(positions)
+        one_by_one = np.setdiff1d(np.arange(len(frames)), np.concatenate([batch.trade_positions, batch.quote_positions]))
+        done = [0] * len(bulk)
+        for stop in [*one_by_one.tolist(), len(frames)]:  # the bulk messages before each frame left to handle_frame
+            for kind, (topic, positions, keys, values) in enumerate(bulk):
+                end = int(np.searchsorted(positions, stop))
+                self._produce_all(topic, keys[done[kind] : end], values[done[kind] : end])
+                done[kind] = end
+            if stop < len(frames):
+                self.handle_frame(frames[stop].as_py(), received_at_us)
 
     def in_flight(self) -> int:
         return len(self._producer)
