@@ -113,7 +113,7 @@ def _bench(args) -> int:
     from k2_pipelines.cli import bench
 
     if args.target == "produce":
-        return bench.bench_produce(args.frames, args.seed, args.cores)
+        return bench.bench_produce(args.frames, args.seed, args.cores, args.faults)
     return bench.bench_asx(args.trades, args.seed, args.cores)
 
 
@@ -194,6 +194,7 @@ def parser() -> argparse.ArgumentParser:
     bench_produce.add_argument("--frames", type=int, default=1_000_000)
     bench_produce.add_argument("--seed", type=int, default=7)
     bench_produce.add_argument("--cores", type=int, default=1, help="CPU cores the process is pinned to (default 1)")
+    bench_produce.add_argument("--faults", default="", help="as for `k2 sample binance`: e.g. malformed,duplicates")
     bench_produce.set_defaults(run=_bench)
     return root
 

@@ -56,18 +56,20 @@ def bench_asx(trades: int, seed: int, cores: int) -> int:
     return 0
 
 
-def bench_produce(frames: int, seed: int, cores: int) -> int:
+def bench_produce(frames: int, seed: int, cores: int, faults: str) -> int:
     """Replay throughput: frames/s from a recording to acknowledged in Kafka (the local broker)."""
     Broker.from_env().start()  # before pinning: the broker is the other side of the wire, not part of the bench
     _pin(cores)
     with tempfile.TemporaryDirectory(prefix="k2-bench-") as scratch:
         session = Path(scratch) / "session.jsonl"
         subprocess.run([sys.executable, "-m", "k2_pipelines", "sample", "binance", "--out", str(session),
-                        "--frames", str(frames), "--seed", str(seed)], check=True)
+                        "--frames", str(frames), "--seed", str(seed), "--faults", faults], check=True)
         run = uuid.uuid4().hex[:8]
         topics = Topics(f"bench.trades.{run}", f"bench.quotes.{run}", f"bench.dlq.{run}")
         replayed, elapsed, counts = replay_into_kafka(session, None, topics)
         acknowledged = sum(v for k, v in counts.items() if k.startswith("delivered:"))
-        print(f"k2 bench produce --frames {frames} --cores {cores}: {replayed:,} frames, {acknowledged:,} acknowledged "
-              f"in {elapsed:.2f}s = {replayed / elapsed:,.0f} frames/s; peak RSS {_peak_rss_mb():,.0f} MB")
+        dead_letters = sum(v for k, v in counts.items() if k.startswith("dead_letters:"))
+        print(f"k2 bench produce --frames {frames} --cores {cores}{f' --faults {faults}' if faults else ''}: "
+              f"{replayed:,} frames ({dead_letters:,} dead letters), {acknowledged:,} acknowledged in {elapsed:.2f}s = "
+              f"{replayed / elapsed:,.0f} frames/s; peak RSS {_peak_rss_mb():,.0f} MB")
     return 0

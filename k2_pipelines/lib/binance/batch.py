@@ -6,6 +6,7 @@ frame (malformed, or only unusual: a null, an exponent in a price, a field pyarr
 normalize(), so one bad frame costs one slow frame and never changes what happens to its neighbours.
 """
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,8 +38,8 @@ class NormalizedBatch:
 
 
 def _parse(frames: pa.Array, positions: np.ndarray) -> list[tuple[np.ndarray, pa.StructArray]]:
-    """Parse the frames at `positions`; a block that fails is halved until the frames that fail stand alone
-    (and are left out)."""
+    """Parse the frames at `positions`; the frames that fail are left out. A failing block is split around the row
+    pyarrow names in its error (only a hint: every piece is parsed again), or else halved."""
     if positions.size == 0:
         return []
     block = join(frames.take(pa.array(positions)), b"\n")
@@ -49,12 +50,17 @@ def _parse(frames: pa.Array, positions: np.ndarray) -> list[tuple[np.ndarray, pa
                                   read_options=pa_json.ReadOptions(use_threads=False, block_size=text.size + 1))
         if table.num_rows == positions.size:  # one row per frame: `{...}{...}` on one line would make two
             return [(positions, table.column("data").combine_chunks())]
-    except pa.ArrowInvalid:
-        pass
+        row = None
+    except pa.ArrowInvalid as error:
+        named = re.search(r"in row (\d+)", str(error))
+        row = int(named.group(1)) if named else None
     if positions.size == 1:
         return []
-    middle = positions.size // 2
-    return _parse(frames, positions[:middle]) + _parse(frames, positions[middle:])
+    if row is not None and row < positions.size:
+        pieces = (positions[:row], positions[row : row + 1], positions[row + 1 :])
+    else:
+        pieces = (positions[: positions.size // 2], positions[positions.size // 2 :])
+    return [parsed for piece in pieces for parsed in _parse(frames, piece)]
 
 
 def _decimal(text: pa.Array, allow_zero: bool) -> tuple[pa.Array, np.ndarray]:
