@@ -8,6 +8,9 @@ import struct
 from pathlib import Path
 from typing import Protocol
 
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+
 from k2_pipelines.lib.paths import state_dir
 
 MAGIC = 0
@@ -16,7 +19,7 @@ HEADER = struct.Struct(">bI")  # magic byte, schema id
 
 class Registry(Protocol):
     def register(self, subject: str, schema: dict) -> int: ...
-    def schema(self, schema_id: int) -> dict: ...
+    def schema(self, schema_id: int) -> dict: ...  # KeyError for an unknown id
 
 
 class EmbeddedRegistry:
@@ -60,17 +63,18 @@ class EmbeddedRegistry:
 
 class ConfluentRegistry:
     def __init__(self, url: str):
-        from confluent_kafka.schema_registry import SchemaRegistryClient
-
         self.client = SchemaRegistryClient({"url": url})
 
     def register(self, subject: str, schema: dict) -> int:
-        from confluent_kafka.schema_registry import Schema
-
         return self.client.register_schema(subject, Schema(json.dumps(schema), "AVRO"))
 
     def schema(self, schema_id: int) -> dict:
-        return json.loads(self.client.get_schema(schema_id).schema_str)
+        try:
+            return json.loads(self.client.get_schema(schema_id).schema_str)
+        except SchemaRegistryError as error:
+            if error.http_status_code == 404:
+                raise KeyError(f"schema id {schema_id} is not in the registry at {self.client}") from None
+            raise
 
 
 def default_registry() -> Registry:
