@@ -63,6 +63,7 @@ class EmbeddedRegistry:
 
 class ConfluentRegistry:
     def __init__(self, url: str):
+        self.url = url
         self.client = SchemaRegistryClient({"url": url})
 
     def register(self, subject: str, schema: dict) -> int:
@@ -73,7 +74,7 @@ class ConfluentRegistry:
             return json.loads(self.client.get_schema(schema_id).schema_str)
         except SchemaRegistryError as error:
             if error.http_status_code == 404:
-                raise KeyError(f"schema id {schema_id} is not in the registry at {self.client}") from None
+                raise KeyError(f"schema id {schema_id} is not in the registry at {self.url}") from None
             raise
 
 
