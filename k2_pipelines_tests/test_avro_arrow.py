@@ -46,7 +46,7 @@ def _random_rows(rng: np.random.Generator, n: int) -> list[dict]:
             "text": words[int(rng.integers(len(words)))],
             "side": ["BUY", "SELL", "UNKNOWN"][int(rng.integers(3))],
             "count": LONG_EDGES[i] if i < len(LONG_EDGES) else int(rng.integers(-(2**62), 2**62)),
-            "at": int(rng.integers(0, 2**60)),
+            "at": int(rng.integers(0, 2**57)),  # datetimes up to year 6537
             "price": Decimal(DECIMAL_EDGES[i % len(DECIMAL_EDGES)] if i < 50 else int(rng.integers(-(10**17), 10**17)))
             .scaleb(-8),
             "tags": [words[int(rng.integers(len(words)))] for _ in range(int(rng.integers(0, 4)))],
