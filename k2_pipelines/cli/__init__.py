@@ -43,7 +43,7 @@ def _sample_binance(args) -> int:
     faults = set(filter(None, args.faults.split(",")))
     counts = generate_session(Path(args.out), args.symbols.split(","), args.frames, args.seed, faults)
     print(f"wrote {counts['frames']:,} frames ({counts['trades']:,} trades, {counts['quotes']:,} quotes) to {args.out}; "
-          f"faults: " + ", ".join(f"{k}={counts[k]}" for k in ("gaps", "duplicates", "out_of_order", "malformed")))
+          f"faults: " + ", ".join(f"{k}={counts[k]}" for k in ("gaps", "duplicates", "out_of_order", "malformed", "resets")))
     return 0
 
 
@@ -143,7 +143,7 @@ def parser() -> argparse.ArgumentParser:
     binance.add_argument("--out", required=True)
     binance.add_argument("--symbols", default="BTCUSDT,ETHUSDT,BNBUSDT")
     binance.add_argument("--frames", type=int, default=100_000)
-    binance.add_argument("--faults", default="", help="comma-separated: gaps,duplicates,out_of_order,malformed")
+    binance.add_argument("--faults", default="", help="comma-separated: gaps,duplicates,out_of_order,malformed,resets")
     binance.add_argument("--seed", type=int, default=42)
     binance.set_defaults(run=_sample_binance)
 

@@ -9,6 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from k2_pipelines.lib import arrow_decimals
+
 _MAX_VARINT_BYTES = 10
 _EMPTY = pa.scalar(b"", pa.binary())
 
@@ -47,19 +49,9 @@ def _length_prefixed(values: pa.Array) -> pa.Array:
     return join(varints(pc.binary_length(values).to_numpy(zero_copy_only=False)), values)
 
 
-def _unscaled(decimals: pa.Array) -> np.ndarray:
-    """The unscaled integers of a decimal128 column (low 64 bits, checked to be the whole value)."""
-    words = np.frombuffer(decimals.buffers()[1], dtype=np.int64).reshape(-1, 2)
-    words = words[decimals.offset : decimals.offset + len(decimals)]
-    low, high = words[:, 0], words[:, 1]
-    if not np.array_equal(high, low >> 63):
-        raise ValueError("decimal value does not fit in 64 bits")
-    return low
-
-
 def _decimal_bytes(decimals: pa.Array) -> pa.Array:
     """Big-endian two's complement, sized as fastavro sizes it: (bit length of |v| + 8) // 8 bytes."""
-    unscaled = _unscaled(decimals)
+    unscaled = arrow_decimals.unscaled(decimals)
     magnitude = np.abs(unscaled)
     sizes = np.ones(len(unscaled), dtype=np.int32)
     for size in range(1, 8):

@@ -14,6 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from k2_pipelines.lib.arrow_decimals import from_unscaled
+
 _MAX_VARINT_BYTES = 10
 
 
@@ -116,8 +118,7 @@ def _decimals(reader: _Reader, rows: np.ndarray, precision: int, scale: int) -> 
     padded[negative[:, None] & ~inside] = 0xFF  # sign extension
     unscaled = padded.view(">i8").ravel().astype(np.int64)
     reader.ok[rows[np.abs(unscaled) >= 10**precision]] = False
-    words = np.stack([unscaled, unscaled >> 63], axis=1)
-    return pa.Array.from_buffers(pa.decimal128(precision, scale), len(rows), [None, pa.py_buffer(words)])
+    return from_unscaled(unscaled, precision, scale)
 
 
 def _blocks(reader: _Reader, rows: np.ndarray, read_item) -> tuple[np.ndarray, list]:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pyiceberg.schema import Schema
 from pyiceberg.types import (
+    BinaryType,
     BooleanType,
     DecimalType,
     DoubleType,
@@ -27,6 +28,7 @@ _PRIMITIVES: dict[str, IcebergType] = {
     "int": IntegerType(),
     "boolean": BooleanType(),
     "double": DoubleType(),
+    "bytes": BinaryType(),
     "enum": StringType(),  # Iceberg has no enum type
 }
 

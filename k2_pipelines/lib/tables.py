@@ -57,7 +57,10 @@ QUOTES = TableDefinition("quotes", "quote_v2", **_MARKET_EVENTS)
 REFERENCE_DATA = TableDefinition("reference_data", "reference_data_v2")
 REJECTS = TableDefinition("rejects", "reject", partition_by=(("source", IdentityTransform()),))
 
-ALL_TABLES = (TRADES, QUOTES, REFERENCE_DATA, REJECTS)
+DEAD_LETTERS = TableDefinition("dead_letters", "dead_letter", partition_by=(("topic", IdentityTransform()),))
+SEQUENCE_GAPS = TableDefinition("sequence_gaps", "sequence_gap", partition_by=(("table_name", IdentityTransform()),))
+
+ALL_TABLES = (TRADES, QUOTES, REFERENCE_DATA, REJECTS, DEAD_LETTERS, SEQUENCE_GAPS)
 
 
 def ensure_table(catalog: Catalog, definition: TableDefinition) -> Table:

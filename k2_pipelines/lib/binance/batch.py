@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
+from k2_pipelines.lib.arrow_decimals import from_unscaled
 from k2_pipelines.lib.avro_arrow import join
 from k2_pipelines.lib.binance.normalize import _LONG_MAX, EXCHANGE, BadFrame, split_symbol
 from k2_pipelines.lib.uuids import random_uuids
@@ -77,8 +78,7 @@ def _decimal(text: pa.Array, allow_zero: bool) -> tuple[pa.Array, np.ndarray]:
     number = pc.cast(pc.if_else(pa.array(plain), digits, "0"), pa.int64()).to_numpy()
     unscaled = number * _POWERS[_SCALE_DIGITS - np.minimum(decimals, _SCALE_DIGITS)]
     valid = plain & ((unscaled >= 0) if allow_zero else (unscaled > 0))
-    words = np.stack([unscaled, unscaled >> 63], axis=1)  # 128-bit little-endian two's complement
-    return pa.Array.from_buffers(pa.decimal128(18, 8), len(unscaled), [None, pa.py_buffer(words)]), valid
+    return from_unscaled(unscaled, 18, 8), valid
 
 
 def _present(data: pa.StructArray, *keys: str) -> np.ndarray:

@@ -1,5 +1,9 @@
 """Generated Binance sessions in the recording format: several symbols, bursts, ids increasing per symbol, and
-optional injected faults (gaps, duplicates, out-of-order frames, malformed frames)."""
+optional injected faults (gaps, duplicates, out-of-order frames, malformed frames, session resets).
+
+The counts returned say exactly what was injected, so that tests can check what a drain finds: `gap_ids` trade ids
+skipped, `out_of_order:<kind>` frames swapped with the previous frame of the same symbol and kind, `duplicates:<kind>`,
+`resets` (a symbol's trade ids restart low after a two-minute silence)."""
 
 import json
 from collections import Counter
@@ -8,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 START_PRICES = {"BTCUSDT": 91877.12, "ETHUSDT": 3120.55, "BNBUSDT": 612.3, "SOLUSDT": 142.17, "XRPUSDT": 0.5234}
-FAULTS = ("gaps", "duplicates", "out_of_order", "malformed")
+FAULTS = ("gaps", "duplicates", "out_of_order", "malformed", "resets")
 FAULT_RATE = 0.005  # of frames, per kind of fault asked for
+RESET_SILENCE_MS = 120_000
 START_MS = 1_763_683_200_000  # 2025-11-21 00:00 UTC
 
 # (expected dead-letter reason, how the frame is broken)
@@ -56,6 +61,10 @@ def generate_session(out: Path, symbols: list[str], frames: int, seed: int, faul
         # bursts: a quiet gap, then a clump of events on one symbol
         clock_ms += int(rng.exponential(40))
         symbol = symbols[int(rng.integers(len(symbols)))]
+        if "resets" in faults and rng.random() < FAULT_RATE / 10:  # the exchange restarts this symbol's numbering
+            clock_ms += RESET_SILENCE_MS
+            trade_ids[symbol] = int(rng.integers(1, 1000))
+            counts["resets"] += 1
         for _ in range(min(int(rng.geometric(0.3)), frames - len(lines))):
             clock_ms += int(rng.integers(0, 3))
             price = prices[symbol] = max(prices[symbol] * (1 + rng.normal(0, 0.0002)), 0.0001)
@@ -63,6 +72,7 @@ def generate_session(out: Path, symbols: list[str], frames: int, seed: int, faul
                 skipped = int(rng.integers(1, 6)) if "gaps" in faults and rng.random() < FAULT_RATE else 0
                 trade_ids[symbol] += 1 + skipped
                 counts["gaps"] += skipped > 0
+                counts["gap_ids"] += skipped
                 message = _trade(symbol, trade_ids[symbol], price, float(rng.lognormal(-3, 1.5)), clock_ms,
                                  bool(rng.random() < 0.5))
                 counts["trades"] += 1
@@ -75,27 +85,38 @@ def generate_session(out: Path, symbols: list[str], frames: int, seed: int, faul
     return _with_faults(out, lines, faults, rng, counts)
 
 
+def _kind_and_symbol(frame: str) -> tuple[str, str]:
+    data = json.loads(frame)["data"]
+    return ("trades" if data.get("e") == "trade" else "quotes"), data["s"]
+
+
 def _with_faults(out: Path, lines: list, faults: set[str], rng: np.random.Generator, counts: Counter) -> Counter:
     result = []
     for received_at_us, frame in lines:
-        kind = "trades" if '"e":"trade"' in frame else "quotes"
+        kind, symbol = _kind_and_symbol(frame)
         if "malformed" in faults and rng.random() < FAULT_RATE:
             reason, corrupt = MALFORMED[counts["malformed"] % len(MALFORMED)]
             counts[kind] -= 1
             counts["malformed"] += 1
             counts[f"malformed:{reason}"] += 1
-            result.append((received_at_us, corrupt(frame)))
+            counts[f"malformed:{kind}"] += 1
+            result.append((received_at_us, corrupt(frame), None))
             continue
-        result.append((received_at_us, frame))
+        result.append((received_at_us, frame, (kind, symbol)))
         if "duplicates" in faults and rng.random() < FAULT_RATE:  # the exchange sends a valid frame twice
-            result.append((received_at_us + 1, frame))
+            result.append((received_at_us + 1, frame, None))  # not swapped: it is no sequence of its own
             counts["duplicates"] += 1
+            counts[f"duplicates:{kind}"] += 1
             counts[kind] += 1
-        if "out_of_order" in faults and len(result) > 2 and rng.random() < FAULT_RATE:
+        # swapped with the frame before if that is the same symbol and kind (and not the same frame)
+        elif "out_of_order" in faults and len(result) > 1 and result[-2][2] == (kind, symbol) \
+                and result[-2][1] != frame and rng.random() < FAULT_RATE * 3:
             result[-1], result[-2] = result[-2], result[-1]
+            result[-1] = (*result[-1][:2], None)  # moved once only
             counts["out_of_order"] += 1
+            counts[f"out_of_order:{kind}"] += 1
     with open(out, "w", encoding="utf-8") as file:
-        for received_at_us, frame in result:
+        for received_at_us, frame, _ in result:
             file.write(json.dumps({"received_at_us": received_at_us, "frame": frame}) + "\n")
     counts["frames"] = len(result)
     return counts

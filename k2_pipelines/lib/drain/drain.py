@@ -1,0 +1,236 @@
+"""One exactly-once micro-batch from a Kafka topic into an Iceberg table.
+
+1. Start from the offsets stored in the table's newest drain snapshot (not from Kafka's group offsets).
+2. Read a bounded batch, decode it in bulk; bad messages become dead letters, duplicates are dropped, sequence
+   breaks are recorded.
+3. Write the data files (rows, dead letters, sequence breaks), then commit them in one catalog transaction whose
+   snapshot of the main table stores the batch's end offsets. The commit is a compare-and-set: if any table moved
+   meanwhile, the stored offsets are read again; if they moved, another drain committed this range and the batch
+   is abandoned (its files are orphans for cleanup); if not, the commit is planned again.
+4. Only then commit the consumer group's offsets, for lag monitoring.
+"""
+
+import logging
+import os
+import random
+import signal
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from confluent_kafka import Consumer, TopicPartition
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.expressions import And, GreaterThanOrEqual, In, LessThanOrEqual
+from pyiceberg.manifest import DataFile
+
+from k2_pipelines.lib.atomic_commit import commit_atomically
+from k2_pipelines.lib.drain.checkpoint import Checkpoint, checkpoint_properties, stored_checkpoint
+from k2_pipelines.lib.drain.decode import decode_batch
+from k2_pipelines.lib.drain.kafka_batch import KafkaBatch, Limits, read_batch
+from k2_pipelines.lib.drain.sequences import Break, SequenceRules, classify, first_occurrences, record_keys
+from k2_pipelines.lib.replace import BACKOFF_SECONDS, COMMIT_ATTEMPTS, write_rows
+from k2_pipelines.lib.tables import DEAD_LETTERS, QUOTES, SEQUENCE_GAPS, TRADES, TableDefinition
+
+log = logging.getLogger(__name__)
+KILL_AT = "K2_DRAIN_KILL_AT"  # crash tests: SIGKILL the drain at this point (see _crash_point)
+
+
+@dataclass(frozen=True)
+class DrainTarget:
+    table: TableDefinition
+    topic: str
+    record_name: str  # the Avro record the topic carries
+    id_column: str
+    rules: SequenceRules
+
+
+def trades_target(topic: str) -> DrainTarget:
+    return DrainTarget(TRADES, topic, "TradeV2", "trade_id", SequenceRules(track_gaps=True))
+
+
+def quotes_target(topic: str) -> DrainTarget:
+    return DrainTarget(QUOTES, topic, "QuoteV2", "quote_id", SequenceRules(track_gaps=False))
+
+
+class DrainAbandoned(RuntimeError):
+    """Another drain committed this range first; nothing of this batch was committed."""
+
+
+@dataclass
+class DrainResult:
+    topic: str
+    table: str
+    run_id: str
+    offsets_from: dict[int, int] = field(default_factory=dict)
+    offsets_to: dict[int, int] = field(default_factory=dict)
+    lag_after: dict[int, int] = field(default_factory=dict)
+    messages: int = 0
+    rows_written: int = 0
+    rows_by_symbol: Counter = field(default_factory=Counter)
+    dead_letters: Counter = field(default_factory=Counter)  # by error class
+    duplicates_in_batch: int = 0
+    duplicates_committed: int = 0
+    breaks: Counter = field(default_factory=Counter)  # by kind
+    snapshot_before: int | None = None
+    snapshot_after: int | None = None
+    commit_attempts: int = 0
+    seconds: float = 0.0
+
+
+def _crash_point(name: str) -> None:
+    if os.environ.get(KILL_AT) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def consumer_for(bootstrap: str, target: DrainTarget, **config) -> Consumer:
+    return Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": f"k2.drain.{target.table.name}",  # committed offsets serve lag monitoring only
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+        "auto.offset.reset": "earliest",
+        "queued.max.messages.kbytes": 65536,  # prefetch bounded too
+        **config,
+    })
+
+
+def _committed_keys(catalog: Catalog, target: DrainTarget, rows: pa.Table) -> pa.Array:
+    """Keys of rows already in the table among those that could match the batch (same exchanges and event times;
+    a replayed message carries its original event time)."""
+    times = rows.column("timestamp")
+    row_filter = And(In("exchange", set(pc.unique(rows.column("exchange")).to_pylist())),
+                     And(GreaterThanOrEqual("timestamp", pc.min(times).as_py().isoformat()),
+                         LessThanOrEqual("timestamp", pc.max(times).as_py().isoformat())))
+    table = catalog.load_table(target.table.identifier)
+    existing = table.scan(row_filter=row_filter, selected_fields=("exchange", "symbol", target.id_column)).to_arrow()
+    return record_keys(existing, target.id_column)
+
+
+def _dead_letter_rows(batch: KafkaBatch, target: DrainTarget, dead: list, run_id: str, now_us: int) -> pa.Table:
+    positions = [position for position, *_ in dead]
+    return pa.table({
+        "topic": pa.array([target.topic] * len(dead)),
+        "partition": pa.array(batch.partitions[positions] if dead else [], pa.int32()),
+        "offset": pa.array(batch.offsets[positions] if dead else [], pa.int64()),
+        "key": pa.array([batch.keys[p] for p in positions], pa.binary()),
+        "value": pa.array([batch.values[p] for p in positions], pa.binary()),
+        "schema_id": pa.array([schema_id for _, schema_id, _, _ in dead], pa.int32()),
+        "error_class": pa.array([error_class for _, _, error_class, _ in dead], pa.string()),
+        "error_message": pa.array([message for _, _, _, message in dead], pa.string()),
+        "run_id": pa.array([run_id] * len(dead)),
+        "dead_lettered_at": pa.array([now_us] * len(dead), pa.timestamp("us", tz="UTC")),
+    })
+
+
+def _break_rows(breaks: list[Break], target: DrainTarget, exchange: dict[str, str], run_id: str,
+                now_us: int) -> pa.Table:
+    return pa.table({
+        "table_name": pa.array([target.table.name] * len(breaks), pa.string()),
+        "exchange": pa.array([exchange[b.symbol] for b in breaks], pa.string()),
+        "symbol": pa.array([b.symbol for b in breaks], pa.string()),
+        "kind": pa.array([b.kind for b in breaks], pa.string()),
+        "from_sequence": pa.array([b.from_sequence for b in breaks], pa.int64()),
+        "to_sequence": pa.array([b.to_sequence for b in breaks], pa.int64()),
+        "missing": pa.array([b.missing for b in breaks], pa.int64()),
+        "event_timestamp": pa.array([b.event_timestamp for b in breaks], pa.timestamp("us", tz="UTC")),
+        "detected_in_run": pa.array([run_id] * len(breaks), pa.string()),
+        "detected_at": pa.array([now_us] * len(breaks), pa.timestamp("us", tz="UTC")),
+    })
+
+
+def _commit(catalog: Catalog, target: DrainTarget, checkpoint: Checkpoint, files: dict[str, list[DataFile]],
+            properties: dict[str, str], result: DrainResult) -> None:
+    """Append every table's files in one transaction; the main table's snapshot carries the checkpoint."""
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        result.commit_attempts = attempt
+        tables = {identifier: catalog.load_table(identifier) for identifier in files}
+        main = tables[target.table.identifier]
+        if stored_checkpoint(main, target.topic).offsets != checkpoint.offsets:
+            raise DrainAbandoned(f"{target.table.identifier} already holds offsets past {checkpoint.offsets} of "
+                                 f"{target.topic}: another drain committed this range")
+        transactions = []
+        for identifier, table in tables.items():
+            if identifier != target.table.identifier and not files[identifier]:
+                continue
+            transaction = table.transaction()
+            snapshot_properties = properties if identifier == target.table.identifier else {
+                "k2.drain.run-id": result.run_id}
+            with transaction.update_snapshot(snapshot_properties=snapshot_properties).fast_append() as append:
+                for data_file in files[identifier]:
+                    append.append_data_file(data_file)
+            transactions.append(transaction)
+        _crash_point("before-commit")
+        try:
+            committed = commit_atomically(catalog, transactions)
+        except CommitFailedException as conflict:
+            if attempt == COMMIT_ATTEMPTS:
+                raise
+            wait = random.uniform(0, min(BACKOFF_SECONDS[1], BACKOFF_SECONDS[0] * 2**attempt))
+            log.warning("drain commit attempt %d lost a race (%s); checking offsets again in %.2fs",
+                        attempt, conflict, wait)
+            time.sleep(wait)
+            continue
+        result.snapshot_after = next(t.current_snapshot().snapshot_id for t in committed
+                                     if ".".join(t.name()) == target.table.identifier)
+        return
+
+
+def drain_once(catalog: Catalog, consumer: Consumer, target: DrainTarget, registry, limits: Limits | None = None,
+               run_id: str | None = None) -> DrainResult:
+    started = time.perf_counter()
+    limits = limits or Limits()
+    run_id = run_id or uuid.uuid4().hex
+    result = DrainResult(target.topic, target.table.identifier, run_id)
+    main = catalog.load_table(target.table.identifier)
+    checkpoint = stored_checkpoint(main, target.topic)
+    result.snapshot_before = main.current_snapshot().snapshot_id if main.current_snapshot() else None
+    batch = read_batch(consumer, target.topic, checkpoint.offsets, limits)
+    result.offsets_from, result.offsets_to, result.lag_after = batch.start, batch.end, batch.lag_after
+    result.messages = len(batch.values)
+    if not batch.values:
+        result.snapshot_after = result.snapshot_before
+        result.seconds = time.perf_counter() - started
+        return result
+
+    now_us = time.time_ns() // 1000
+    decoded = decode_batch(batch, registry, main.schema().as_arrow(), target.record_name)
+    rows = decoded.rows
+    keys = record_keys(rows, target.id_column)
+    first = first_occurrences(keys)
+    committed = pc.is_in(keys, value_set=_committed_keys(catalog, target, rows)).to_numpy(
+        zero_copy_only=False) if rows.num_rows else np.zeros(0, bool)
+    result.duplicates_in_batch = int((~first).sum())
+    result.duplicates_committed = int((first & committed).sum())
+    rows = rows.filter(pa.array(first & ~committed))
+    symbols = rows.column("symbol").combine_chunks()
+    sequenced = rows.filter(pc.is_valid(rows.column("source_sequence")))
+    breaks, sequences = classify(
+        sequenced.column("symbol").combine_chunks(), sequenced.column("source_sequence").to_numpy(),
+        sequenced.column("timestamp").cast(pa.int64()).to_numpy(), checkpoint.sequences, target.rules)
+    exchange = dict(zip(symbols.to_pylist(), rows.column("exchange").to_pylist()))
+
+    files = {
+        target.table.identifier: write_rows(catalog, target.table.identifier, rows),
+        DEAD_LETTERS.identifier: write_rows(catalog, DEAD_LETTERS.identifier,
+                                            _dead_letter_rows(batch, target, decoded.dead, run_id, now_us)),
+        SEQUENCE_GAPS.identifier: write_rows(catalog, SEQUENCE_GAPS.identifier,
+                                             _break_rows(breaks, target, exchange, run_id, now_us)),
+    }
+    _crash_point("files-written")
+    properties = checkpoint_properties(target.topic, batch.end, sequences, run_id)
+    _commit(catalog, target, checkpoint, files, properties, result)
+    _crash_point("iceberg-committed")
+    consumer.commit(offsets=[TopicPartition(target.topic, p, o) for p, o in batch.end.items()], asynchronous=False)
+
+    result.rows_written = rows.num_rows
+    result.rows_by_symbol = Counter(symbols.value_counts().to_pylist() and {
+        entry["values"]: entry["counts"] for entry in symbols.value_counts().to_pylist()})
+    result.dead_letters = Counter(error_class for _, _, error_class, _ in decoded.dead)
+    result.breaks = Counter(b.kind for b in breaks)
+    result.seconds = time.perf_counter() - started
+    return result
