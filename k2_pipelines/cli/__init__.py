@@ -7,6 +7,7 @@ from datetime import date
 from pathlib import Path
 
 from k2_pipelines.lib.asx.sample import DEFAULT_START, DEFAULT_SYMBOLS
+from k2_pipelines.lib.drain.kafka_batch import Limits
 from k2_pipelines.lib.kafka.broker import Broker, BrokerError, fetch_jars
 
 
@@ -59,6 +60,17 @@ def _replay_binance(args) -> int:
     from k2_pipelines.cli.stream import replay_binance
 
     return replay_binance(Path(args.file), None if args.max else args.speed)
+
+
+def _drain_binance(args) -> int:
+    from k2_pipelines.cli.drain import drain_binance
+    from k2_pipelines.lib.drain.kafka_batch import Limits
+
+    tables = ["trades", "quotes"] if args.table == "all" else [args.table]
+    if args.topic and len(tables) > 1:
+        raise SystemExit("k2 drain: --topic needs --table trades or --table quotes")
+    limits = Limits(args.max_messages, args.max_bytes, args.max_seconds)
+    return drain_binance(tables, args.topic, limits, args.until_caught_up)
 
 
 def _tables(args) -> int:
@@ -165,6 +177,17 @@ def parser() -> argparse.ArgumentParser:
     pace.add_argument("--speed", type=float, default=1.0, help="relative to the recorded pace (default 1.0)")
     pace.add_argument("--max", action="store_true", help="as fast as possible")
     replay_binance.set_defaults(run=_replay_binance)
+
+    drain = commands.add_parser("drain", help="drain Kafka into Iceberg (what the Dagster drain assets run)")
+    drain_sources = drain.add_subparsers(dest="source", required=True)
+    drain_binance = drain_sources.add_parser("binance", help="Binance trades/quotes topics into market_data tables")
+    drain_binance.add_argument("--table", choices=["trades", "quotes", "all"], default="all")
+    drain_binance.add_argument("--topic", help="read this topic instead of the default one")
+    drain_binance.add_argument("--max-messages", type=int, default=Limits.max_messages)
+    drain_binance.add_argument("--max-bytes", type=int, default=Limits.max_bytes)
+    drain_binance.add_argument("--max-seconds", type=float, default=Limits.max_seconds)
+    drain_binance.add_argument("--until-caught-up", action="store_true", help="drain batch after batch until no lag")
+    drain_binance.set_defaults(run=_drain_binance)
 
     tables = commands.add_parser("tables", help="K2's Iceberg tables: rows, files, bytes, current snapshot")
     tables.add_argument("--json", action="store_true")

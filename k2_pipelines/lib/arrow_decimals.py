@@ -1,4 +1,4 @@
-"""decimal128 Arrow columns <-> their unscaled integers, for decimals of up to 18 digits (int64)."""
+"""decimal128 Arrow columns <-> their unscaled integers (as int64: decimals of up to 18 digits)."""
 
 from decimal import Decimal
 
@@ -6,14 +6,27 @@ import numpy as np
 import pyarrow as pa
 
 
-def unscaled(decimals: pa.Array) -> np.ndarray:
-    """The unscaled integers of a decimal128 column (low 64 bits, checked to be the whole value)."""
+def _low_words(decimals: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(low 64 bits of each unscaled value, whether that is the whole value)."""
     words = np.frombuffer(decimals.buffers()[1], dtype=np.int64).reshape(-1, 2)
     words = words[decimals.offset : decimals.offset + len(decimals)]
-    low, high = words[:, 0], words[:, 1]
-    if not np.array_equal(high, low >> 63):
+    return words[:, 0], words[:, 1] == words[:, 0] >> 63
+
+
+def unscaled(decimals: pa.Array) -> np.ndarray:
+    """The unscaled integers of a decimal128 column whose values fit in 64 bits."""
+    low, whole = _low_words(decimals)
+    if not whole.all():
         raise ValueError("decimal value does not fit in 64 bits")
     return low
+
+
+def from_words(big_endian: np.ndarray, precision: int, scale: int) -> pa.Array:
+    """A decimal128 column from rows of 16 big-endian two's complement bytes."""
+    high = big_endian[:, :8].copy().view(">i8").ravel().astype(np.int64)
+    low = big_endian[:, 8:].copy().view(">u8").ravel().astype(np.uint64).view(np.int64)
+    words = np.stack([low, high], axis=1)
+    return pa.Array.from_buffers(pa.decimal128(precision, scale), len(words), [None, pa.py_buffer(words)])
 
 
 def from_unscaled(values: np.ndarray, precision: int, scale: int) -> pa.Array:
@@ -24,14 +37,15 @@ def from_unscaled(values: np.ndarray, precision: int, scale: int) -> pa.Array:
 
 def rescaled(decimals: pa.Array, precision: int, scale: int) -> tuple[pa.Array, np.ndarray]:
     """`decimals` as decimal(precision, scale), and which values fit exactly (others hold 0)."""
-    values = unscaled(decimals.fill_null(pa.scalar(Decimal(0), decimals.type)))
+    values, fits = _low_words(decimals.fill_null(pa.scalar(Decimal(0), decimals.type)))
+    values = np.where(fits, values, 0)
     shift = scale - decimals.type.scale
     if shift >= 0:
-        fits = np.abs(values) < 10 ** max(precision - shift, 0)
+        fits &= np.abs(values) < 10 ** max(precision - shift, 0)
         values = np.where(fits, values, 0) * 10**shift
     else:
         factor = 10**-shift
-        fits = values % factor == 0
+        fits &= values % factor == 0
         values = values // factor
     fits &= np.abs(values) < 10**precision
     return from_unscaled(np.where(fits, values, 0), precision, scale), fits

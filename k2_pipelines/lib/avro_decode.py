@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from k2_pipelines.lib.arrow_decimals import from_unscaled
+from k2_pipelines.lib.arrow_decimals import from_words
 
 _MAX_VARINT_BYTES = 10
 
@@ -102,23 +102,25 @@ def _is_utf8(value: bytes) -> bool:
 
 
 def _decimals(reader: _Reader, rows: np.ndarray, precision: int, scale: int) -> pa.Array:
-    """Big-endian two's complement unscaled values, up to 8 bytes (precision <= 18)."""
-    if precision > 18:
-        raise TypeError(f"decimal({precision},{scale}) is wider than the column decoder reads")
+    """Big-endian two's complement unscaled values of up to 16 bytes."""
     data, offsets = reader.raw(rows)
     lengths = np.diff(offsets)
-    reader.ok[rows[(lengths < 1) | (lengths > 8)]] = False
-    padded = np.zeros((len(rows), 8), dtype=np.uint8)
-    column = np.arange(8) - (8 - np.minimum(lengths, 8))[:, None]  # right-align each value's bytes
-    inside = column >= 0
-    source = np.minimum(offsets[:-1, None] + np.maximum(column, 0), max(data.size - 1, 0))
+    reader.ok[rows[(lengths < 1) | (lengths > 16)]] = False
+    lengths = np.clip(lengths, 1, 16)
+    padded = np.zeros((len(rows), 16), dtype=np.uint8)
+    column = np.arange(16) - (16 - lengths)[:, None]  # right-align each value's bytes
+    inside = (column >= 0) & (column < np.diff(offsets)[:, None])
     if data.size:
+        source = np.minimum(offsets[:-1, None] + np.maximum(column, 0), data.size - 1)
         padded[inside] = data[source[inside]]
-    negative = (padded[np.arange(len(rows)), 8 - np.clip(lengths, 1, 8)] & 0x80) != 0
-    padded[negative[:, None] & ~inside] = 0xFF  # sign extension
-    unscaled = padded.view(">i8").ravel().astype(np.int64)
-    reader.ok[rows[np.abs(unscaled) >= 10**precision]] = False
-    return from_unscaled(unscaled, precision, scale)
+    negative = (padded[np.arange(len(rows)), 16 - lengths] & 0x80) != 0
+    padded[negative[:, None] & (column < 0)] = 0xFF  # sign extension
+    decimals = from_words(padded, precision, scale)
+    if precision <= 18:  # wider values are checked where they are narrowed (arrow_decimals.rescaled)
+        low = decimals.buffers()[1]
+        words = np.frombuffer(low, dtype=np.int64).reshape(-1, 2)
+        reader.ok[rows[(words[:, 1] != words[:, 0] >> 63) | (np.abs(words[:, 0]) >= 10**precision)]] = False
+    return decimals
 
 
 def _blocks(reader: _Reader, rows: np.ndarray, read_item) -> tuple[np.ndarray, list]:

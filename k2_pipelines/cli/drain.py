@@ -1,0 +1,50 @@
+"""`k2 drain binance`: drain micro-batches from Kafka into Iceberg outside Dagster (operators, tests, benchmarks)."""
+
+from k2_pipelines.lib.binance.producer import Topics
+from k2_pipelines.lib.catalog import load_k2_catalog
+from k2_pipelines.lib.drain.drain import (
+    DrainAbandoned,
+    DrainResult,
+    consumer_for,
+    drain_once,
+    quotes_target,
+    trades_target,
+)
+from k2_pipelines.lib.drain.kafka_batch import Limits
+from k2_pipelines.lib.kafka.broker import Broker
+from k2_pipelines.lib.schema_registry import default_registry
+from k2_pipelines.lib.tables import ensure_tables
+
+
+def describe(result: DrainResult) -> str:
+    spans = ", ".join(f"[{p}] {result.offsets_from[p]}..{result.offsets_to[p]}" for p in sorted(result.offsets_to))
+    dead = sum(result.dead_letters.values())
+    return (f"{result.table}: {result.messages:,} messages -> {result.rows_written:,} rows, {dead:,} dead letters, "
+            f"{result.duplicates_in_batch + result.duplicates_committed:,} duplicates, "
+            f"{sum(result.breaks.values()):,} sequence breaks; offsets {spans}; lag "
+            f"{sum(result.lag_after.values()):,}; {result.seconds:.2f}s")
+
+
+def drain_binance(tables: list[str], topic: str | None, limits: Limits, until_caught_up: bool) -> int:
+    catalog = load_k2_catalog()
+    ensure_tables(catalog)
+    registry = default_registry()
+    topics = Topics()
+    makers = {"trades": (trades_target, topics.trades), "quotes": (quotes_target, topics.quotes)}
+    for table in tables:
+        make, default_topic = makers[table]
+        target = make(topic or default_topic)
+        consumer = consumer_for(Broker.from_env().bootstrap, target)
+        try:
+            while True:
+                try:
+                    result = drain_once(catalog, consumer, target, registry, limits)
+                except DrainAbandoned as abandoned:
+                    print(f"{target.table.identifier}: {abandoned}; draining on from the new offsets")
+                    continue
+                print(describe(result))
+                if not until_caught_up or not result.messages or not sum(result.lag_after.values()):
+                    break
+        finally:
+            consumer.close()
+    return 0
