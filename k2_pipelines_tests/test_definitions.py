@@ -10,6 +10,11 @@ def test_definitions_load_and_validate():
     assert {"asx_trades", "asx_quotes", "asx_reference_data"} <= keys
     assert definitions.resolve_job_def("asx_load")
     assert definitions.resolve_sensor_def("asx_landing_sensor")
+    assert {"binance_trades", "binance_quotes"} <= keys
+    assert definitions.resolve_sensor_def("binance_lag_sensor")
+    for table in ("trades", "quotes"):
+        assert definitions.resolve_job_def(f"drain_binance_{table}").tags["k2/drain"] == table
+        assert definitions.resolve_schedule_def(f"drain_binance_{table}_every_15_minutes")
 
 
 def test_asx_assets_are_daily_partitioned_and_backfill_in_one_run():

@@ -3,10 +3,9 @@
 from k2_pipelines.lib.binance.producer import Topics
 from k2_pipelines.lib.catalog import load_k2_catalog
 from k2_pipelines.lib.drain.drain import (
-    DrainAbandoned,
     DrainResult,
     consumer_for,
-    drain_once,
+    drain,
     quotes_target,
     trades_target,
 )
@@ -37,11 +36,7 @@ def drain_binance(tables: list[str], topic: str | None, limits: Limits, until_ca
         consumer = consumer_for(Broker.from_env().bootstrap, target)
         try:
             while True:
-                try:
-                    result = drain_once(catalog, consumer, target, registry, limits)
-                except DrainAbandoned as abandoned:
-                    print(f"{target.table.identifier}: {abandoned}; draining on from the new offsets")
-                    continue
+                result = drain(catalog, consumer, target, registry, limits)
                 print(describe(result))
                 if not until_caught_up or not result.messages or not sum(result.lag_after.values()):
                     break

@@ -234,3 +234,16 @@ def drain_once(catalog: Catalog, consumer: Consumer, target: DrainTarget, regist
     result.breaks = Counter(b.kind for b in breaks)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def drain(catalog: Catalog, consumer: Consumer, target: DrainTarget, registry, limits: Limits | None = None,
+          run_id: str | None = None, attempts: int = 3) -> DrainResult:
+    """drain_once, starting again from the new offsets if another drain committed this range first."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return drain_once(catalog, consumer, target, registry, limits, run_id)
+        except DrainAbandoned:
+            if attempt == attempts:
+                raise
+            log.warning("another drain committed this range of %s first; draining on from its offsets", target.topic)
+    raise AssertionError("unreachable")

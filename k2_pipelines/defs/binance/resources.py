@@ -1,0 +1,33 @@
+import dagster as dg
+from confluent_kafka import Consumer
+
+from k2_pipelines.lib.binance.producer import Topics
+from k2_pipelines.lib.drain.drain import DrainTarget, consumer_for, quotes_target, trades_target
+from k2_pipelines.lib.kafka.broker import Broker
+from k2_pipelines.lib.schema_registry import Registry, default_registry
+
+
+class BinanceKafkaResource(dg.ConfigurableResource):
+    """Where the Binance topics are: K2's broker (K2_KAFKA_PORT) unless `bootstrap` says otherwise; schema ids from
+    K2_SCHEMA_REGISTRY_URL or the embedded registry."""
+
+    bootstrap: str | None = None
+    trades_topic: str = Topics.trades
+    quotes_topic: str = Topics.quotes
+
+    def servers(self) -> str:
+        return self.bootstrap or Broker.from_env().bootstrap
+
+    def target(self, table: str) -> DrainTarget:
+        return trades_target(self.trades_topic) if table == "trades" else quotes_target(self.quotes_topic)
+
+    def consumer(self, target: DrainTarget) -> Consumer:
+        return consumer_for(self.servers(), target)
+
+    def registry(self) -> Registry:
+        return default_registry()
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(resources={"binance_kafka": BinanceKafkaResource()})
