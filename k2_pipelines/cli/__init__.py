@@ -126,6 +126,8 @@ def _bench(args) -> int:
 
     if args.target == "produce":
         return bench.bench_produce(args.frames, args.seed, args.cores, args.faults)
+    if args.target == "drain":
+        return bench.bench_drain(args.frames, args.baseline_messages, args.seed, args.cores)
     return bench.bench_asx(args.trades, args.seed, args.cores)
 
 
@@ -219,6 +221,13 @@ def parser() -> argparse.ArgumentParser:
     bench_produce.add_argument("--cores", type=int, default=1, help="CPU cores the process is pinned to (default 1)")
     bench_produce.add_argument("--faults", default="", help="as for `k2 sample binance`: e.g. malformed,duplicates")
     bench_produce.set_defaults(run=_bench)
+    bench_drain = bench.add_parser("drain", help="Kafka to committed Iceberg messages/s, peak memory, vs a baseline")
+    bench_drain.add_argument("--frames", type=int, default=2_000_000, help="Binance frames produced (trades+quotes)")
+    bench_drain.add_argument("--baseline-messages", type=int, default=20_000,
+                             help="trades the per-message baseline drains (it is slow)")
+    bench_drain.add_argument("--seed", type=int, default=7)
+    bench_drain.add_argument("--cores", type=int, default=1, help="CPU cores the process is pinned to (default 1)")
+    bench_drain.set_defaults(run=_bench)
     return root
 
 

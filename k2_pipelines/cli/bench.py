@@ -1,5 +1,7 @@
-"""Benchmarks: `k2 bench asx` (ASX load end to end) and `k2 bench produce` (Binance replay into Kafka)."""
+"""Benchmarks: `k2 bench asx` (ASX load end to end), `k2 bench produce` (Binance replay into Kafka) and
+`k2 bench drain` (Kafka into Iceberg, against a per-message baseline)."""
 
+import multiprocessing
 import os
 import resource
 import subprocess
@@ -10,14 +12,19 @@ import uuid
 from pathlib import Path
 
 import pyarrow as pa
+from confluent_kafka import Consumer
 
 from k2_pipelines.cli.stream import replay_into_kafka
 from k2_pipelines.lib.asx.layouts import TRADES
 from k2_pipelines.lib.asx.load import load_market_days
 from k2_pipelines.lib.asx.sample import DEFAULT_START, trading_days
+from k2_pipelines.lib.avro_codec import AvroDecoder
 from k2_pipelines.lib.binance.producer import Topics
 from k2_pipelines.lib.catalog import load_catalog_at
+from k2_pipelines.lib.drain.drain import consumer_for, drain, quotes_target, trades_target
 from k2_pipelines.lib.kafka.broker import Broker
+from k2_pipelines.lib.schema_registry import default_registry
+from k2_pipelines.lib.tables import TRADES as TRADES_TABLE
 from k2_pipelines.lib.tables import ensure_tables
 
 BENCH_DAYS = 5
@@ -72,4 +79,72 @@ def bench_produce(frames: int, seed: int, cores: int, faults: str) -> int:
         print(f"k2 bench produce --frames {frames} --cores {cores}{f' --faults {faults}' if faults else ''}: "
               f"{replayed:,} frames ({dead_letters:,} dead letters), {acknowledged:,} acknowledged in {elapsed:.2f}s = "
               f"{replayed / elapsed:,.0f} frames/s; peak RSS {_peak_rss_mb():,.0f} MB")
+    return 0
+
+
+def _replay_in_child(session: Path, topics: Topics) -> None:
+    """Produce in a child process, so that this process's peak memory is the drain's alone."""
+    child = multiprocessing.get_context("fork").Process(target=replay_into_kafka, args=(session, None, topics))
+    child.start()
+    child.join()
+    if child.exitcode:
+        raise RuntimeError(f"replay into Kafka failed (exit code {child.exitcode})")
+
+
+def _baseline(catalog, bootstrap: str, topic: str, registry, messages: int) -> float:
+    """How the platform K2 replaces drained: fastavro per message, one Iceberg append per 1,000 messages."""
+    table = catalog.load_table(TRADES_TABLE.identifier)
+    schema = table.schema().as_arrow()
+    decoder = AvroDecoder(registry)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-baseline-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    rows, done, started = [], 0, time.perf_counter()
+    while done < messages:
+        for message in consumer.consume(min(1_000, messages - done), timeout=1):
+            rows.append(decoder.decode(message.value())[1])
+            done += 1
+            if len(rows) == 1_000 or done == messages:
+                table.append(pa.Table.from_pylist(rows, schema=schema))
+                rows.clear()
+    consumer.close()
+    return time.perf_counter() - started
+
+
+def bench_drain(frames: int, baseline_messages: int, seed: int, cores: int) -> int:
+    """Messages/s from Kafka to committed Iceberg rows (trades and quotes), peak memory, and the baseline's rate."""
+    broker = Broker.from_env()
+    broker.start()
+    _pin(cores)
+    with tempfile.TemporaryDirectory(prefix="k2-bench-") as scratch:
+        root = Path(scratch)
+        session = root / "session.jsonl"
+        subprocess.run([sys.executable, "-m", "k2_pipelines", "sample", "binance", "--out", str(session),
+                        "--frames", str(frames), "--seed", str(seed)], check=True)
+        run = uuid.uuid4().hex[:8]
+        topics = Topics(f"bench.trades.{run}", f"bench.quotes.{run}", f"bench.dlq.{run}")
+        _replay_in_child(session, topics)
+        registry = default_registry()
+        catalog = load_catalog_at(root / "state")
+        ensure_tables(catalog)
+        messages = rows = batches = 0
+        started = time.perf_counter()
+        for target in (trades_target(topics.trades), quotes_target(topics.quotes)):
+            consumer = consumer_for(broker.bootstrap, target)
+            while True:
+                result = drain(catalog, consumer, target, registry)
+                messages, rows, batches = messages + result.messages, rows + result.rows_written, batches + 1
+                if not result.messages:
+                    break
+            consumer.close()
+        elapsed = time.perf_counter() - started
+        peak_mb = _peak_rss_mb()
+        baseline_catalog = load_catalog_at(root / "baseline")
+        ensure_tables(baseline_catalog)
+        baseline_seconds = _baseline(baseline_catalog, broker.bootstrap, topics.trades, registry, baseline_messages)
+        print(f"k2 bench drain --frames {frames} --cores {cores}: drained {messages:,} messages into {rows:,} rows "
+              f"in {batches} batches, {elapsed:.2f}s = {messages / elapsed:,.0f} messages/s; peak RSS {peak_mb:,.0f} "
+              f"MB; baseline (fastavro per message, an append per 1,000) on {baseline_messages:,} trades: "
+              f"{baseline_seconds:.2f}s = {baseline_messages / baseline_seconds:,.0f} messages/s "
+              f"(K2 is {messages / elapsed / (baseline_messages / baseline_seconds):.1f}x)")
     return 0

@@ -1,5 +1,8 @@
 """`k2 drain binance`: drain micro-batches from Kafka into Iceberg outside Dagster (operators, tests, benchmarks)."""
 
+import dagster as dg
+
+from k2_pipelines.cli.dagster_home import prepare_dagster_home
 from k2_pipelines.lib.binance.producer import Topics
 from k2_pipelines.lib.catalog import load_k2_catalog
 from k2_pipelines.lib.drain.drain import (
@@ -43,3 +46,19 @@ def drain_binance(tables: list[str], topic: str | None, limits: Limits, until_ca
         finally:
             consumer.close()
     return 0
+
+
+def run_drain_jobs(table: str) -> list[dg.ExecuteInProcessResult]:
+    """The table's Dagster drain job, run after run in the persistent instance, until the topic is drained."""
+    from k2_pipelines.definitions import defs
+
+    prepare_dagster_home()
+    job = defs().resolve_job_def(f"drain_binance_{table}")
+    runs = []
+    with dg.DagsterInstance.get() as instance:
+        while True:
+            runs.append(job.execute_in_process(instance=instance, raise_on_error=False, run_config={
+                "loggers": {"console": {"config": {"log_level": "INFO"}}}}))
+            metadata = runs[-1].asset_materializations_for_node(f"binance_{table}")
+            if not runs[-1].success or not metadata or not metadata[0].metadata["lag_after"].value:
+                return runs

@@ -1,0 +1,47 @@
+"""The drain assets, jobs and lag sensor in Dagster."""
+
+import dagster as dg
+
+from k2_pipelines.defs.binance.assets import binance_quotes, binance_trades
+from k2_pipelines.defs.binance.resources import BinanceKafkaResource
+from k2_pipelines.defs.binance.sensors import binance_lag_sensor
+from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
+from k2_pipelines.lib.binance.producer import MarketDataProducer
+from k2_pipelines.lib.binance.recording import replay
+from k2_pipelines.lib.binance.sample import generate_session
+from k2_pipelines.lib.schema_registry import default_registry
+from k2_pipelines_tests.kafka_helpers import unique_topics
+
+
+def test_the_sensor_launches_a_drain_per_lagging_table_and_materializations_report_it(kafka_broker, catalog,
+                                                                                       tmp_path):
+    session = tmp_path / "session.jsonl"
+    counts = generate_session(session, ["BTCUSDT", "ETHUSDT"], 3_000, seed=2, faults={"malformed"})
+    topics = unique_topics()
+    producer = MarketDataProducer(kafka_broker.bootstrap, default_registry(), topics)
+    replay(session, producer)
+    assert producer.flush(30) == 0
+    resources = {"iceberg": IcebergCatalogResource(),
+                 "binance_kafka": BinanceKafkaResource(bootstrap=kafka_broker.bootstrap, trades_topic=topics.trades,
+                                                       quotes_topic=topics.quotes)}
+
+    with dg.instance_for_test() as instance:
+        tick = binance_lag_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        assert sorted(r.job_name for r in tick.run_requests) == ["drain_binance_quotes", "drain_binance_trades"]
+        again = binance_lag_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        assert [r.run_key for r in again.run_requests] == [r.run_key for r in tick.run_requests]  # same range, same key
+
+        result = dg.materialize([binance_trades, binance_quotes], instance=instance, resources=resources,
+                                run_config={"ops": {"binance_trades": {"config": {"max_messages": 1_000}}}})
+        assert result.success
+        trades = result.asset_materializations_for_node("binance_trades")[0].metadata
+        quotes = result.asset_materializations_for_node("binance_quotes")[0].metadata
+        assert trades["messages"].value == 1_000 and trades["lag_after"].value == counts["trades"] - 1_000
+        assert quotes["rows_written"].value == counts["quotes"] and quotes["lag_after"].value == 0
+        assert set(trades["offsets"].value) == {"0", "1", "2"} and trades["snapshot_after"].value != "None"
+        assert "BTCUSDT" in trades["rows_by_symbol"].value
+
+        later = binance_lag_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        assert [r.job_name for r in later.run_requests] == ["drain_binance_trades"]  # quotes caught up
+        assert later.run_requests[0].run_key != next(r.run_key for r in tick.run_requests
+                                                     if r.job_name == "drain_binance_trades")
