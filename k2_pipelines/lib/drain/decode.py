@@ -14,9 +14,11 @@ import numpy as np
 import pyarrow as pa
 
 from k2_pipelines.lib.arrow_decimals import rescaled
-from k2_pipelines.lib.avro_decode import decode_records
+from k2_pipelines.lib.avro_decode import Decoded, decode_records
 from k2_pipelines.lib.drain.kafka_batch import KafkaBatch
 from k2_pipelines.lib.schema_registry import HEADER, MAGIC, Registry
+
+DECODE_CHUNK = 65_536
 
 
 @dataclass
@@ -78,9 +80,16 @@ def _fit_table(decoded: pa.Table, schema: pa.Schema) -> tuple[pa.Table, np.ndarr
     return pa.Table.from_arrays(columns, schema=schema), ok, reasons.tolist()
 
 
+def _decode_in_chunks(schema: dict, data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Decoded:
+    """decode_records a chunk at a time: the decoder's temporaries stay small whatever the batch size."""
+    chunks = [decode_records(schema, data, starts[i : i + DECODE_CHUNK], ends[i : i + DECODE_CHUNK])
+              for i in range(0, len(starts), DECODE_CHUNK)]
+    return Decoded(pa.concat_tables([chunk.table for chunk in chunks]), np.concatenate([chunk.ok for chunk in chunks]))
+
+
 def decode_batch(batch: KafkaBatch, registry: Registry, schema: pa.Schema, record_name: str) -> DecodedBatch:
     """Rows of `schema` from the batch's values written as Avro records named `record_name` (e.g. TradeV2)."""
-    values = [value or b"" for value in batch.values]
+    values = [message.value() or b"" for message in batch.messages]
     lengths = np.fromiter((len(value) for value in values), dtype=np.int64, count=len(values))
     ends = np.cumsum(lengths)
     starts = ends - lengths
@@ -106,7 +115,7 @@ def decode_batch(batch: KafkaBatch, registry: Registry, schema: pa.Schema, recor
             dead += [(int(i), schema_id, "WrongSchema", f"schema id {schema_id} is {writer.get('name')}, not "
                       f"{record_name}") for i in rows]
             continue
-        decoded = decode_records(writer, data, starts[rows] + HEADER.size, ends[rows])
+        decoded = _decode_in_chunks(writer, data, starts[rows] + HEADER.size, ends[rows])
         try:
             table, fits, reasons = _fit_table(decoded.table, schema)
         except KeyError as missing:

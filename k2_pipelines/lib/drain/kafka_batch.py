@@ -13,15 +13,14 @@ class OffsetsOutOfRange(RuntimeError):
 
 @dataclass(frozen=True)
 class Limits:
-    max_messages: int = 500_000
-    max_bytes: int = 128 << 20  # values; bounds the drain's memory whatever the backlog
+    max_messages: int = 100_000
+    max_bytes: int = 64 << 20  # of values; with max_messages, bounds the drain's memory whatever the backlog
     max_seconds: float = 60.0
 
 
 @dataclass
 class KafkaBatch:
-    values: list[bytes | None]
-    keys: list[bytes | None]
+    messages: list  # confluent_kafka Message objects, in each partition's offset order
     partitions: np.ndarray
     offsets: np.ndarray
     start: dict[int, int]  # partition -> first offset this batch read from
@@ -61,29 +60,38 @@ def read_batch(consumer: Consumer, topic: str, stored: dict[int, int], limits: L
     high_watermarks = {p: high for p, (_, high) in marks.items()}
     end = dict(start)
     pending = {p for p in start if start[p] < high_watermarks[p]}
-    values, keys, partitions, offsets = [], [], [], []
-    size, deadline = 0, time.monotonic() + limits.max_seconds
+    kept, partitions, offsets = [], [], []
+    count, size, deadline = 0, 0, time.monotonic() + limits.max_seconds
     if pending:
         consumer.assign([TopicPartition(topic, p, start[p]) for p in pending])
-    while pending and len(values) < limits.max_messages and size < limits.max_bytes and time.monotonic() < deadline:
-        for message in consumer.consume(min(10_000, limits.max_messages - len(values)), timeout=0.5):
+    while pending and count < limits.max_messages and size < limits.max_bytes and time.monotonic() < deadline:
+        messages = consumer.consume(min(20_000, limits.max_messages - count), timeout=0.5)
+        good = [m for m in messages if m.error() is None]
+        for message in messages:
             if message.error() is not None:
-                if message.error().code() == KafkaError._PARTITION_EOF:
-                    pending.discard(message.partition())
-                    continue
-                raise KafkaException(message.error())
-            partition, offset = message.partition(), message.offset()
-            if partition not in pending or offset >= high_watermarks[partition]:
-                continue  # past this batch's end: the next batch reads it
-            value = message.value()
-            values.append(value)
-            keys.append(message.key())
-            partitions.append(partition)
-            offsets.append(offset)
-            size += len(value) if value else 0
-            end[partition] = offset + 1
+                if message.error().code() != KafkaError._PARTITION_EOF:
+                    raise KafkaException(message.error())
+                pending.discard(message.partition())
+        if not good:
+            continue
+        chunk_partitions = np.fromiter((m.partition() for m in good), dtype=np.int32, count=len(good))
+        chunk_offsets = np.fromiter((m.offset() for m in good), dtype=np.int64, count=len(good))
+        # messages past a partition's end as it was when the batch began are for the next batch
+        ends = np.array([high_watermarks[p] for p in range(max(high_watermarks) + 1)], dtype=np.int64) \
+            if high_watermarks else np.zeros(0, np.int64)
+        inside = chunk_offsets < ends[chunk_partitions]
+        if not inside.all():
+            good = [m for m, keep in zip(good, inside.tolist()) if keep]
+            chunk_partitions, chunk_offsets = chunk_partitions[inside], chunk_offsets[inside]
+        kept += good
+        partitions.append(chunk_partitions)
+        offsets.append(chunk_offsets)
+        count += len(good)
+        size += sum(len(m) for m in good)
+        for partition in np.unique(chunk_partitions).tolist():
+            end[partition] = max(end[partition], int(chunk_offsets[chunk_partitions == partition].max()) + 1)
             if end[partition] >= high_watermarks[partition]:
                 pending.discard(partition)
     consumer.unassign()
-    return KafkaBatch(values, keys, np.array(partitions, dtype=np.int32), np.array(offsets, dtype=np.int64),
-                      start, end, high_watermarks)
+    return KafkaBatch(kept, np.concatenate(partitions) if partitions else np.zeros(0, np.int32),
+                      np.concatenate(offsets) if offsets else np.zeros(0, np.int64), start, end, high_watermarks)
