@@ -16,7 +16,7 @@ import pyarrow.json as pa_json
 
 from k2_pipelines.lib.arrow_decimals import from_unscaled
 from k2_pipelines.lib.avro_arrow import join
-from k2_pipelines.lib.binance.normalize import _LONG_MAX, EXCHANGE, BadFrame, split_symbol
+from k2_pipelines.lib.binance.normalize import EXCHANGE, LONG_MAX, BadFrame, split_symbol
 from k2_pipelines.lib.uuids import random_uuids
 
 _DATA_FIELDS = {"e": pa.string(), "E": pa.int64(), "s": pa.string(), "t": pa.int64(), "p": pa.string(),
@@ -27,7 +27,7 @@ _PARSE = pa_json.ParseOptions(explicit_schema=pa.schema([("data", pa.struct(_DAT
 _SCALE_DIGITS, _INTEGER_DIGITS = 8, 10  # decimal(18,8)
 _POWERS = 10 ** np.arange(_SCALE_DIGITS + 1, dtype=np.int64)
 _PARSE_ROWS = 2048  # frames parsed at once: small enough that halving around a bad frame stays cheap
-_MAX_MILLIS, _MIN_MILLIS = _LONG_MAX // 1000, -((_LONG_MAX + 1) // 1000)
+_MAX_MILLIS, _MIN_MILLIS = LONG_MAX // 1000, -((LONG_MAX + 1) // 1000)
 
 
 @dataclass(frozen=True)

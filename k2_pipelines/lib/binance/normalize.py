@@ -17,7 +17,7 @@ QUOTE_ASSETS = sorted(
 )
 _MAX_INTEGER_DIGITS = 10  # decimal(18,8)
 _SCALE = 8
-_LONG_MAX = 2**63 - 1  # Avro long
+LONG_MAX = 2**63 - 1  # Avro long
 
 
 class BadFrame(ValueError):
@@ -56,7 +56,7 @@ def _field(data: dict, key: str, kind: type):
 def _long(data: dict, key: str, scale: int = 1) -> int:
     """An integer field that, times `scale` (milliseconds to microseconds), fits an Avro long."""
     value = _field(data, key, int)
-    if not -_LONG_MAX - 1 <= value * scale <= _LONG_MAX:
+    if not -LONG_MAX - 1 <= value * scale <= LONG_MAX:
         raise BadFrame("out_of_range", f"{key}={value!r}")
     return value
 
