@@ -8,7 +8,8 @@ def test_tables_reports_every_table_through_the_pipelines_catalog(k2_home, landi
     run_asx_load("2014-03-10", "2014-03-12")
     assert main(["tables", "--json"]) == 0
     stats = {s["table"]: s for s in json.loads(capsys.readouterr().out)}
-    assert set(stats) == {"market_data.trades", "market_data.quotes", "market_data.reference_data", "market_data.rejects"}
+    assert set(stats) == {f"market_data.{name}" for name in
+                          ("trades", "quotes", "reference_data", "rejects", "dead_letters", "sequence_gaps")}
     assert stats["market_data.trades"]["rows"] == sum(lines_by_date(landing / "trades").values())
     assert stats["market_data.quotes"]["rows"] == sum(lines_by_date(landing / "quotes").values())
     assert stats["market_data.trades"]["data_files"] > 0 and stats["market_data.trades"]["bytes"] > 0

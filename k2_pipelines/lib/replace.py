@@ -16,6 +16,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import BooleanExpression
 from pyiceberg.manifest import DataFile
+from pyiceberg.table import Transaction
 
 from k2_pipelines.lib.atomic_commit import commit_atomically
 from k2_pipelines.lib.partitioned_write import write_data_files
@@ -62,6 +63,21 @@ def _snapshot_id(table) -> int | None:
     return snapshot.snapshot_id if snapshot else None
 
 
+def append_files(transaction: Transaction, data_files: list[DataFile], snapshot_properties: dict[str, str]) -> None:
+    with transaction.update_snapshot(snapshot_properties=snapshot_properties).fast_append() as append:
+        for data_file in data_files:
+            append.append_data_file(data_file)
+
+
+def wait_after_lost_race(attempt: int, conflict: CommitFailedException, next_step: str) -> None:
+    """Re-raise the conflict after the last attempt; else wait an exponential backoff with full jitter."""
+    if attempt == COMMIT_ATTEMPTS:
+        raise conflict
+    wait = random.uniform(0, min(BACKOFF_SECONDS[1], BACKOFF_SECONDS[0] * 2**attempt))
+    log.warning("commit attempt %d lost a race (%s); %s in %.2fs", attempt, conflict, next_step, wait)
+    time.sleep(wait)
+
+
 def replace_atomically(catalog: Catalog, replacements: list[Replacement], snapshot_properties: dict[str, str]) -> CommitOutcome:
     """Commit every replacement in one catalog transaction: each slice is deleted and its new files added."""
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
@@ -74,18 +90,12 @@ def replace_atomically(catalog: Catalog, replacements: list[Replacement], snapsh
                 warnings.filterwarnings("ignore", "Delete operation did not match any records")
                 transaction.delete(delete_filter=r.row_filter, snapshot_properties=snapshot_properties)
             if r.data_files:
-                with transaction.update_snapshot(snapshot_properties=snapshot_properties).fast_append() as append:
-                    for data_file in r.data_files:
-                        append.append_data_file(data_file)
+                append_files(transaction, r.data_files, snapshot_properties)
             transactions.append(transaction)
         try:
             committed = commit_atomically(catalog, transactions)
         except CommitFailedException as conflict:
-            if attempt == COMMIT_ATTEMPTS:
-                raise
-            wait = random.uniform(0, min(BACKOFF_SECONDS[1], BACKOFF_SECONDS[0] * 2**attempt))
-            log.warning("commit attempt %d lost a race (%s); planning again in %.2fs", attempt, conflict, wait)
-            time.sleep(wait)
+            wait_after_lost_race(attempt, conflict, "planning again")
         else:
             after = dict(before) | {".".join(t.name()): _snapshot_id(t) for t in committed}
             return CommitOutcome(before, after, attempt)

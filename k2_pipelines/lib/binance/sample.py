@@ -99,7 +99,6 @@ def _with_faults(out: Path, lines: list, faults: set[str], rng: np.random.Genera
             counts[kind] -= 1
             counts["malformed"] += 1
             counts[f"malformed:{reason}"] += 1
-            counts[f"malformed:{kind}"] += 1
             result.append((received_at_us, corrupt(frame), None))
             continue
         result.append((received_at_us, frame, (kind, symbol)))

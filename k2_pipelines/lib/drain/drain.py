@@ -12,7 +12,6 @@
 
 import logging
 import os
-import random
 import signal
 import time
 import uuid
@@ -33,7 +32,7 @@ from k2_pipelines.lib.drain.checkpoint import Checkpoint, checkpoint_properties,
 from k2_pipelines.lib.drain.decode import decode_batch
 from k2_pipelines.lib.drain.kafka_batch import KafkaBatch, Limits, read_batch
 from k2_pipelines.lib.drain.sequences import Break, SequenceRules, classify, first_occurrences, record_keys
-from k2_pipelines.lib.replace import BACKOFF_SECONDS, COMMIT_ATTEMPTS, write_rows
+from k2_pipelines.lib.replace import COMMIT_ATTEMPTS, append_files, wait_after_lost_race, write_rows
 from k2_pipelines.lib.tables import DEAD_LETTERS, QUOTES, SEQUENCE_GAPS, TRADES, TableDefinition
 
 log = logging.getLogger(__name__)
@@ -165,20 +164,13 @@ def _commit(catalog: Catalog, target: DrainTarget, checkpoint: Checkpoint, files
             transaction = table.transaction()
             snapshot_properties = properties if identifier == target.table.identifier else {
                 "k2.drain.run-id": result.run_id}
-            with transaction.update_snapshot(snapshot_properties=snapshot_properties).fast_append() as append:
-                for data_file in files[identifier]:
-                    append.append_data_file(data_file)
+            append_files(transaction, files[identifier], snapshot_properties)
             transactions.append(transaction)
         _crash_point("before-commit")
         try:
             committed = commit_atomically(catalog, transactions)
         except CommitFailedException as conflict:
-            if attempt == COMMIT_ATTEMPTS:
-                raise
-            wait = random.uniform(0, min(BACKOFF_SECONDS[1], BACKOFF_SECONDS[0] * 2**attempt))
-            log.warning("drain commit attempt %d lost a race (%s); checking offsets again in %.2fs",
-                        attempt, conflict, wait)
-            time.sleep(wait)
+            wait_after_lost_race(attempt, conflict, "checking the stored offsets again")
             continue
         result.snapshot_after = next(t.current_snapshot().snapshot_id for t in committed
                                      if ".".join(t.name()) == target.table.identifier)
