@@ -13,7 +13,7 @@ from pyiceberg.table.snapshots import ancestors_of
 
 _OFFSETS = "k2.drain.offsets."
 _SEQUENCES = "k2.drain.sequences."
-_RUN_ID = "k2.drain.run-id"
+RUN_ID = "k2.drain.run-id"
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ def stored_checkpoint(table: Table, topic: str) -> Checkpoint:
                 sequences={symbol: tuple(state) for symbol, state in json.loads(summary.get(_SEQUENCES + topic, "{}"))
                            .items()},
                 snapshot_id=snapshot.snapshot_id,
-                run_id=summary.get(_RUN_ID),
+                run_id=summary.get(RUN_ID),
             )
     return Checkpoint()
 
@@ -44,5 +44,5 @@ def checkpoint_properties(topic: str, offsets: dict[int, int], sequences: dict[s
     return {
         _OFFSETS + topic: json.dumps({str(p): o for p, o in sorted(offsets.items())}),
         _SEQUENCES + topic: json.dumps({s: list(state) for s, state in sorted(sequences.items())}),
-        _RUN_ID: run_id,
+        RUN_ID: run_id,
     }

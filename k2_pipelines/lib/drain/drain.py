@@ -28,7 +28,7 @@ from pyiceberg.expressions import And, GreaterThanOrEqual, In, LessThanOrEqual
 from pyiceberg.manifest import DataFile
 
 from k2_pipelines.lib.atomic_commit import commit_atomically
-from k2_pipelines.lib.drain.checkpoint import Checkpoint, checkpoint_properties, stored_checkpoint
+from k2_pipelines.lib.drain.checkpoint import RUN_ID, Checkpoint, checkpoint_properties, stored_checkpoint
 from k2_pipelines.lib.drain.decode import decode_batch
 from k2_pipelines.lib.drain.kafka_batch import KafkaBatch, Limits, read_batch
 from k2_pipelines.lib.drain.sequences import Break, SequenceRules, classify, first_occurrences, record_keys
@@ -163,7 +163,7 @@ def _commit(catalog: Catalog, target: DrainTarget, checkpoint: Checkpoint, files
                 continue
             transaction = table.transaction()
             snapshot_properties = properties if identifier == target.table.identifier else {
-                "k2.drain.run-id": result.run_id}
+                RUN_ID: result.run_id}
             append_files(transaction, files[identifier], snapshot_properties)
             transactions.append(transaction)
         _crash_point("before-commit")
