@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 
 
-def _low_words(decimals: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+def low_words(decimals: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """(low 64 bits of each unscaled value, whether that is the whole value)."""
     words = np.frombuffer(decimals.buffers()[1], dtype=np.int64).reshape(-1, 2)
     words = words[decimals.offset : decimals.offset + len(decimals)]
@@ -15,7 +15,7 @@ def _low_words(decimals: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 def unscaled(decimals: pa.Array) -> np.ndarray:
     """The unscaled integers of a decimal128 column whose values fit in 64 bits."""
-    low, whole = _low_words(decimals)
+    low, whole = low_words(decimals)
     if not whole.all():
         raise ValueError("decimal value does not fit in 64 bits")
     return low
@@ -37,7 +37,7 @@ def from_unscaled(values: np.ndarray, precision: int, scale: int) -> pa.Array:
 
 def rescaled(decimals: pa.Array, precision: int, scale: int) -> tuple[pa.Array, np.ndarray]:
     """`decimals` as decimal(precision, scale), and which values fit exactly (others hold 0)."""
-    values, fits = _low_words(decimals.fill_null(pa.scalar(Decimal(0), decimals.type)))
+    values, fits = low_words(decimals.fill_null(pa.scalar(Decimal(0), decimals.type)))
     values = np.where(fits, values, 0)
     shift = scale - decimals.type.scale
     if shift >= 0:

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from k2_pipelines.lib.arrow_decimals import from_words
+from k2_pipelines.lib.arrow_decimals import from_words, low_words
 
 _MAX_VARINT_BYTES = 10
 
@@ -117,9 +117,8 @@ def _decimals(reader: _Reader, rows: np.ndarray, precision: int, scale: int) -> 
     padded[negative[:, None] & (column < 0)] = 0xFF  # sign extension
     decimals = from_words(padded, precision, scale)
     if precision <= 18:  # wider values are checked where they are narrowed (arrow_decimals.rescaled)
-        low = decimals.buffers()[1]
-        words = np.frombuffer(low, dtype=np.int64).reshape(-1, 2)
-        reader.ok[rows[(words[:, 1] != words[:, 0] >> 63) | (np.abs(words[:, 0]) >= 10**precision)]] = False
+        low, whole = low_words(decimals)
+        reader.ok[rows[~whole | (np.abs(low) >= 10**precision)]] = False
     return decimals
 
 

@@ -26,6 +26,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import And, GreaterThanOrEqual, In, LessThanOrEqual
 from pyiceberg.manifest import DataFile
+from pyiceberg.table import Table
 
 from k2_pipelines.lib.atomic_commit import commit_atomically
 from k2_pipelines.lib.drain.checkpoint import RUN_ID, Checkpoint, checkpoint_properties, stored_checkpoint
@@ -103,14 +104,13 @@ def consumer_for(bootstrap: str, target: DrainTarget, **config) -> Consumer:
     })
 
 
-def _committed_keys(catalog: Catalog, target: DrainTarget, rows: pa.Table) -> pa.Array:
+def _committed_keys(table: Table, target: DrainTarget, rows: pa.Table) -> pa.Array:
     """Keys of rows already in the table among those that could match the batch (same exchanges and event times;
     a replayed message carries its original event time)."""
     times = rows.column("timestamp")
     row_filter = And(In("exchange", set(pc.unique(rows.column("exchange")).to_pylist())),
                      And(GreaterThanOrEqual("timestamp", pc.min(times).as_py().isoformat()),
                          LessThanOrEqual("timestamp", pc.max(times).as_py().isoformat())))
-    table = catalog.load_table(target.table.identifier)
     existing = table.scan(row_filter=row_filter, selected_fields=("exchange", "symbol", target.id_column)).to_arrow()
     return record_keys(existing, target.id_column)
 
@@ -199,7 +199,7 @@ def drain_once(catalog: Catalog, consumer: Consumer, target: DrainTarget, regist
     rows = decoded.rows
     keys = record_keys(rows, target.id_column)
     first = first_occurrences(keys)
-    committed = pc.is_in(keys, value_set=_committed_keys(catalog, target, rows)).to_numpy(
+    committed = pc.is_in(keys, value_set=_committed_keys(main, target, rows)).to_numpy(
         zero_copy_only=False) if rows.num_rows else np.zeros(0, bool)
     result.duplicates_in_batch = int((~first).sum())
     result.duplicates_committed = int((first & committed).sum())
@@ -209,7 +209,8 @@ def drain_once(catalog: Catalog, consumer: Consumer, target: DrainTarget, regist
     breaks, sequences = classify(
         sequenced.column("symbol").combine_chunks(), sequenced.column("source_sequence").to_numpy(),
         sequenced.column("timestamp").cast(pa.int64()).to_numpy(), checkpoint.sequences, target.rules)
-    exchange = dict(zip(symbols.to_pylist(), rows.column("exchange").to_pylist()))
+    pairs = rows.group_by(["symbol", "exchange"]).aggregate([])
+    exchange = dict(zip(pairs.column("symbol").to_pylist(), pairs.column("exchange").to_pylist()))
 
     files = {
         target.table.identifier: write_rows(catalog, target.table.identifier, rows),
@@ -225,8 +226,7 @@ def drain_once(catalog: Catalog, consumer: Consumer, target: DrainTarget, regist
     consumer.commit(offsets=[TopicPartition(target.topic, p, o) for p, o in batch.end.items()], asynchronous=False)
 
     result.rows_written = rows.num_rows
-    result.rows_by_symbol = Counter(symbols.value_counts().to_pylist() and {
-        entry["values"]: entry["counts"] for entry in symbols.value_counts().to_pylist()})
+    result.rows_by_symbol = Counter({entry["values"]: entry["counts"] for entry in symbols.value_counts().to_pylist()})
     result.dead_letters = Counter(error_class for _, _, error_class, _ in decoded.dead)
     result.breaks = Counter(b.kind for b in breaks)
     result.seconds = time.perf_counter() - started

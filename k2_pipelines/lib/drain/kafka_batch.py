@@ -62,6 +62,8 @@ def read_batch(consumer: Consumer, topic: str, stored: dict[int, int], limits: L
     pending = {p for p in start if start[p] < high_watermarks[p]}
     kept, partitions, offsets = [], [], []
     count, size, deadline = 0, 0, time.monotonic() + limits.max_seconds
+    ends = np.zeros(max(high_watermarks, default=-1) + 1, dtype=np.int64)  # high watermark by partition number
+    ends[list(high_watermarks)] = list(high_watermarks.values())
     if pending:
         consumer.assign([TopicPartition(topic, p, start[p]) for p in pending])
     while pending and count < limits.max_messages and size < limits.max_bytes and time.monotonic() < deadline:
@@ -77,8 +79,6 @@ def read_batch(consumer: Consumer, topic: str, stored: dict[int, int], limits: L
         chunk_partitions = np.fromiter((m.partition() for m in good), dtype=np.int32, count=len(good))
         chunk_offsets = np.fromiter((m.offset() for m in good), dtype=np.int64, count=len(good))
         # messages past a partition's end as it was when the batch began are for the next batch
-        ends = np.array([high_watermarks[p] for p in range(max(high_watermarks) + 1)], dtype=np.int64) \
-            if high_watermarks else np.zeros(0, np.int64)
         inside = chunk_offsets < ends[chunk_partitions]
         if not inside.all():
             good = [m for m, keep in zip(good, inside.tolist()) if keep]
