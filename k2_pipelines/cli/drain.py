@@ -6,6 +6,7 @@ from k2_pipelines.cli.dagster_home import prepare_dagster_home
 from k2_pipelines.lib.binance.producer import Topics
 from k2_pipelines.lib.catalog import load_k2_catalog
 from k2_pipelines.lib.drain.drain import (
+    DrainAbandoned,
     DrainResult,
     consumer_for,
     drain,
@@ -39,7 +40,11 @@ def drain_binance(tables: list[str], topic: str | None, limits: Limits, until_ca
         consumer = consumer_for(Broker.from_env().bootstrap, target)
         try:
             while True:
-                result = drain(catalog, consumer, target, registry, limits)
+                try:
+                    result = drain(catalog, consumer, target, registry, limits)
+                except DrainAbandoned as abandoned:  # other drains keep committing: each abandon is their progress
+                    print(f"{target.table.identifier}: {abandoned}; draining on from the new offsets")
+                    continue
                 print(describe(result))
                 if not until_caught_up or not result.messages or not sum(result.lag_after.values()):
                     break
