@@ -81,7 +81,9 @@ def test_a_faulty_session_lands_once_with_every_break_classified(kafka_broker, c
 def test_replayed_ids_already_committed_are_dropped(kafka_broker, catalog, tmp_path):
     session, counts, topics = _replay(kafka_broker, tmp_path, 4_000, set())
     _drain_all(kafka_broker, trades_target(topics.trades))
-    replay(session, MarketDataProducer(kafka_broker.bootstrap, default_registry(), topics))  # the same trades again
+    producer = MarketDataProducer(kafka_broker.bootstrap, default_registry(), topics)
+    replay(session, producer)  # the same trades again
+    assert producer.flush(60) == 0
     again = _drain_all(kafka_broker, trades_target(topics.trades))
     assert sum(r.messages for r in again) == counts["trades"]
     assert sum(r.rows_written for r in again) == 0

@@ -22,6 +22,7 @@ from k2_pipelines.lib.avro_codec import AvroDecoder
 from k2_pipelines.lib.binance.producer import Topics
 from k2_pipelines.lib.catalog import load_catalog_at
 from k2_pipelines.lib.drain.drain import consumer_for, drain, quotes_target, trades_target
+from k2_pipelines.lib.drain.kafka_batch import Limits, read_batch
 from k2_pipelines.lib.kafka.broker import Broker
 from k2_pipelines.lib.schema_registry import default_registry
 from k2_pipelines.lib.tables import TRADES as TRADES_TABLE
@@ -111,6 +112,19 @@ def _baseline(catalog, bootstrap: str, topic: str, registry, messages: int) -> f
     return time.perf_counter() - started
 
 
+def _consume_only(bootstrap: str, topics: list[str]) -> float:
+    """Seconds for the drain's reads alone (same consumer settings and batches, nothing decoded or written): the
+    drain's ceiling on this machine."""
+    started = time.perf_counter()
+    for topic in topics:
+        consumer = consumer_for(bootstrap, trades_target(topic), **{"group.id": f"bench-consume-{uuid.uuid4().hex}"})
+        offsets = {}
+        while len(batch := read_batch(consumer, topic, offsets, Limits())):
+            offsets = batch.end
+        consumer.close()
+    return time.perf_counter() - started
+
+
 def bench_drain(frames: int, baseline_messages: int, seed: int, cores: int) -> int:
     """Messages/s from Kafka to committed Iceberg rows (trades and quotes), peak memory, and the baseline's rate."""
     broker = Broker.from_env()
@@ -139,12 +153,13 @@ def bench_drain(frames: int, baseline_messages: int, seed: int, cores: int) -> i
             consumer.close()
         elapsed = time.perf_counter() - started
         peak_mb = _peak_rss_mb()
+        consume_seconds = _consume_only(broker.bootstrap, [topics.trades, topics.quotes])
         baseline_catalog = load_catalog_at(root / "baseline")
         ensure_tables(baseline_catalog)
         baseline_seconds = _baseline(baseline_catalog, broker.bootstrap, topics.trades, registry, baseline_messages)
         print(f"k2 bench drain --frames {frames} --cores {cores}: drained {messages:,} messages into {rows:,} rows "
               f"in {batches} batches, {elapsed:.2f}s = {messages / elapsed:,.0f} messages/s; peak RSS {peak_mb:,.0f} "
-              f"MB; baseline (fastavro per message, an append per 1,000) on {baseline_messages:,} trades: "
+              f"MB; consuming alone (no decode, no write): {messages / consume_seconds:,.0f} messages/s; baseline (fastavro per message, an append per 1,000) on {baseline_messages:,} trades: "
               f"{baseline_seconds:.2f}s = {baseline_messages / baseline_seconds:,.0f} messages/s "
               f"(K2 is {messages / elapsed / (baseline_messages / baseline_seconds):.1f}x)")
     return 0

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from k2_pipelines.lib.arrow_decimals import rescaled
+from k2_pipelines.lib.avro_block import decode_block
 from k2_pipelines.lib.avro_decode import Decoded, decode_records
 from k2_pipelines.lib.drain.kafka_batch import KafkaBatch
 from k2_pipelines.lib.schema_registry import HEADER, MAGIC, Registry
@@ -80,23 +81,27 @@ def _fit_table(decoded: pa.Table, schema: pa.Schema) -> tuple[pa.Table, np.ndarr
     return pa.Table.from_arrays(columns, schema=schema), ok, reasons.tolist()
 
 
+def _decode_chunk(schema: dict, data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Decoded:
+    """Polars' reader when every body in the chunk is clean; else the lockstep decoder, which flags each bad one."""
+    table = decode_block(schema, data, starts, ends)
+    if table is not None:
+        return Decoded(table, np.ones(len(starts), dtype=bool))
+    return decode_records(schema, data, starts, ends)
+
+
 def _decode_in_chunks(schema: dict, data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Decoded:
-    """decode_records a chunk at a time: the decoder's temporaries stay small whatever the batch size."""
-    chunks = [decode_records(schema, data, starts[i : i + DECODE_CHUNK], ends[i : i + DECODE_CHUNK])
+    """A chunk at a time: temporaries stay small whatever the batch size, and a bad body slows only its chunk."""
+    chunks = [_decode_chunk(schema, data, starts[i : i + DECODE_CHUNK], ends[i : i + DECODE_CHUNK])
               for i in range(0, len(starts), DECODE_CHUNK)]
     return Decoded(pa.concat_tables([chunk.table for chunk in chunks]), np.concatenate([chunk.ok for chunk in chunks]))
 
 
 def decode_batch(batch: KafkaBatch, registry: Registry, schema: pa.Schema, record_name: str) -> DecodedBatch:
     """Rows of `schema` from the batch's values written as Avro records named `record_name` (e.g. TradeV2)."""
-    values = [message.value() or b"" for message in batch.messages]
-    lengths = np.fromiter((len(value) for value in values), dtype=np.int64, count=len(values))
-    ends = np.cumsum(lengths)
-    starts = ends - lengths
-    data = np.frombuffer(b"".join(values), dtype=np.uint8)
-    framed = (lengths >= HEADER.size) & (data[np.minimum(starts, max(data.size - 1, 0))] == MAGIC) if data.size \
-        else np.zeros(len(values), dtype=bool)
-    ids = np.zeros(len(values), dtype=np.int64)
+    data, starts, ends = batch.data, batch.starts, batch.ends
+    framed = (ends - starts >= HEADER.size) & (data[np.minimum(starts, max(data.size - 1, 0))] == MAGIC) \
+        if data.size else np.zeros(len(batch), dtype=bool)
+    ids = np.zeros(len(batch), dtype=np.int64)
     if framed.any():
         header = data[starts[framed, None] + np.arange(1, HEADER.size)].astype(np.int64)
         ids[framed] = (header[:, 0] << 24) | (header[:, 1] << 16) | (header[:, 2] << 8) | header[:, 3]
@@ -128,10 +133,13 @@ def decode_batch(batch: KafkaBatch, registry: Registry, schema: pa.Schema, recor
         for i in np.flatnonzero(decoded.ok & ~fits):
             dead.append((int(rows[i]), schema_id, "InvalidValue", reasons[i]))
         good = np.flatnonzero(decoded.ok & fits)
-        pieces.append(table.take(pa.array(good)))
+        pieces.append(table if good.size == table.num_rows else table.take(pa.array(good)))
         positions.append(rows[good])
     if not pieces:
         return DecodedBatch(schema.empty_table(), np.zeros(0, np.int64), sorted(dead))
-    order = np.argsort(np.concatenate(positions), kind="stable")
-    return DecodedBatch(pa.concat_tables(pieces).take(pa.array(order)), np.concatenate(positions)[order],
-                        sorted(dead))
+    positions = np.concatenate(positions)
+    table = pa.concat_tables(pieces)
+    if (np.diff(positions) < 0).any():  # several schema ids: back to batch order
+        order = np.argsort(positions, kind="stable")
+        table, positions = table.take(pa.array(order)), positions[order]
+    return DecodedBatch(table, positions, sorted(dead))

@@ -4,7 +4,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 
 class OffsetsOutOfRange(RuntimeError):
@@ -20,16 +20,62 @@ class Limits:
 
 @dataclass
 class KafkaBatch:
-    messages: list  # confluent_kafka Message objects, in each partition's offset order
+    """The messages' values back to back in one buffer: no Python object per message outlives its read."""
+
+    data: np.ndarray  # uint8, every value in batch order
+    starts: np.ndarray  # message i's value is data[starts[i]:ends[i]]
+    ends: np.ndarray
+    tombstones: np.ndarray  # positions whose value is null (not empty)
+    keys: list[bytes | None]
     partitions: np.ndarray
-    offsets: np.ndarray
+    offsets: np.ndarray  # in each partition's offset order
     start: dict[int, int]  # partition -> first offset this batch read from
     end: dict[int, int]  # partition -> next offset after this batch
     high_watermarks: dict[int, int]
 
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def value(self, position: int) -> bytes | None:
+        if position in self.tombstones:
+            return None
+        return self.data[self.starts[position] : self.ends[position]].tobytes()
+
     @property
     def lag_after(self) -> dict[int, int]:
         return {p: max(self.high_watermarks[p] - self.end[p], 0) for p in self.end}
+
+
+@dataclass
+class _Chunk:
+    values: bytes
+    lengths: np.ndarray
+    tombstones: np.ndarray  # positions within the chunk
+    keys: list
+    partitions: np.ndarray
+    offsets: np.ndarray
+
+
+def _chunk(messages: list) -> _Chunk:
+    values = list(map(Message.value, messages))
+    lengths = np.fromiter(map(len, messages), dtype=np.int64, count=len(messages))
+    empty = np.flatnonzero(lengths == 0)
+    return _Chunk(b"".join(filter(None, values)), lengths,
+                  np.array([i for i in empty.tolist() if values[i] is None], dtype=np.int64),
+                  list(map(Message.key, messages)),
+                  np.fromiter(map(Message.partition, messages), dtype=np.int32, count=len(messages)),
+                  np.fromiter(map(Message.offset, messages), dtype=np.int64, count=len(messages)))
+
+
+def _join(chunks: list[_Chunk]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(data, starts, ends, tombstones) of the chunks' values as one batch."""
+    lengths = np.concatenate([c.lengths for c in chunks]) if chunks else np.zeros(0, np.int64)
+    ends = np.cumsum(lengths)
+    firsts = np.cumsum([0] + [len(c.lengths) for c in chunks])
+    tombstones = np.concatenate([c.tombstones + first for c, first in zip(chunks, firsts)]) if chunks \
+        else np.zeros(0, np.int64)
+    data = np.frombuffer(b"".join(c.values for c in chunks), dtype=np.uint8)
+    return data, ends - lengths, ends, tombstones
 
 
 def _partitions(consumer: Consumer, topic: str) -> list[int]:
@@ -60,7 +106,7 @@ def read_batch(consumer: Consumer, topic: str, stored: dict[int, int], limits: L
     high_watermarks = {p: high for p, (_, high) in marks.items()}
     end = dict(start)
     pending = {p for p in start if start[p] < high_watermarks[p]}
-    kept, partitions, offsets = [], [], []
+    chunks = []
     count, size, deadline = 0, 0, time.monotonic() + limits.max_seconds
     ends = np.zeros(max(high_watermarks, default=-1) + 1, dtype=np.int64)  # high watermark by partition number
     ends[list(high_watermarks)] = list(high_watermarks.values())
@@ -76,22 +122,22 @@ def read_batch(consumer: Consumer, topic: str, stored: dict[int, int], limits: L
                 pending.discard(message.partition())
         if not good:
             continue
-        chunk_partitions = np.fromiter((m.partition() for m in good), dtype=np.int32, count=len(good))
-        chunk_offsets = np.fromiter((m.offset() for m in good), dtype=np.int64, count=len(good))
+        chunk = _chunk(good)
         # messages past a partition's end as it was when the batch began are for the next batch
-        inside = chunk_offsets < ends[chunk_partitions]
+        inside = chunk.offsets < ends[chunk.partitions]
         if not inside.all():
-            good = [m for m, keep in zip(good, inside.tolist()) if keep]
-            chunk_partitions, chunk_offsets = chunk_partitions[inside], chunk_offsets[inside]
-        kept += good
-        partitions.append(chunk_partitions)
-        offsets.append(chunk_offsets)
-        count += len(good)
-        size += sum(len(m) for m in good)
-        for partition in np.unique(chunk_partitions).tolist():
-            end[partition] = max(end[partition], int(chunk_offsets[chunk_partitions == partition].max()) + 1)
+            chunk = _chunk([m for m, keep in zip(good, inside.tolist()) if keep])
+        del messages, good
+        chunks.append(chunk)
+        count += len(chunk.offsets)
+        size += len(chunk.values)
+        for partition in np.unique(chunk.partitions).tolist():
+            end[partition] = max(end[partition], int(chunk.offsets[chunk.partitions == partition].max()) + 1)
             if end[partition] >= high_watermarks[partition]:
                 pending.discard(partition)
     consumer.unassign()
-    return KafkaBatch(kept, np.concatenate(partitions) if partitions else np.zeros(0, np.int32),
-                      np.concatenate(offsets) if offsets else np.zeros(0, np.int64), start, end, high_watermarks)
+    data, starts, value_ends, tombstones = _join(chunks)
+    return KafkaBatch(data, starts, value_ends, tombstones, [key for c in chunks for key in c.keys],
+                      np.concatenate([c.partitions for c in chunks]) if chunks else np.zeros(0, np.int32),
+                      np.concatenate([c.offsets for c in chunks]) if chunks else np.zeros(0, np.int64),
+                      start, end, high_watermarks)
