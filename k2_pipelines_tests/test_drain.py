@@ -21,7 +21,7 @@ from k2_pipelines.lib.binance.producer import MarketDataProducer
 from k2_pipelines.lib.binance.recording import read_recording, replay
 from k2_pipelines.lib.binance.sample import generate_session
 from k2_pipelines.lib.catalog import load_k2_catalog
-from k2_pipelines.lib.drain.drain import KILL_AT, consumer_for, drain_once, quotes_target, trades_target
+from k2_pipelines.lib.drain.drain import KILL_AT, drain_once, quotes_target, reader_for, trades_target
 from k2_pipelines.lib.drain.kafka_batch import Limits
 from k2_pipelines.lib.schema_registry import default_registry, frame
 from k2_pipelines.lib.table_files import orphan_data_files
@@ -41,11 +41,11 @@ def _replay(kafka_broker, tmp_path, frames: int, faults: set[str], seed: int = 3
 
 
 def _drain_all(kafka_broker, target, limits: Limits | None = None) -> list:
-    catalog, consumer, results = load_k2_catalog(), consumer_for(kafka_broker.bootstrap, target), []
+    catalog, reader, results = load_k2_catalog(), reader_for(kafka_broker.bootstrap, target), []
     while True:
-        results.append(drain_once(catalog, consumer, target, default_registry(), limits))
+        results.append(drain_once(catalog, reader, target, default_registry(), limits))
         if not results[-1].messages:
-            consumer.close()
+            reader.close()
             return results
 
 

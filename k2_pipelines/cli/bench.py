@@ -21,8 +21,8 @@ from k2_pipelines.lib.asx.sample import DEFAULT_START, trading_days
 from k2_pipelines.lib.avro_codec import AvroDecoder
 from k2_pipelines.lib.binance.producer import Topics
 from k2_pipelines.lib.catalog import load_catalog_at
-from k2_pipelines.lib.drain.drain import consumer_for, drain, quotes_target, trades_target
-from k2_pipelines.lib.drain.kafka_batch import Limits, read_batch
+from k2_pipelines.lib.drain.drain import drain, quotes_target, reader_for, trades_target
+from k2_pipelines.lib.drain.kafka_batch import Limits
 from k2_pipelines.lib.kafka.broker import Broker
 from k2_pipelines.lib.schema_registry import default_registry
 from k2_pipelines.lib.tables import TRADES as TRADES_TABLE
@@ -117,11 +117,11 @@ def _consume_only(bootstrap: str, topics: list[str]) -> float:
     drain's ceiling on this machine."""
     started = time.perf_counter()
     for topic in topics:
-        consumer = consumer_for(bootstrap, trades_target(topic), **{"group.id": f"bench-consume-{uuid.uuid4().hex}"})
+        reader = reader_for(bootstrap, trades_target(topic), **{"group.id": f"bench-consume-{uuid.uuid4().hex}"})
         offsets = {}
-        while len(batch := read_batch(consumer, topic, offsets, Limits())):
+        while len(batch := reader.read(offsets, Limits())):
             offsets = batch.end
-        consumer.close()
+        reader.close()
     return time.perf_counter() - started
 
 
@@ -144,13 +144,13 @@ def bench_drain(frames: int, baseline_messages: int, seed: int, cores: int) -> i
         messages = rows = batches = 0
         started = time.perf_counter()
         for target in (trades_target(topics.trades), quotes_target(topics.quotes)):
-            consumer = consumer_for(broker.bootstrap, target)
+            reader = reader_for(broker.bootstrap, target)
             while True:
-                result = drain(catalog, consumer, target, registry)
+                result = drain(catalog, reader, target, registry)
                 messages, rows, batches = messages + result.messages, rows + result.rows_written, batches + 1
                 if not result.messages:
                     break
-            consumer.close()
+            reader.close()
         elapsed = time.perf_counter() - started
         peak_mb = _peak_rss_mb()
         consume_seconds = _consume_only(broker.bootstrap, [topics.trades, topics.quotes])

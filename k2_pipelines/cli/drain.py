@@ -8,9 +8,9 @@ from k2_pipelines.lib.catalog import load_k2_catalog
 from k2_pipelines.lib.drain.drain import (
     DrainAbandoned,
     DrainResult,
-    consumer_for,
     drain,
     quotes_target,
+    reader_for,
     trades_target,
 )
 from k2_pipelines.lib.drain.kafka_batch import Limits
@@ -37,11 +37,11 @@ def drain_binance(tables: list[str], topic: str | None, limits: Limits, until_ca
     for table in tables:
         make, default_topic = makers[table]
         target = make(topic or default_topic)
-        consumer = consumer_for(Broker.from_env().bootstrap, target)
+        reader = reader_for(Broker.from_env().bootstrap, target)
         try:
             while True:
                 try:
-                    result = drain(catalog, consumer, target, registry, limits)
+                    result = drain(catalog, reader, target, registry, limits)
                 except DrainAbandoned as abandoned:  # other drains keep committing: each abandon is their progress
                     print(f"{target.table.identifier}: {abandoned}; draining on from the new offsets")
                     continue
@@ -49,7 +49,7 @@ def drain_binance(tables: list[str], topic: str | None, limits: Limits, until_ca
                 if not until_caught_up or not result.messages or not sum(result.lag_after.values()):
                     break
         finally:
-            consumer.close()
+            reader.close()
     return 0
 
 

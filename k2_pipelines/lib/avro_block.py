@@ -25,7 +25,9 @@ import pyarrow.compute as pc
 from k2_pipelines.lib.arrow_decimals import low_words
 
 _SYNC = os.urandom(16)
-_POWERS_OF_TWO = np.uint64(1) << np.arange(64, dtype=np.uint64)
+_VARINT_STEPS = [np.uint64(1) << np.uint64(7 * k) for k in range(1, 10)]  # each one more byte as a varint
+_DECIMAL_STEPS = [np.uint64(1) << np.uint64(8 * k - 1) for k in range(1, 8)]  # each one more byte signed
+_PREFIX = "k2_prefix"
 
 
 def _zigzag_varint(value: int) -> bytes:
@@ -59,21 +61,24 @@ def _maps_as_arrays(avro_type, names: itertools.count):
     return avro_type
 
 
-def _container(schema: dict, bodies: np.ndarray, count: int) -> bytes:
+def _container(schema: dict, records: np.ndarray, count: int) -> bytes:
     header = b"Obj\x01" + _zigzag_varint(2) + _avro_bytes(b"avro.schema") + _avro_bytes(json.dumps(schema).encode()) \
         + _avro_bytes(b"avro.codec") + _avro_bytes(b"null") + _zigzag_varint(0) + _SYNC
-    return b"".join([header, _zigzag_varint(count), _zigzag_varint(bodies.size), bodies.tobytes(), _SYNC])
+    return b"".join([header, _zigzag_varint(count), _zigzag_varint(records.size), records, _SYNC])
 
 
-def _bit_lengths(values: np.ndarray) -> np.ndarray:
-    return np.searchsorted(_POWERS_OF_TWO, values.astype(np.uint64), side="right")
+def _steps_above(values: np.ndarray, steps: list) -> np.ndarray:
+    """How many of the ascending `steps` each (unsigned) value reaches."""
+    counts = np.zeros(len(values), dtype=np.int64)
+    for step in steps:
+        counts += values >= step
+    return counts
 
 
 def _varint_sizes(values: np.ndarray) -> np.ndarray:
     """Bytes of each value as a zigzag varint."""
     values = values.astype(np.int64)
-    zigzag = (values << 1) ^ (values >> 63)
-    return np.maximum((_bit_lengths(zigzag) + 6) // 7, 1)
+    return 1 + _steps_above(((values << 1) ^ (values >> 63)).view(np.uint64), _VARINT_STEPS)
 
 
 def _lengths(values: pa.Array) -> np.ndarray:
@@ -97,7 +102,7 @@ def _decimal_sizes(values: pa.Array, precision: int) -> np.ndarray | None:
         return None  # beyond 64 bits or beyond the declared precision: the lockstep decoder judges each
     # as fastavro and K2's producer write them: a sign bit on the magnitude (Java's minimal two's complement
     # differs only for negative powers of two, which take the slower path)
-    lengths = (_bit_lengths(np.abs(low)) + 1 + 7) // 8
+    lengths = 1 + _steps_above(np.abs(low).view(np.uint64), _DECIMAL_STEPS)
     return _varint_sizes(lengths) + lengths
 
 
@@ -157,35 +162,30 @@ def _as_decoded(values: pa.Array, avro_type) -> pa.Array:
                                    _as_decoded(items.field("value"), avro_type["values"]), mask=mask)
 
 
-def _between_gaps(data: np.ndarray, gap_ends: np.ndarray, gap_starts: np.ndarray) -> np.ndarray:
-    """`data` without the bytes from each gap start to its gap end (the Kafka headers between bodies)."""
-    lengths = gap_ends - gap_starts
-    firsts = np.cumsum(lengths) - lengths
-    gaps = np.repeat(gap_starts - firsts, lengths) + np.arange(lengths.sum())
-    return np.delete(data, gaps)
-
-
-def decode_block(schema: dict, data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pa.Table | None:
-    """The bodies data[starts[i]:ends[i]] (in ascending order) written with `schema`, or None if any of them is not
-    clean."""
-    if not len(starts) or (starts[1:] < ends[:-1]).any():
+def decode_block(schema: dict, records: np.ndarray, lengths: np.ndarray, prefix: int = 0) -> pa.Table | None:
+    """The records laid end to end in `records` (uint8), record i `lengths[i]` bytes long: `prefix` bytes that are
+    not Avro (such as the Confluent header), then a body written with `schema`. None if any body is not clean.
+    The prefix is declared as an Avro fixed, so that the records are read where they lie, without a copy."""
+    if not len(lengths):
         return None
-    bodies = _between_gaps(data[starts[0] : ends[-1]], starts[1:] - starts[0], ends[:-1] - starts[0])
     block_schema = _maps_as_arrays(schema, itertools.count())
+    if prefix:
+        block_schema = {**block_schema, "fields": [{"name": _PREFIX, "type": {
+            "type": "fixed", "name": "K2Prefix", "size": prefix}}, *block_schema["fields"]]}
     try:
-        frame = pl.read_avro(io.BytesIO(_container(block_schema, bodies, len(starts))))
+        frame = pl.read_avro(io.BytesIO(_container(block_schema, records, len(lengths))))
     except (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError):
         return None
-    if frame.height != len(starts):
+    if frame.height != len(lengths):
         return None
     table = frame.to_arrow()
-    sizes = np.zeros(len(starts), dtype=np.int64)
+    sizes = np.full(len(lengths), prefix, dtype=np.int64)
     for field in schema["fields"]:
         field_sizes = _sizes(table.column(field["name"]).combine_chunks(), field["type"])
         if field_sizes is None:
             return None
         sizes += field_sizes
-    if not np.array_equal(sizes, ends - starts):
+    if not np.array_equal(sizes, lengths):
         return None
     return pa.table({field["name"]: _as_decoded(table.column(field["name"]).combine_chunks(), field["type"])
                      for field in schema["fields"]})

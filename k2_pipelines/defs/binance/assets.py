@@ -46,14 +46,14 @@ def _drain_asset(table: str) -> dg.AssetsDefinition:
     def drain_asset(context: dg.AssetExecutionContext, config: DrainConfig, iceberg: IcebergCatalogResource,
                     binance_kafka: BinanceKafkaResource) -> dg.MaterializeResult:
         target = binance_kafka.target(table)
-        consumer = binance_kafka.consumer(target)
+        reader = binance_kafka.reader(target)
         try:
-            result = drain(iceberg.catalog(), consumer, target, binance_kafka.registry(),
+            result = drain(iceberg.catalog(), reader, target, binance_kafka.registry(),
                            Limits(config.max_messages, config.max_bytes, config.max_seconds), context.run.run_id)
         except OffsetsOutOfRange as error:
             raise dg.Failure(description=str(error), allow_retries=False) from error
         finally:
-            consumer.close()
+            reader.close()
         context.log.info(f"{target.topic}: {result.messages} messages, {result.rows_written} rows, "
                          f"lag after {sum(result.lag_after.values())}")
         return dg.MaterializeResult(metadata=drain_metadata(result))

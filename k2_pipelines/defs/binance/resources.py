@@ -1,8 +1,8 @@
 import dagster as dg
-from confluent_kafka import Consumer
 
 from k2_pipelines.lib.binance.producer import Topics
-from k2_pipelines.lib.drain.drain import DrainTarget, consumer_for, quotes_target, trades_target
+from k2_pipelines.lib.drain.drain import DrainTarget, quotes_target, reader_for, trades_target
+from k2_pipelines.lib.drain.kafka_batch import TopicReader
 from k2_pipelines.lib.kafka.broker import Broker
 from k2_pipelines.lib.schema_registry import Registry, default_registry
 
@@ -21,8 +21,8 @@ class BinanceKafkaResource(dg.ConfigurableResource):
     def target(self, table: str) -> DrainTarget:
         return trades_target(self.trades_topic) if table == "trades" else quotes_target(self.quotes_topic)
 
-    def consumer(self, target: DrainTarget) -> Consumer:
-        return consumer_for(self.servers(), target)
+    def reader(self, target: DrainTarget) -> TopicReader:
+        return reader_for(self.servers(), target)
 
     def registry(self) -> Registry:
         return default_registry()

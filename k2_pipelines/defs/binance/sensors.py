@@ -7,7 +7,6 @@ from k2_pipelines.defs.binance.jobs import drain_jobs
 from k2_pipelines.defs.binance.resources import BinanceKafkaResource
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.lib.drain.checkpoint import stored_checkpoint
-from k2_pipelines.lib.drain.kafka_batch import watermarks
 
 
 def lag(stored: dict[int, int], marks: dict[int, tuple[int, int]]) -> int:
@@ -27,14 +26,14 @@ def binance_lag_sensor(context: dg.SensorEvaluationContext, iceberg: IcebergCata
     requests, notes = [], []
     for table, job in drain_jobs.items():
         target = binance_kafka.target(table)
-        consumer = binance_kafka.consumer(target)
+        reader = binance_kafka.reader(target)
         try:
-            marks = watermarks(consumer, target.topic)
+            marks = reader.watermarks()
         except KafkaException as error:
             notes.append(f"cannot read the offsets of {target.topic}: {error}")
             continue
         finally:
-            consumer.close()
+            reader.close()
         stored = stored_checkpoint(catalog.load_table(target.table.identifier), target.topic).offsets
         behind = lag(stored, marks)
         notes.append(f"{target.topic}: lag {behind}")

@@ -31,7 +31,7 @@ from pyiceberg.table import Table
 from k2_pipelines.lib.atomic_commit import commit_atomically
 from k2_pipelines.lib.drain.checkpoint import RUN_ID, Checkpoint, checkpoint_properties, stored_checkpoint
 from k2_pipelines.lib.drain.decode import decode_batch
-from k2_pipelines.lib.drain.kafka_batch import KafkaBatch, Limits, read_batch
+from k2_pipelines.lib.drain.kafka_batch import KafkaBatch, Limits, TopicReader
 from k2_pipelines.lib.drain.sequences import Break, SequenceRules, classify, first_occurrences, record_keys
 from k2_pipelines.lib.replace import COMMIT_ATTEMPTS, append_files, wait_after_lost_race, write_rows
 from k2_pipelines.lib.tables import DEAD_LETTERS, QUOTES, SEQUENCE_GAPS, TRADES, TableDefinition
@@ -87,22 +87,26 @@ def _crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def consumer_for(bootstrap: str, target: DrainTarget, **config) -> Consumer:
-    return Consumer({
+def reader_for(bootstrap: str, target: DrainTarget, **config) -> TopicReader:
+    return TopicReader(Consumer({
         "bootstrap.servers": bootstrap,
         "group.id": f"k2.drain.{target.table.name}",  # committed offsets serve lag monitoring only
         "enable.auto.commit": False,
         "enable.partition.eof": True,
         "auto.offset.reset": "earliest",
-        # large fetches, little waiting (measured: 3.4x the defaults' rate); fetches of 16 MB read as fast as 64 MB
-        # ones and hold 150 MB less; the prefetch queue stays bounded
-        "fetch.max.bytes": 16 << 20,
-        "max.partition.fetch.bytes": 4 << 20,
+        # a full prefetch queue pauses fetching for fetch.queue.backoff.ms (default 1 s) while the drain empties it
+        # in far less (measured: 1.2M instead of 400k messages/s read)
+        "fetch.queue.backoff.ms": 10,
+        "queued.max.messages.kbytes": 16384,  # the prefetch queue stays small beside the batch
+        # partitions at their end keep no fetch waiting at the broker, which would hold up metadata requests
         "fetch.wait.max.ms": 10,
-        "queued.min.messages": 1_000_000,
-        "queued.max.messages.kbytes": 16384,
         **config,
-    })
+    }), target.topic)
+
+
+def _where(rows: pa.Table, mask: np.ndarray) -> pa.Table:
+    """The rows where mask is true (no copy when it is true everywhere)."""
+    return rows if mask.all() else rows.filter(pa.array(mask))
 
 
 def _committed_keys(table: Table, target: DrainTarget, rows: pa.Table) -> pa.Array:
@@ -178,7 +182,7 @@ def _commit(catalog: Catalog, target: DrainTarget, checkpoint: Checkpoint, files
         return
 
 
-def drain_once(catalog: Catalog, consumer: Consumer, target: DrainTarget, registry, limits: Limits | None = None,
+def drain_once(catalog: Catalog, reader: TopicReader, target: DrainTarget, registry, limits: Limits | None = None,
                run_id: str | None = None) -> DrainResult:
     started = time.perf_counter()
     limits = limits or Limits()
@@ -187,7 +191,7 @@ def drain_once(catalog: Catalog, consumer: Consumer, target: DrainTarget, regist
     main = catalog.load_table(target.table.identifier)
     checkpoint = stored_checkpoint(main, target.topic)
     result.snapshot_before = main.current_snapshot().snapshot_id if main.current_snapshot() else None
-    batch = read_batch(consumer, target.topic, checkpoint.offsets, limits)
+    batch = reader.read(checkpoint.offsets, limits)
     result.offsets_from, result.offsets_to, result.lag_after = batch.start, batch.end, batch.lag_after
     result.messages = len(batch)
     if not len(batch):
@@ -204,9 +208,9 @@ def drain_once(catalog: Catalog, consumer: Consumer, target: DrainTarget, regist
         zero_copy_only=False) if rows.num_rows else np.zeros(0, bool)
     result.duplicates_in_batch = int((~first).sum())
     result.duplicates_committed = int((first & committed).sum())
-    rows = rows.filter(pa.array(first & ~committed))
+    rows = _where(rows, first & ~committed)
     symbols = rows.column("symbol").combine_chunks()
-    sequenced = rows.filter(pc.is_valid(rows.column("source_sequence")))
+    sequenced = _where(rows, rows.column("source_sequence").is_valid().to_numpy(zero_copy_only=False))
     breaks, sequences = classify(
         sequenced.column("symbol").combine_chunks(), sequenced.column("source_sequence").to_numpy(),
         sequenced.column("timestamp").cast(pa.int64()).to_numpy(), checkpoint.sequences, target.rules)
@@ -224,7 +228,7 @@ def drain_once(catalog: Catalog, consumer: Consumer, target: DrainTarget, regist
     properties = checkpoint_properties(target.topic, batch.end, sequences, run_id)
     _commit(catalog, target, checkpoint, files, properties, result)
     _crash_point("iceberg-committed")
-    consumer.commit(offsets=[TopicPartition(target.topic, p, o) for p, o in batch.end.items()], asynchronous=False)
+    reader.consumer.commit(offsets=[TopicPartition(target.topic, p, o) for p, o in batch.end.items()], asynchronous=False)
 
     result.rows_written = rows.num_rows
     result.rows_by_symbol = Counter({entry["values"]: entry["counts"] for entry in symbols.value_counts().to_pylist()})
@@ -234,12 +238,12 @@ def drain_once(catalog: Catalog, consumer: Consumer, target: DrainTarget, regist
     return result
 
 
-def drain(catalog: Catalog, consumer: Consumer, target: DrainTarget, registry, limits: Limits | None = None,
+def drain(catalog: Catalog, reader: TopicReader, target: DrainTarget, registry, limits: Limits | None = None,
           run_id: str | None = None, attempts: int = 3) -> DrainResult:
     """drain_once, starting again from the new offsets if another drain committed this range first."""
     for attempt in range(1, attempts + 1):
         try:
-            return drain_once(catalog, consumer, target, registry, limits, run_id)
+            return drain_once(catalog, reader, target, registry, limits, run_id)
         except DrainAbandoned:
             if attempt == attempts:
                 raise

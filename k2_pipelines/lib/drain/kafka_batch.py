@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+CONSUME_CHUNK = 1_000  # messages per consume() call
 
 class OffsetsOutOfRange(RuntimeError):
     """Stored offsets the topic cannot serve: ahead of its end (recreated?) or behind its start (retention)."""
@@ -78,21 +79,8 @@ def _join(chunks: list[_Chunk]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     return data, ends - lengths, ends, tombstones
 
 
-def _partitions(consumer: Consumer, topic: str) -> list[int]:
-    metadata = consumer.list_topics(topic, timeout=10).topics[topic]
-    if metadata.error is not None:
-        raise KafkaException(metadata.error)
-    return sorted(metadata.partitions)
-
-
-def watermarks(consumer: Consumer, topic: str) -> dict[int, tuple[int, int]]:
-    return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in _partitions(consumer, topic)}
-
-
-def read_batch(consumer: Consumer, topic: str, stored: dict[int, int], limits: Limits) -> KafkaBatch:
-    """Messages from `stored` offsets (the beginning where none is stored) up to the end of each partition as it was
-    when the batch began, or until a limit is reached."""
-    marks = watermarks(consumer, topic)
+def _start_offsets(topic: str, stored: dict[int, int], marks: dict[int, tuple[int, int]]) -> dict[int, int]:
+    """Where each partition's batch starts: its stored offset, or its first retained offset where none is stored."""
     start = {}
     for partition, (low, high) in marks.items():
         offset = stored.get(partition)
@@ -103,41 +91,75 @@ def read_batch(consumer: Consumer, topic: str, stored: dict[int, int], limits: L
             raise OffsetsOutOfRange(f"{topic}[{partition}]: stored offset {offset} is before the first retained "
                                     f"offset ({low}); messages {offset}..{low - 1} were deleted before being drained")
         start[partition] = offset if offset is not None else low
-    high_watermarks = {p: high for p, (_, high) in marks.items()}
-    end = dict(start)
-    pending = {p for p in start if start[p] < high_watermarks[p]}
-    chunks = []
-    count, size, deadline = 0, 0, time.monotonic() + limits.max_seconds
-    ends = np.zeros(max(high_watermarks, default=-1) + 1, dtype=np.int64)  # high watermark by partition number
-    ends[list(high_watermarks)] = list(high_watermarks.values())
-    if pending:
-        consumer.assign([TopicPartition(topic, p, start[p]) for p in pending])
-    while pending and count < limits.max_messages and size < limits.max_bytes and time.monotonic() < deadline:
-        messages = consumer.consume(min(20_000, limits.max_messages - count), timeout=0.5)
-        good = [m for m in messages if m.error() is None]
-        for message in messages:
-            if message.error() is not None:
-                if message.error().code() != KafkaError._PARTITION_EOF:
-                    raise KafkaException(message.error())
-                pending.discard(message.partition())
-        if not good:
-            continue
-        chunk = _chunk(good)
-        # messages past a partition's end as it was when the batch began are for the next batch
-        inside = chunk.offsets < ends[chunk.partitions]
-        if not inside.all():
-            chunk = _chunk([m for m, keep in zip(good, inside.tolist()) if keep])
-        del messages, good
-        chunks.append(chunk)
-        count += len(chunk.offsets)
-        size += len(chunk.values)
-        for partition in np.unique(chunk.partitions).tolist():
-            end[partition] = max(end[partition], int(chunk.offsets[chunk.partitions == partition].max()) + 1)
-            if end[partition] >= high_watermarks[partition]:
-                pending.discard(partition)
-    consumer.unassign()
-    data, starts, value_ends, tombstones = _join(chunks)
-    return KafkaBatch(data, starts, value_ends, tombstones, [key for c in chunks for key in c.keys],
-                      np.concatenate([c.partitions for c in chunks]) if chunks else np.zeros(0, np.int32),
-                      np.concatenate([c.offsets for c in chunks]) if chunks else np.zeros(0, np.int64),
-                      start, end, high_watermarks)
+    return start
+
+
+class TopicReader:
+    """Bounded batches of one topic, each from explicit offsets. When a batch starts where the consumer already is
+    (the last batch's end), the consumer keeps its assignment and what it prefetched meanwhile; otherwise it is
+    assigned again at the batch's start."""
+
+    def __init__(self, consumer: Consumer, topic: str):
+        self.consumer, self.topic = consumer, topic
+        self._next: dict[int, int] = {}  # partition -> the offset the consumer delivers next under its assignment
+
+    def close(self) -> None:
+        self.consumer.close()
+
+    def watermarks(self) -> dict[int, tuple[int, int]]:
+        """(low, high) offsets of every partition of the topic."""
+        metadata = self.consumer.list_topics(self.topic, timeout=10).topics[self.topic]
+        if metadata.error is not None:
+            raise KafkaException(metadata.error)
+        return {p: self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)
+                for p in sorted(metadata.partitions)}
+
+    def read(self, stored: dict[int, int], limits: Limits) -> KafkaBatch:
+        """Messages from `stored` offsets up to the end of each partition as it was when the batch began, or until a
+        limit is reached."""
+        marks = self.watermarks()
+        start = _start_offsets(self.topic, stored, marks)
+        high_watermarks = {p: high for p, (_, high) in marks.items()}
+        if self._next != start:
+            self.consumer.assign([TopicPartition(self.topic, p, o) for p, o in start.items()])
+            self._next = dict(start)
+        end = dict(start)
+        pending = {p for p in start if start[p] < high_watermarks[p]}
+        chunks = []
+        count, size, deadline = 0, 0, time.monotonic() + limits.max_seconds
+        ends = np.zeros(max(high_watermarks, default=-1) + 1, dtype=np.int64)  # high watermark by partition number
+        ends[list(high_watermarks)] = list(high_watermarks.values())
+        while pending and count < limits.max_messages and size < limits.max_bytes and time.monotonic() < deadline:
+            messages = self.consumer.consume(min(CONSUME_CHUNK, limits.max_messages - count), timeout=0.5)
+            errors = list(map(Message.error, messages))
+            if any(errors):
+                for message, error in zip(messages, errors):
+                    if error is None:
+                        continue
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        raise KafkaException(error)
+                    if message.offset() >= high_watermarks[message.partition()]:  # not an end an earlier batch saw
+                        pending.discard(message.partition())
+                messages = [m for m, error in zip(messages, errors) if error is None]
+            if not messages:
+                continue
+            chunk = _chunk(messages)
+            for partition in np.unique(chunk.partitions).tolist():
+                self._next[partition] = int(chunk.offsets[chunk.partitions == partition].max()) + 1
+            # messages past a partition's end as it was when the batch began are for the next batch
+            inside = chunk.offsets < ends[chunk.partitions]
+            if not inside.all():
+                chunk = _chunk([m for m, keep in zip(messages, inside.tolist()) if keep])
+            del messages
+            chunks.append(chunk)
+            count += len(chunk.offsets)
+            size += len(chunk.values)
+            for partition in np.unique(chunk.partitions).tolist():
+                end[partition] = max(end[partition], int(chunk.offsets[chunk.partitions == partition].max()) + 1)
+                if end[partition] >= high_watermarks[partition]:
+                    pending.discard(partition)
+        data, starts, value_ends, tombstones = _join(chunks)
+        return KafkaBatch(data, starts, value_ends, tombstones, [key for c in chunks for key in c.keys],
+                          np.concatenate([c.partitions for c in chunks]) if chunks else np.zeros(0, np.int32),
+                          np.concatenate([c.offsets for c in chunks]) if chunks else np.zeros(0, np.int64),
+                          start, end, high_watermarks)
