@@ -3,7 +3,7 @@ import pytest
 from pyiceberg.exceptions import CommitFailedException
 
 from k2_pipelines.lib.atomic_commit import commit_atomically
-from k2_pipelines.lib.tables import ALL_TABLES, REFERENCE_DATA, REJECTS, ensure_tables
+from k2_pipelines.lib.tables import ALL_TABLES, REFERENCE_DATA, REJECTS, TRADES, ensure_tables
 from k2_pipelines_tests.helpers import scan
 
 
@@ -76,3 +76,11 @@ def test_racing_loads_neither_lose_nor_duplicate(catalog, landing):
         rows = scan(catalog, identifier)
         assert rows.num_rows == sum(lines_by_date(landing / kind).values())
         assert pc.count_distinct(rows[f"{kind[:-1]}_id"]).as_py() == rows.num_rows
+
+
+def test_tables_made_by_an_older_k2_take_the_definitions_properties(catalog):
+    trades = catalog.load_table(TRADES.identifier)
+    with trades.transaction() as transaction:
+        transaction.remove_properties("write.parquet.dict-size-bytes")
+    ensure_tables(catalog)
+    assert catalog.load_table(TRADES.identifier).properties["write.parquet.dict-size-bytes"] == "65536"

@@ -127,7 +127,7 @@ def _bench(args) -> int:
     if args.target == "produce":
         return bench.bench_produce(args.frames, args.seed, args.cores, args.faults)
     if args.target == "drain":
-        return bench.bench_drain(args.frames, args.baseline_messages, args.seed, args.cores)
+        return bench.bench_drain(args.frames, args.baseline_messages, args.seed, args.cores, args.max_messages)
     return bench.bench_asx(args.trades, args.seed, args.cores)
 
 
@@ -227,6 +227,7 @@ def parser() -> argparse.ArgumentParser:
                              help="trades the per-message baseline drains (it is slow)")
     bench_drain.add_argument("--seed", type=int, default=7)
     bench_drain.add_argument("--cores", type=int, default=1, help="CPU cores the process is pinned to (default 1)")
+    bench_drain.add_argument("--max-messages", type=int, default=Limits.max_messages, help="messages per batch")
     bench_drain.set_defaults(run=_bench)
     return root
 

@@ -112,20 +112,20 @@ def _baseline(catalog, bootstrap: str, topic: str, registry, messages: int) -> f
     return time.perf_counter() - started
 
 
-def _consume_only(bootstrap: str, topics: list[str]) -> float:
+def _read_only(bootstrap: str, topics: list[str], limits: Limits) -> float:
     """Seconds for the drain's reads alone (same consumer settings and batches, nothing decoded or written): the
     drain's ceiling on this machine."""
     started = time.perf_counter()
     for topic in topics:
         reader = reader_for(bootstrap, trades_target(topic), **{"group.id": f"bench-consume-{uuid.uuid4().hex}"})
         offsets = {}
-        while len(batch := reader.read(offsets, Limits())):
+        while len(batch := reader.read(offsets, limits)):
             offsets = batch.end
         reader.close()
     return time.perf_counter() - started
 
 
-def bench_drain(frames: int, baseline_messages: int, seed: int, cores: int) -> int:
+def bench_drain(frames: int, baseline_messages: int, seed: int, cores: int, max_messages: int) -> int:
     """Messages/s from Kafka to committed Iceberg rows (trades and quotes), peak memory, and the baseline's rate."""
     broker = Broker.from_env()
     broker.start()
@@ -146,20 +146,22 @@ def bench_drain(frames: int, baseline_messages: int, seed: int, cores: int) -> i
         for target in (trades_target(topics.trades), quotes_target(topics.quotes)):
             reader = reader_for(broker.bootstrap, target)
             while True:
-                result = drain(catalog, reader, target, registry)
+                result = drain(catalog, reader, target, registry, Limits(max_messages=max_messages))
                 messages, rows, batches = messages + result.messages, rows + result.rows_written, batches + 1
                 if not result.messages:
                     break
             reader.close()
         elapsed = time.perf_counter() - started
         peak_mb = _peak_rss_mb()
-        consume_seconds = _consume_only(broker.bootstrap, [topics.trades, topics.quotes])
+        read_seconds = _read_only(broker.bootstrap, [topics.trades, topics.quotes], Limits(max_messages=max_messages))
         baseline_catalog = load_catalog_at(root / "baseline")
         ensure_tables(baseline_catalog)
         baseline_seconds = _baseline(baseline_catalog, broker.bootstrap, topics.trades, registry, baseline_messages)
-        print(f"k2 bench drain --frames {frames} --cores {cores}: drained {messages:,} messages into {rows:,} rows "
-              f"in {batches} batches, {elapsed:.2f}s = {messages / elapsed:,.0f} messages/s; peak RSS {peak_mb:,.0f} "
-              f"MB; consuming alone (no decode, no write): {messages / consume_seconds:,.0f} messages/s; baseline (fastavro per message, an append per 1,000) on {baseline_messages:,} trades: "
-              f"{baseline_seconds:.2f}s = {baseline_messages / baseline_seconds:,.0f} messages/s "
+        print(f"k2 bench drain --frames {frames} --cores {cores} --max-messages {max_messages}: drained "
+              f"{messages:,} messages into {rows:,} rows in {batches} batches, {elapsed:.2f}s = "
+              f"{messages / elapsed:,.0f} messages/s; peak RSS {peak_mb:,.0f} MB; reading alone (no decode, no "
+              f"write): {messages / read_seconds:,.0f} messages/s; baseline (fastavro per message, an append per "
+              f"1,000) on {baseline_messages:,} trades: {baseline_seconds:.2f}s = "
+              f"{baseline_messages / baseline_seconds:,.0f} messages/s "
               f"(K2 is {messages / elapsed / (baseline_messages / baseline_seconds):.1f}x)")
     return 0

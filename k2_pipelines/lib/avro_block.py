@@ -70,7 +70,10 @@ def _container(schema: dict, records: np.ndarray, count: int) -> bytes:
 def _steps_above(values: np.ndarray, steps: list) -> np.ndarray:
     """How many of the ascending `steps` each (unsigned) value reaches."""
     counts = np.zeros(len(values), dtype=np.int64)
+    top = values.max(initial=0)
     for step in steps:
+        if top < step:  # most values (string lengths, counts) reach no step at all
+            break
         counts += values >= step
     return counts
 

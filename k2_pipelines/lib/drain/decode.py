@@ -38,10 +38,10 @@ def _body_error(schema: dict, body: bytes) -> str:
     return "the body does not fit its schema (trailing bytes, or a decimal beyond its precision)"
 
 
-def _fit_column(values: pa.Array, target: pa.DataType, name: str) -> tuple[pa.Array, np.ndarray, str]:
+def _fit_column(values: pa.ChunkedArray, target: pa.DataType, name: str) -> tuple[pa.Array, np.ndarray, str]:
     """`values` as `target`, with the rows that cannot be (and why)."""
     if pa.types.is_decimal(target) and pa.types.is_decimal(values.type):
-        fitted, fits = rescaled(values, target.precision, target.scale)
+        fitted, fits = rescaled(values.combine_chunks(), target.precision, target.scale)
         return fitted, fits, f"{name} does not fit decimal({target.precision},{target.scale})"
     return values.cast(target), np.ones(len(values), dtype=bool), ""
 
@@ -57,10 +57,10 @@ def _placeholder(data_type: pa.DataType) -> pa.Scalar:
     return pa.scalar(0, pa.int64()).cast(data_type)
 
 
-def _fit_table(decoded: pa.Table, schema: pa.Schema) -> tuple[pa.Table, np.ndarray, list[str]]:
-    """Decoded columns as the table's columns; (table, rows that fit, per row the first reason one does not)."""
+def _fit_table(decoded: pa.Table, schema: pa.Schema) -> tuple[pa.Table, np.ndarray, dict[int, str]]:
+    """Decoded columns as the table's columns; (table, rows that fit, the first reason each other row does not)."""
     ok = np.ones(decoded.num_rows, dtype=bool)
-    reasons = np.full(decoded.num_rows, "", dtype=object)
+    reasons = {}
     columns = []
     for field in schema:
         if field.name not in decoded.column_names:
@@ -68,17 +68,17 @@ def _fit_table(decoded: pa.Table, schema: pa.Schema) -> tuple[pa.Table, np.ndarr
                 raise KeyError(field.name)
             columns.append(pa.nulls(decoded.num_rows, field.type))
             continue
-        values = decoded.column(field.name).combine_chunks()
+        values = decoded.column(field.name)  # chunked as decoded: joining the chunks would copy every column
         if not field.nullable and values.null_count:
             missing = ~values.is_valid().to_numpy(zero_copy_only=False)
-            reasons[missing & ok] = f"{field.name} is null"
+            reasons |= dict.fromkeys(np.flatnonzero(missing & ok).tolist(), f"{field.name} is null")
             ok &= ~missing
             values = values.fill_null(_placeholder(values.type))
         values, fits, reason = _fit_column(values, field.type, field.name)
-        reasons[~fits & ok] = reason
+        reasons |= dict.fromkeys(np.flatnonzero(~fits & ok).tolist(), reason)
         ok &= fits
         columns.append(values)
-    return pa.Table.from_arrays(columns, schema=schema), ok, reasons.tolist()
+    return pa.Table.from_arrays(columns, schema=schema), ok, reasons
 
 
 def _end_to_end(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -140,7 +140,7 @@ def decode_batch(batch: KafkaBatch, registry: Registry, schema: pa.Schema, recor
             body = bytes(data[starts[rows[i]] + HEADER.size : ends[rows[i]]])
             dead.append((int(rows[i]), schema_id, "AvroDecodeError", _body_error(writer, body)))
         for i in np.flatnonzero(decoded.ok & ~fits):
-            dead.append((int(rows[i]), schema_id, "InvalidValue", reasons[i]))
+            dead.append((int(rows[i]), schema_id, "InvalidValue", reasons[int(i)]))
         good = np.flatnonzero(decoded.ok & fits)
         pieces.append(table if good.size == table.num_rows else table.take(pa.array(good)))
         positions.append(rows[good])

@@ -93,7 +93,7 @@ def reader_for(bootstrap: str, target: DrainTarget, **config) -> TopicReader:
         "group.id": f"k2.drain.{target.table.name}",  # committed offsets serve lag monitoring only
         "enable.auto.commit": False,
         "enable.partition.eof": True,
-        "auto.offset.reset": "earliest",
+        "auto.offset.reset": "error",  # every read starts at an explicit offset; one the broker lost is an error
         # a full prefetch queue pauses fetching for fetch.queue.backoff.ms (default 1 s) while the drain empties it
         # in far less (measured: 1.2M instead of 400k messages/s read)
         "fetch.queue.backoff.ms": 10,
@@ -126,7 +126,7 @@ def _dead_letter_rows(batch: KafkaBatch, target: DrainTarget, dead: list, run_id
         "topic": pa.array([target.topic] * len(dead)),
         "partition": pa.array(batch.partitions[positions] if dead else [], pa.int32()),
         "offset": pa.array(batch.offsets[positions] if dead else [], pa.int64()),
-        "key": pa.array([batch.keys[p] for p in positions], pa.binary()),
+        "key": batch.keys.take(pa.array(positions, pa.int64())),
         "value": pa.array([batch.value(p) for p in positions], pa.binary()),
         "schema_id": pa.array([schema_id for _, schema_id, _, _ in dead], pa.int32()),
         "error_class": pa.array([error_class for _, _, error_class, _ in dead], pa.string()),
