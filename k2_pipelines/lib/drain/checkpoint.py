@@ -1,7 +1,7 @@
 """What a drain has consumed, stored in the Iceberg snapshot of the same commit that added the rows.
 
-Each drain commit's snapshot summary holds, per topic, the next offset to read in each partition, the run id, and
-the last sequence seen per symbol. A drain starts from the newest snapshot holding them (walking ancestry, so that
+Each drain commit's snapshot summary holds, per topic, the next offset to read in each partition, the run id, the
+last sequence seen per symbol, and per symbol the highest id number committed (see replays.py). A drain starts from the newest snapshot holding them (walking ancestry, so that
 snapshots from other writers, such as compaction, are skipped).
 """
 
@@ -13,6 +13,7 @@ from pyiceberg.table.snapshots import ancestors_of
 
 _OFFSETS = "k2.drain.offsets."
 _SEQUENCES = "k2.drain.sequences."
+_CEILINGS = "k2.drain.id-ceilings."
 RUN_ID = "k2.drain.run-id"
 
 
@@ -20,6 +21,7 @@ RUN_ID = "k2.drain.run-id"
 class Checkpoint:
     offsets: dict[int, int] = field(default_factory=dict)  # partition -> next offset to read
     sequences: dict[str, tuple[int, int]] = field(default_factory=dict)  # symbol -> (sequence, event time in us)
+    ceilings: dict[str, int] = field(default_factory=dict)  # symbol -> highest id number committed
     snapshot_id: int | None = None  # the snapshot that holds it
     run_id: str | None = None
 
@@ -33,6 +35,7 @@ def stored_checkpoint(table: Table, topic: str) -> Checkpoint:
                 offsets={int(partition): offset for partition, offset in json.loads(offsets).items()},
                 sequences={symbol: tuple(state) for symbol, state in json.loads(summary.get(_SEQUENCES + topic, "{}"))
                            .items()},
+                ceilings=json.loads(summary.get(_CEILINGS + topic, "{}")),
                 snapshot_id=snapshot.snapshot_id,
                 run_id=summary.get(RUN_ID),
             )
@@ -40,9 +43,10 @@ def stored_checkpoint(table: Table, topic: str) -> Checkpoint:
 
 
 def checkpoint_properties(topic: str, offsets: dict[int, int], sequences: dict[str, tuple[int, int]],
-                          run_id: str) -> dict[str, str]:
+                          ceilings: dict[str, int], run_id: str) -> dict[str, str]:
     return {
         _OFFSETS + topic: json.dumps({str(p): o for p, o in sorted(offsets.items())}),
         _SEQUENCES + topic: json.dumps({s: list(state) for s, state in sorted(sequences.items())}),
+        _CEILINGS + topic: json.dumps(dict(sorted(ceilings.items()))),
         RUN_ID: run_id,
     }

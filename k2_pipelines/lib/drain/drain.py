@@ -20,18 +20,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from confluent_kafka import Consumer, TopicPartition
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.expressions import And, GreaterThanOrEqual, In, LessThanOrEqual
 from pyiceberg.manifest import DataFile
-from pyiceberg.table import Table
 
 from k2_pipelines.lib.atomic_commit import commit_atomically
 from k2_pipelines.lib.drain.checkpoint import RUN_ID, Checkpoint, checkpoint_properties, stored_checkpoint
 from k2_pipelines.lib.drain.decode import decode_batch
 from k2_pipelines.lib.drain.kafka_batch import KafkaBatch, Limits, TopicReader
+from k2_pipelines.lib.drain.replays import ceilings_after, id_numbers, repeats
 from k2_pipelines.lib.drain.sequences import Break, SequenceRules, classify, first_occurrences, record_keys
 from k2_pipelines.lib.replace import COMMIT_ATTEMPTS, append_files, wait_after_lost_race, write_rows
 from k2_pipelines.lib.tables import DEAD_LETTERS, QUOTES, SEQUENCE_GAPS, TRADES, TableDefinition
@@ -107,17 +105,6 @@ def reader_for(bootstrap: str, target: DrainTarget, **config) -> TopicReader:
 def _where(rows: pa.Table, mask: np.ndarray) -> pa.Table:
     """The rows where mask is true (no copy when it is true everywhere)."""
     return rows if mask.all() else rows.filter(pa.array(mask))
-
-
-def _committed_keys(table: Table, target: DrainTarget, rows: pa.Table) -> pa.Array:
-    """Keys of rows already in the table among those that could match the batch (same exchanges and event times;
-    a replayed message carries its original event time)."""
-    times = rows.column("timestamp")
-    row_filter = And(In("exchange", set(pc.unique(rows.column("exchange")).to_pylist())),
-                     And(GreaterThanOrEqual("timestamp", pc.min(times).as_py().isoformat()),
-                         LessThanOrEqual("timestamp", pc.max(times).as_py().isoformat())))
-    existing = table.scan(row_filter=row_filter, selected_fields=("exchange", "symbol", target.id_column)).to_arrow()
-    return record_keys(existing, target.id_column)
 
 
 def _dead_letter_rows(batch: KafkaBatch, target: DrainTarget, dead: list, run_id: str, now_us: int) -> pa.Table:
@@ -202,13 +189,13 @@ def drain_once(catalog: Catalog, reader: TopicReader, target: DrainTarget, regis
     now_us = time.time_ns() // 1000
     decoded = decode_batch(batch, registry, main.schema().as_arrow(), target.record_name)
     rows = decoded.rows
-    keys = record_keys(rows, target.id_column)
+    keys, numbers = record_keys(rows, target.id_column), id_numbers(rows, target.id_column)
     first = first_occurrences(keys)
-    committed = pc.is_in(keys, value_set=_committed_keys(main, target, rows)).to_numpy(
-        zero_copy_only=False) if rows.num_rows else np.zeros(0, bool)
+    committed = repeats(main, rows, keys, numbers, target.id_column, checkpoint.ceilings)
     result.duplicates_in_batch = int((~first).sum())
     result.duplicates_committed = int((first & committed).sum())
-    rows = _where(rows, first & ~committed)
+    written = first & ~committed
+    rows, numbers = _where(rows, written), numbers[written]
     symbols = rows.column("symbol").combine_chunks()
     sequenced = _where(rows, rows.column("source_sequence").is_valid().to_numpy(zero_copy_only=False))
     breaks, sequences = classify(
@@ -225,7 +212,8 @@ def drain_once(catalog: Catalog, reader: TopicReader, target: DrainTarget, regis
                                              _break_rows(breaks, target, exchange, run_id, now_us)),
     }
     _crash_point("files-written")
-    properties = checkpoint_properties(target.topic, batch.end, sequences, run_id)
+    properties = checkpoint_properties(target.topic, batch.end, sequences,
+                                       ceilings_after(rows, numbers, checkpoint.ceilings), run_id)
     _commit(catalog, target, checkpoint, files, properties, result)
     _crash_point("iceberg-committed")
     reader.consumer.commit(offsets=[TopicPartition(target.topic, p, o) for p, o in batch.end.items()], asynchronous=False)

@@ -1,0 +1,87 @@
+"""Rows of a batch that repeat rows already committed: a replayed recording, a producer resending what it sent.
+
+Looking every batch up in the table reads more of it as it grows (files hold every symbol, so no file's event times
+fall outside a batch's). Most ids are numbered, `<exchange>-<n>` with n rising per symbol (Binance's trade and
+update ids), and for those the drain's checkpoint keeps each symbol's highest committed n: its ceiling. A committed
+row with the same id would carry the same n, so a row numbered above its symbol's ceiling repeats nothing. Only the
+others are looked up: rows numbered at or below the ceiling (replays, late arrivals), ids that are not numbered, and
+symbols without a ceiling yet. They are looked up in each symbol's event-time window, since a replayed message
+carries its original event time.
+"""
+
+from functools import reduce
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThanOrEqual, Or
+from pyiceberg.table import Table
+
+from k2_pipelines.lib.drain.sequences import record_keys
+
+NOT_NUMBERED = np.iinfo(np.int64).min
+_NUMBER = r"^(0|-?[1-9][0-9]{0,17})$"  # written canonically, so that ids and numbers map one to one
+
+Ceilings = dict[str, int]  # symbol -> highest id number committed
+
+
+def id_numbers(rows: pa.Table, id_column: str) -> np.ndarray:
+    """Per row, n where its id is `<exchange>-<n>`, else NOT_NUMBERED."""
+    ids, exchanges = rows.column(id_column).combine_chunks(), rows.column("exchange").combine_chunks()
+    numbers = np.full(rows.num_rows, NOT_NUMBERED, dtype=np.int64)
+    for exchange in pc.unique(exchanges).to_pylist():
+        prefix = f"{exchange}-"
+        rest = pc.utf8_slice_codeunits(ids, len(prefix))
+        numbered = pc.and_(pc.and_(pc.equal(exchanges, exchange), pc.starts_with(ids, prefix)),
+                           pc.match_substring_regex(rest, _NUMBER)).to_numpy(zero_copy_only=False)
+        if numbered.any():
+            numbers[numbered] = rest.filter(pa.array(numbered)).cast(pa.int64()).to_numpy()
+    return numbers
+
+
+def _ceilings_by_row(symbols: pa.ChunkedArray, ceilings: Ceilings) -> np.ndarray:
+    """Each row's symbol's ceiling; the largest number where a symbol has none (nothing is above it)."""
+    codes = pc.dictionary_encode(symbols.combine_chunks())
+    by_code = np.array([ceilings.get(s, np.iinfo(np.int64).max) for s in codes.dictionary.to_pylist()], np.int64)
+    return by_code[codes.indices.to_numpy(zero_copy_only=False)]
+
+
+def could_repeat(rows: pa.Table, numbers: np.ndarray, ceilings: Ceilings) -> np.ndarray:
+    return (numbers == NOT_NUMBERED) | (numbers <= _ceilings_by_row(rows.column("symbol"), ceilings))
+
+
+def ceilings_after(rows: pa.Table, numbers: np.ndarray, ceilings: Ceilings) -> Ceilings:
+    """The ceilings once `rows` (with their id numbers) are committed."""
+    numbered = numbers != NOT_NUMBERED
+    if not numbered.any():
+        return dict(ceilings)
+    highest = pa.table({"symbol": rows.column("symbol").filter(pa.array(numbered)), "n": numbers[numbered]}) \
+        .group_by("symbol").aggregate([("n", "max")])
+    after = dict(ceilings)
+    for symbol, n in zip(highest.column("symbol").to_pylist(), highest.column("n_max").to_pylist()):
+        after[symbol] = max(n, after.get(symbol, n))
+    return after
+
+
+def _windows(rows: pa.Table):
+    """Each symbol's rows' event-time window, as a filter (exchanges too, which are few)."""
+    spans = rows.group_by(["exchange", "symbol"]).aggregate([("timestamp", "min"), ("timestamp", "max")])
+    return reduce(Or, [And(And(EqualTo("exchange", span["exchange"]), EqualTo("symbol", span["symbol"])),
+                           And(GreaterThanOrEqual("timestamp", span["timestamp_min"].isoformat()),
+                               LessThanOrEqual("timestamp", span["timestamp_max"].isoformat())))
+                       for span in spans.to_pylist()])
+
+
+def repeats(table: Table, rows: pa.Table, keys: pa.Array, numbers: np.ndarray, id_column: str,
+            ceilings: Ceilings) -> np.ndarray:
+    """Which rows repeat a row already in the table (keys: their record_keys, numbers: their id_numbers)."""
+    found = np.zeros(rows.num_rows, dtype=bool)
+    suspects = np.flatnonzero(could_repeat(rows, numbers, ceilings))
+    if not suspects.size:
+        return found
+    picked = pa.array(suspects)
+    existing = table.scan(row_filter=_windows(rows.take(picked)),
+                          selected_fields=("exchange", "symbol", id_column)).to_arrow()
+    found[suspects] = pc.is_in(keys.take(picked), value_set=record_keys(existing, id_column)).to_numpy(
+        zero_copy_only=False)
+    return found
