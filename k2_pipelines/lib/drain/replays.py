@@ -80,7 +80,7 @@ def repeats(table: Table, rows: pa.Table, keys: pa.Array, numbers: np.ndarray, i
     if not suspects.size:
         return found
     picked = pa.array(suspects)
-    existing = table.scan(row_filter=_windows(rows.take(picked)),
+    existing = table.scan(row_filter=_windows(rows.select(["exchange", "symbol", "timestamp"]).take(picked)),
                           selected_fields=("exchange", "symbol", id_column)).to_arrow()
     found[suspects] = pc.is_in(keys.take(picked), value_set=record_keys(existing, id_column)).to_numpy(
         zero_copy_only=False)
