@@ -3,7 +3,8 @@ optional injected faults (gaps, duplicates, out-of-order frames, malformed frame
 
 The counts returned say exactly what was injected, so that tests can check what a drain finds: `gap_ids` trade ids
 skipped, `out_of_order:<kind>` frames swapped with the previous frame of the same symbol and kind, `duplicates:<kind>`,
-`resets` (a symbol's trade ids restart low after a two-minute silence)."""
+`resets` (a symbol's trade ids restart lower after a two-minute silence, below every id it used before: a new
+session never reuses an (exchange, symbol, trade id) key, which would be a duplicate)."""
 
 import json
 from collections import Counter
@@ -15,6 +16,7 @@ START_PRICES = {"BTCUSDT": 91877.12, "ETHUSDT": 3120.55, "BNBUSDT": 612.3, "SOLU
 FAULTS = ("gaps", "duplicates", "out_of_order", "malformed", "resets")
 FAULT_RATE = 0.005  # of frames, per kind of fault asked for
 RESET_SILENCE_MS = 120_000
+RESET_DROP = 10_000_000  # a reset restarts this far below the session before (longer than any generated session)
 START_MS = 1_763_683_200_000  # 2025-11-21 00:00 UTC
 
 # (expected dead-letter reason, how the frame is broken)
@@ -52,7 +54,8 @@ def generate_session(out: Path, symbols: list[str], frames: int, seed: int, faul
         raise ValueError(f"unknown faults {sorted(unknown)}; choose from {FAULTS}")
     rng = np.random.default_rng(seed)
     prices = {s: START_PRICES.get(s, 10 + rng.random() * 100) for s in symbols}
-    trade_ids = {s: int(rng.integers(1_000_000, 5_000_000_000)) for s in symbols}
+    trade_ids = {s: int(rng.integers(1_000_000_000, 5_000_000_000)) for s in symbols}
+    session_starts = dict(trade_ids)
     update_ids = {s: int(rng.integers(10_000_000, 90_000_000_000)) for s in symbols}
     counts: Counter = Counter()
     lines: list[tuple[int, str]] = []
@@ -63,7 +66,7 @@ def generate_session(out: Path, symbols: list[str], frames: int, seed: int, faul
         symbol = symbols[int(rng.integers(len(symbols)))]
         if "resets" in faults and rng.random() < FAULT_RATE / 10:  # the exchange restarts this symbol's numbering
             clock_ms += RESET_SILENCE_MS
-            trade_ids[symbol] = int(rng.integers(1, 1000))
+            trade_ids[symbol] = session_starts[symbol] = session_starts[symbol] - RESET_DROP - int(rng.integers(1, 1000))
             counts["resets"] += 1
         for _ in range(min(int(rng.geometric(0.3)), frames - len(lines))):
             clock_ms += int(rng.integers(0, 3))
