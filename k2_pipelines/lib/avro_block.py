@@ -168,7 +168,7 @@ def _as_decoded(values: pa.Array, avro_type) -> pa.Array:
 def decode_block(schema: dict, records: np.ndarray, lengths: np.ndarray, prefix: int = 0) -> pa.Table | None:
     """The records laid end to end in `records` (uint8), record i `lengths[i]` bytes long: `prefix` bytes that are
     not Avro (such as the Confluent header), then a body written with `schema`. None if any body is not clean.
-    The prefix is declared as an Avro fixed, so that the records are read where they lie, without a copy."""
+    The prefix is declared as an Avro fixed: nothing is gathered to strip it."""
     if not len(lengths):
         return None
     block_schema = _maps_as_arrays(schema, itertools.count())
