@@ -80,15 +80,18 @@ def test_a_faulty_session_lands_once_with_every_break_classified(kafka_broker, c
 
 def test_replayed_ids_already_committed_are_dropped(kafka_broker, catalog, tmp_path):
     session, counts, topics = _replay(kafka_broker, tmp_path, 4_000, set())
-    _drain_all(kafka_broker, trades_target(topics.trades))
+    targets = (trades_target(topics.trades), quotes_target(topics.quotes))
+    for target in targets:
+        _drain_all(kafka_broker, target)
     producer = MarketDataProducer(kafka_broker.bootstrap, default_registry(), topics)
-    replay(session, producer)  # the same trades again
+    replay(session, producer)  # the same messages again; the quotes get new event times (received-at)
     assert producer.flush(60) == 0
-    again = _drain_all(kafka_broker, trades_target(topics.trades))
-    assert sum(r.messages for r in again) == counts["trades"]
-    assert sum(r.rows_written for r in again) == 0
-    assert sum(r.duplicates_committed for r in again) == counts["trades"]
-    assert len(_table_ids(catalog, trades_target(topics.trades))) == counts["trades"]
+    for target, kind in zip(targets, ("trades", "quotes")):
+        again = _drain_all(kafka_broker, target)
+        assert sum(r.messages for r in again) == counts[kind]
+        assert sum(r.rows_written for r in again) == 0
+        assert sum(r.duplicates_committed for r in again) == counts[kind]
+        assert len(_table_ids(catalog, target)) == counts[kind]
 
 
 def _variant(**field_types) -> dict:

@@ -43,7 +43,7 @@ def test_repeats_are_found_in_the_table_and_new_rows_are_not(catalog):
     table = catalog.load_table(TRADES.identifier)
     table.append(_rows(("BINANCE", "BTCUSDT", "BINANCE-7", 10), ("BINANCE", "BTCUSDT", "BINANCE-odd", 20),
                        ("BINANCE", "ETHUSDT", "BINANCE-7", 30)).cast(table.schema().as_arrow()))
-    batch = _rows(("BINANCE", "BTCUSDT", "BINANCE-7", 10),  # a replay
+    batch = _rows(("BINANCE", "BTCUSDT", "BINANCE-7", 55),  # a replay, stamped when it was received again
                   ("BINANCE", "BTCUSDT", "BINANCE-odd", 20),  # a replay of an id that is not numbered
                   ("BINANCE", "BTCUSDT", "BINANCE-6", 5),  # a late arrival, new
                   ("BINANCE", "SOLUSDT", "BINANCE-7", 10),  # same id, another symbol: new

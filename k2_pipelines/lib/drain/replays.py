@@ -5,8 +5,8 @@ fall outside a batch's). Most ids are numbered, `<exchange>-<n>` with n rising p
 update ids), and for those the drain's checkpoint keeps each symbol's highest committed n: its ceiling. A committed
 row with the same id would carry the same n, so a row numbered above its symbol's ceiling repeats nothing. Only the
 others are looked up: rows numbered at or below the ceiling (replays, late arrivals), ids that are not numbered, and
-symbols without a ceiling yet. They are looked up in each symbol's event-time window, since a replayed message
-carries its original event time.
+symbols without a ceiling yet. They are looked up by each symbol's range of their ids: not by event time, which a
+replayed bookTicker does not keep (Binance sends none; its time is when K2 received it).
 """
 
 from functools import reduce
@@ -63,12 +63,12 @@ def ceilings_after(rows: pa.Table, numbers: np.ndarray, ceilings: Ceilings) -> C
     return after
 
 
-def _windows(rows: pa.Table):
-    """Each symbol's rows' event-time window, as a filter (exchanges too, which are few)."""
-    spans = rows.group_by(["exchange", "symbol"]).aggregate([("timestamp", "min"), ("timestamp", "max")])
+def _id_ranges(rows: pa.Table, id_column: str):
+    """A filter for the rows whose key could be among `rows`': per exchange and symbol, ids between theirs."""
+    spans = rows.group_by(["exchange", "symbol"]).aggregate([(id_column, "min"), (id_column, "max")])
     return reduce(Or, [And(And(EqualTo("exchange", span["exchange"]), EqualTo("symbol", span["symbol"])),
-                           And(GreaterThanOrEqual("timestamp", span["timestamp_min"].isoformat()),
-                               LessThanOrEqual("timestamp", span["timestamp_max"].isoformat())))
+                           And(GreaterThanOrEqual(id_column, span[f"{id_column}_min"]),
+                               LessThanOrEqual(id_column, span[f"{id_column}_max"])))
                        for span in spans.to_pylist()])
 
 
@@ -80,7 +80,7 @@ def repeats(table: Table, rows: pa.Table, keys: pa.Array, numbers: np.ndarray, i
     if not suspects.size:
         return found
     picked = pa.array(suspects)
-    existing = table.scan(row_filter=_windows(rows.select(["exchange", "symbol", "timestamp"]).take(picked)),
+    existing = table.scan(row_filter=_id_ranges(rows.select(["exchange", "symbol", id_column]).take(picked), id_column),
                           selected_fields=("exchange", "symbol", id_column)).to_arrow()
     found[suspects] = pc.is_in(keys.take(picked), value_set=record_keys(existing, id_column)).to_numpy(
         zero_copy_only=False)
