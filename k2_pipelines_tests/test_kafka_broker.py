@@ -1,3 +1,4 @@
+import base64
 import socket
 import uuid
 
@@ -5,6 +6,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 from k2_pipelines.lib.kafka.broker import Broker, BrokerError
+from k2_pipelines_tests.conftest import free_port
 
 
 def test_produce_consume_round_trip(kafka_broker):
@@ -73,5 +75,15 @@ def test_stop_and_restart_keeps_data(tmp_path, kafka_broker):
                 break
         consumer.close()
         assert values == [b"survives a restart"]
+    finally:
+        broker.stop()
+
+
+def test_a_cluster_id_that_starts_with_a_dash_formats(tmp_path, kafka_broker, monkeypatch):
+    dashed = next(u for u in iter(uuid.uuid4, None) if base64.urlsafe_b64encode(u.bytes).startswith(b"-"))
+    monkeypatch.setattr(uuid, "uuid4", lambda: dashed)  # one start in 64 drew such an id and failed
+    broker = Broker(home=tmp_path, port=free_port(), libs=kafka_broker.libs)
+    try:
+        assert broker.start()["bootstrap"] == broker.bootstrap
     finally:
         broker.stop()

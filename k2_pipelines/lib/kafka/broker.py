@@ -159,9 +159,10 @@ class Broker:
         return path
 
     def _format(self, java: str, properties: Path) -> None:
+        # one id in 64 starts with "-", so it goes as --cluster-id=ID (else argparse reads it as an option)
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         command = [java, *self._logging_options(), "-cp", f"{self.libs}/*", "kafka.tools.StorageTool",
-                   "format", "-t", cluster_id, "-c", str(properties)]
+                   "format", f"--cluster-id={cluster_id}", "-c", str(properties)]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             raise BrokerError(f"formatting {self.data_dir} failed:\n{done.stdout}{done.stderr}")
