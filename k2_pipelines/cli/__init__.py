@@ -99,6 +99,12 @@ def _asx_load(args) -> int:
     return 0 if result.success else 1
 
 
+def _dq_report(args) -> int:
+    from k2_pipelines.cli.dq import dq_report
+
+    return dq_report(args.asset, args.partition, args.html)
+
+
 def _demo(args) -> int:
     from k2_pipelines.cli.demo import run_demo
 
@@ -128,6 +134,8 @@ def _bench(args) -> int:
         return bench.bench_produce(args.frames, args.seed, args.cores, args.faults)
     if args.target == "drain":
         return bench.bench_drain(args.frames, args.baseline_messages, args.seed, args.cores, args.max_messages)
+    if args.target == "dq":
+        return bench.bench_dq(args.trades, args.seed, args.cores)
     return bench.bench_asx(args.trades, args.seed, args.cores)
 
 
@@ -201,6 +209,13 @@ def parser() -> argparse.ArgumentParser:
     load.add_argument("--end", type=date.fromisoformat, help="last trading date (default: --start)")
     load.set_defaults(run=_asx_load)
 
+    dq = commands.add_parser("dq", help="data quality").add_subparsers(dest="action", required=True)
+    dq_report = dq.add_parser("report", help="the newest check results of each asset (or of one, or one partition)")
+    dq_report.add_argument("--asset", help="e.g. asx_trades, binance_trades")
+    dq_report.add_argument("--partition", help="an ASX trading date (default: each run's results as a whole)")
+    dq_report.add_argument("--html", action="store_true", help="print the HTML reports' paths instead")
+    dq_report.set_defaults(run=_dq_report)
+
     demo = commands.add_parser("demo", help="start Kafka, generate a drop, load it, print what happened")
     demo.set_defaults(run=_demo)
 
@@ -229,6 +244,11 @@ def parser() -> argparse.ArgumentParser:
     bench_drain.add_argument("--cores", type=int, default=1, help="CPU cores the process is pinned to (default 1)")
     bench_drain.add_argument("--max-messages", type=int, default=Limits.max_messages, help="messages per batch")
     bench_drain.set_defaults(run=_bench)
+    bench_dq = bench.add_parser("dq", help="data-quality checks on one ASX trading date of N trades")
+    bench_dq.add_argument("--trades", type=int, default=5_000_000)
+    bench_dq.add_argument("--seed", type=int, default=7)
+    bench_dq.add_argument("--cores", type=int, default=2, help="CPU cores the process is pinned to (default 2)")
+    bench_dq.set_defaults(run=_bench)
     return root
 
 

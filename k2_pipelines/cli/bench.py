@@ -9,6 +9,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
@@ -24,6 +25,8 @@ from k2_pipelines.lib.catalog import load_catalog_at
 from k2_pipelines.lib.drain.drain import drain, quotes_target, reader_for, trades_target
 from k2_pipelines.lib.drain.kafka_batch import Limits
 from k2_pipelines.lib.kafka.broker import Broker
+from k2_pipelines.lib.quality.thresholds import Thresholds
+from k2_pipelines.lib.quality.validations import validate_market_load
 from k2_pipelines.lib.schema_registry import default_registry
 from k2_pipelines.lib.tables import TRADES as TRADES_TABLE
 from k2_pipelines.lib.tables import ensure_tables
@@ -61,6 +64,34 @@ def bench_asx(trades: int, seed: int, cores: int) -> int:
         print(f"k2 bench asx --trades {trades} --cores {cores}: loaded {result.rows_written:,} trades "
               f"({source_bytes / 1e6:,.0f} MB of CSV, {result.rows_rejected} rejected) in {elapsed:.2f}s = "
               f"{result.rows_written / elapsed:,.0f} rows/s; peak RSS {peak_mb:,.0f} MB")
+    return 0
+
+
+def bench_dq(trades: int, seed: int, cores: int) -> int:
+    """Data-quality checks of one ASX trading date of `trades` trades, as the asx_trades checks run them."""
+    _pin(cores)
+    with tempfile.TemporaryDirectory(prefix="k2-bench-") as scratch:
+        root = Path(scratch)
+        landing = root / "landing"
+        subprocess.run([sys.executable, "-m", "k2_pipelines", "sample", "asx", "--out", str(landing), "--days", "1",
+                        "--trades", str(trades), "--quotes-per-trade", "0", "--seed", str(seed)], check=True)
+        catalog = load_catalog_at(root / "state")
+        ensure_tables(catalog)
+        day = trading_days(DEFAULT_START, 1)[0]
+        # loaded in another process, so that this one's peak memory is the checks'
+        loader = multiprocessing.get_context("fork").Process(
+            target=load_market_days, args=(catalog, landing, TRADES, day, day, "bench"))
+        loader.start()
+        loader.join()
+        if loader.exitcode:
+            raise RuntimeError(f"loading the trading date failed (exit code {loader.exitcode})")
+        started = time.perf_counter()
+        [validation] = validate_market_load(catalog, TRADES, landing, "bench", day, day, Thresholds(),
+                                            datetime.now(timezone.utc))
+        elapsed = time.perf_counter() - started
+        print(f"k2 bench dq --trades {trades} --cores {cores}: {len(validation.outcomes)} checks on {validation.rows:,} "
+              f"rows of {day} in {elapsed:.2f}s ({validation.rows / elapsed:,.0f} rows/s, read and checked); peak RSS "
+              f"{_peak_rss_mb():,.0f} MB; {validation.verdict}")
     return 0
 
 

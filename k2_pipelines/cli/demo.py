@@ -1,6 +1,9 @@
 """`make demo`: the embedded stack end to end, then what it did and where to look."""
 
+from collections import defaultdict
 from datetime import date, timedelta
+
+import dagster as dg
 
 from k2_pipelines.cli.asx import run_asx_load
 from k2_pipelines.cli.dagster_home import prepare_dagster_home
@@ -21,6 +24,19 @@ DEMO_BINANCE_SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT")
 DEMO_FRAMES = 50_000
 
 
+def print_checks(result: dg.ExecuteInProcessResult) -> None:
+    """The run's data-quality check results, per asset."""
+    by_asset = defaultdict(list)
+    for evaluation in result.get_asset_check_evaluations():
+        by_asset[evaluation.asset_key.to_user_string()].append(evaluation)
+    for asset, evaluations in sorted(by_asset.items()):
+        failed = [f"{e.check_name} ({e.severity.value}, {e.metadata['failing'].value:,} failing)"
+                  for e in evaluations if not e.passed]
+        print(f"     checks of {asset}: {len(evaluations) - len(failed)} of {len(evaluations)} passed"
+              + (f"; failed: {', '.join(failed)}" if failed else "")
+              + f"\n       report {evaluations[0].metadata['report'].value}")
+
+
 def run_demo() -> int:
     home = prepare_dagster_home()
     broker = Broker.from_env().start()
@@ -38,7 +54,8 @@ def run_demo() -> int:
     first, last = date.fromisoformat(keys[0]), date.fromisoformat(keys[-1])
     result = run_asx_load(first, last)
     print(f"3. Dagster run {result.run_id} loaded trading dates {first}..{last}: "
-          f"{'succeeded' if result.success else 'FAILED'}")
+          f"{'succeeded' if result.success else 'FAILED'}; Great Expectations checked what it wrote:")
+    print_checks(result)
 
     session = state_dir() / "landing" / "binance" / "session.jsonl"
     if not session.exists():
@@ -58,6 +75,7 @@ def run_demo() -> int:
                       f"{m['rows_written'].value:,} rows, {m['duplicates_dropped'].value:,} duplicates dropped, "
                       f"{m['dead_letters'].value:,} dead letters, breaks {m['sequence_breaks'].value}, "
                       f"lag after {m['lag_after'].value:,}, {m['duration_seconds'].value:.2f}s")
+            print_checks(run)
 
     catalog = load_k2_catalog()
     print("\nIceberg tables (k2 tables):")
@@ -82,6 +100,7 @@ Where things are:
 Next:
   make dev       opens the Dagster UI at http://127.0.0.1:3000 (this run is in its Runs page)
   k2 tables      table stats;  k2 kafka status|stop  the broker
+  k2 dq report   the newest data-quality results (--asset A, --partition P, --html for the reports' paths)
   k2 stream binance --symbols BTCUSDT,ETHUSDT   the live stream (needs internet); k2 replay binance FILE
   k2 drain binance --until-caught-up             drain outside Dagster; in `make dev` the lag sensor drains
 """)

@@ -1,6 +1,12 @@
-"""Per-table statistics read from the catalog (current snapshot summaries): cheap, no data scan."""
+"""Per-table statistics read from the catalog (snapshot summaries, file statistics): cheap, no data scan."""
+
+from datetime import datetime, timezone
 
 from pyiceberg.catalog import Catalog
+from pyiceberg.conversions import from_bytes
+from pyiceberg.expressions import EqualTo
+from pyiceberg.table import Table
+from pyiceberg.types import TimestamptzType
 
 from k2_pipelines.lib.tables import NAMESPACE
 
@@ -29,3 +35,12 @@ def format_stats(stats: list[dict]) -> str:
     for s in stats:
         lines.append(f"{s['table']:<28} {s['rows']:>12,} {s['data_files']:>6} {s['bytes']:>14,}  {s['snapshot_id']}")
     return "\n".join(lines)
+
+
+def newest_event_time(table: Table, exchange: str) -> datetime | None:
+    """The latest event time of an exchange's rows, from the data files' column bounds: no data is read."""
+    field_id = table.schema().find_field("timestamp").field_id
+    bounds = [from_bytes(TimestamptzType(), task.file.upper_bounds[field_id])
+              for task in table.scan(row_filter=EqualTo("exchange", exchange)).plan_files()
+              if field_id in (task.file.upper_bounds or {})]
+    return datetime.fromtimestamp(max(bounds) / 1e6, timezone.utc) if bounds else None

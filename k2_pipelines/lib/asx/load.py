@@ -22,6 +22,8 @@ from k2_pipelines.lib.tables import QUOTES, REFERENCE_DATA, REJECTS, TRADES
 from k2_pipelines.lib.uuids import random_uuids
 
 _TABLES = {"trades": TRADES, "quotes": QUOTES}
+RUN_ID = "k2.run-id"  # in the snapshot summary of every load commit
+PARTITIONS = "k2.partitions"  # first..last trading date of a market load, "all" for reference data
 WRITE_BATCH_ROWS = 2_000_000  # about 0.5 GB of parsed Arrow rows
 
 
@@ -61,8 +63,8 @@ def _reject_rows(rejects: list[dict], source: str, run_id: str, now: datetime) -
 
 def _snapshot_properties(run_id: str, source_files: list[Path], partitions: str) -> dict[str, str]:
     return {
-        "k2.run-id": run_id,
-        "k2.partitions": partitions,
+        RUN_ID: run_id,
+        PARTITIONS: partitions,
         "k2.source-files": json.dumps([{"path": str(p), "fingerprint": fingerprint(p)} for p in source_files]),
     }
 

@@ -110,7 +110,7 @@ def classify(layout: CsvLayout, values: dict[str, str], date_ok: bool, time_ok: 
     return "bad_qualifiers", f"Qualifiers={values.get('Qualifiers')!r}"
 
 
-def _attribute_days(days: np.ndarray, known: np.ndarray) -> np.ndarray:
+def attribute_days(days: np.ndarray, known: np.ndarray) -> np.ndarray:
     """Give rows without a valid date the trading day of the nearest row before them (else after them)."""
     if known.all() or not known.any():
         return days
@@ -214,7 +214,7 @@ def parse_market_file(
     if company is None:
         ok[:] = False
 
-    row_days = _attribute_days(days, date_ok)
+    row_days = attribute_days(days, date_ok)
     in_range = (row_days >= first_day) & (row_days <= last_day)
     good = ok & in_range
     if good.all():

@@ -141,7 +141,7 @@ def generate(out: Path, symbols: list[str], days: int, trades: int, quotes_per_t
             volume = np.maximum(1, rng.lognormal(7, 1.5, n).astype(np.int64))
             venue = np.where(rng.random(n) < 0.3, "X", "")
             buyer = np.where(rng.random(n) < 0.01, (prices * (1 + rng.random(n) / 100) / 1000).round(3).astype(str), "")
-            trade_columns.append([pa.array(np.full(n, day_text)), _time_of_day(times), _fixed(prices), pa.array(volume).cast(pa.string()),
+            trade_columns.append([pa.repeat(day_text, n), _time_of_day(times), _fixed(prices), pa.array(volume).cast(pa.string()),
                                   pa.array(rng.choice(QUALIFIER_CODES, n, p=QUALIFIER_WEIGHTS)).cast(pa.string()),
                                   pa.array(venue), pa.array(buyer)])
             q = max(1, int(rng.poisson(n * quotes_per_trade))) if quotes_per_trade > 0 else 0
@@ -149,7 +149,7 @@ def generate(out: Path, symbols: list[str], days: int, trades: int, quotes_per_t
                 quote_times = _intraday_ms(rng, q)
                 mid = prices[np.minimum(np.searchsorted(times, quote_times), n - 1)]
                 spread = rng.integers(1, 4, q) * max(1, price_milli // 1000)
-                quote_columns.append([pa.array(np.full(q, day_text)), _time_of_day(quote_times),
+                quote_columns.append([pa.repeat(day_text, q), _time_of_day(quote_times),
                                       _fixed(np.maximum(1, mid - spread)), _fixed(mid + spread),
                                       pa.array(rng.lognormal(8, 1.2, q).astype(np.int64)).cast(pa.string()),
                                       pa.array(rng.lognormal(8, 1.2, q).astype(np.int64)).cast(pa.string())])

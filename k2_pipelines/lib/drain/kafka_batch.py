@@ -4,6 +4,7 @@ import gc
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import numpy as np
 import pyarrow as pa
@@ -127,6 +128,20 @@ class TopicReader:
             self._partitions, self._partitions_read_at = sorted(metadata.partitions), time.monotonic()
         return {p: self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)
                 for p in self._partitions}
+
+    def newest_message_time(self) -> datetime | None:
+        """When the topic's newest message was written (its Kafka timestamp); None for an empty topic."""
+        newest = None
+        for partition, (low, high) in self.watermarks().items():
+            if high <= low:
+                continue
+            self._next = {}  # the next batch assigns again
+            self.consumer.assign([TopicPartition(self.topic, partition, high - 1)])
+            for message in self.consumer.consume(1, timeout=10):
+                if message.error() is None and message.timestamp()[1] > 0:
+                    written = datetime.fromtimestamp(message.timestamp()[1] / 1000, timezone.utc)
+                    newest = max(newest or written, written)
+        return newest
 
     def read(self, stored: dict[int, int], limits: Limits) -> KafkaBatch:
         """Messages from `stored` offsets up to the end of each partition as it was when the batch began, or until a

@@ -1,0 +1,27 @@
+from dataclasses import fields
+
+import dagster as dg
+
+from k2_pipelines.lib.quality.thresholds import Thresholds
+
+_DEFAULTS = Thresholds()
+
+
+class QualityResource(dg.ConfigurableResource):
+    """The limits K2's data-quality checks hold data to (lib/quality/thresholds.py); set per run in the launchpad."""
+
+    future_tolerance_seconds: float = _DEFAULTS.future_tolerance_seconds
+    price_jump_band: float = _DEFAULTS.price_jump_band
+    max_gap_share: float = _DEFAULTS.max_gap_share
+    max_dead_letter_share: float = _DEFAULTS.max_dead_letter_share
+    freshness_minutes: float = _DEFAULTS.freshness_minutes
+    trading_opens_minute: int = _DEFAULTS.trading_opens_minute
+    trading_closes_minute: int = _DEFAULTS.trading_closes_minute
+
+    def thresholds(self) -> Thresholds:
+        return Thresholds(**{f.name: getattr(self, f.name) for f in fields(Thresholds)})
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(resources={"quality": QualityResource()})

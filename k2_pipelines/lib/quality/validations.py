@@ -1,0 +1,136 @@
+"""Validate what one run wrote: an ASX load (per trading date), a reference-data load, a drained micro-batch."""
+
+from collections import Counter
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyiceberg.catalog import Catalog
+from pyiceberg.expressions import And, EqualTo
+
+from k2_pipelines.lib.asx.landing import lines_by_trading_date
+from k2_pipelines.lib.asx.layouts import CsvLayout
+from k2_pipelines.lib.asx.load import PARTITIONS
+from k2_pipelines.lib.asx.load import RUN_ID as LOAD_RUN_ID
+from k2_pipelines.lib.drain.checkpoint import RUN_ID as DRAIN_RUN_ID
+from k2_pipelines.lib.quality.checks import asx_checks, market_checks, reference_checks, stream_checks
+from k2_pipelines.lib.quality.frames import days_frame, market_rows, stream_frames, trading_dates
+from k2_pipelines.lib.quality.report import Validation
+from k2_pipelines.lib.quality.thresholds import Thresholds
+from k2_pipelines.lib.quality.validate import run_checks
+from k2_pipelines.lib.run_rows import rows_written_by_run
+from k2_pipelines.lib.table_stats import newest_event_time
+from k2_pipelines.lib.tables import DEAD_LETTERS, QUOTES, REFERENCE_DATA, REJECTS, SEQUENCE_GAPS, TRADES
+
+MARKET_TABLES = {"trades": (TRADES, "trade_id"), "quotes": (QUOTES, "quote_id")}
+
+
+def _listings(catalog: Catalog) -> pa.Table:
+    return catalog.load_table(REFERENCE_DATA.identifier).scan(
+        selected_fields=("exchange", "symbol", "listing_date")).to_arrow()
+
+
+def _required(catalog: Catalog, identifier: str) -> tuple[str, ...]:
+    return tuple(f.name for f in catalog.load_table(identifier).schema().fields if f.required)
+
+
+def market_load(catalog: Catalog, kind: str, run_id: str | None = None) -> tuple[str, date, date] | None:
+    """(run id, first, last trading date) of that run's market load, or of the newest load when run_id is None."""
+    for snapshot in reversed(catalog.load_table(MARKET_TABLES[kind][0].identifier).snapshots()):
+        summary = snapshot.summary or {}
+        if (run_id is None or summary.get(LOAD_RUN_ID) == run_id) and ".." in summary.get(PARTITIONS, ""):
+            first, last = summary[PARTITIONS].split("..")
+            return summary[LOAD_RUN_ID], date.fromisoformat(first), date.fromisoformat(last)
+    return None
+
+
+def reference_load(catalog: Catalog, run_id: str | None = None) -> str | None:
+    """That run's id if it loaded reference data, or the newest such run's when run_id is None."""
+    for snapshot in reversed(catalog.load_table(REFERENCE_DATA.identifier).snapshots()):
+        loaded = (snapshot.summary or {}).get(LOAD_RUN_ID)
+        if loaded and (run_id is None or loaded == run_id):
+            return loaded
+    return None
+
+
+def _by_trading_date(rows: pa.Table, first: date, last: date) -> dict[str, pa.Table]:
+    """The rows of each trading date first..last: slices where a date's rows lie together (each data file of a load
+    holds one trading date), else filtered copies."""
+    dates = rows.column("trading_date").combine_chunks()
+    days = [first + timedelta(days=offset) for offset in range((last - first).days + 1)]
+    if not len(dates):
+        return {str(day): rows for day in days}
+    changes = np.flatnonzero(pc.not_equal(dates[1:], dates[:-1]).fill_null(True).to_numpy(zero_copy_only=False)) + 1
+    starts = np.concatenate(([0], changes))
+    spans = dict(zip(dates.take(pa.array(starts)).to_pylist(), zip(starts.tolist(), np.append(changes, len(dates)).tolist())))
+    if len(spans) < len(starts):  # a date's rows are apart
+        return {str(day): rows.filter(pc.equal(dates, pa.scalar(day, pa.date32()))) for day in days}
+    return {str(day): rows.slice(spans[day][0], spans[day][1] - spans[day][0]) if day in spans else rows.slice(0, 0)
+            for day in days}
+
+
+def validate_market_load(catalog: Catalog, layout: CsvLayout, landing: Path, run_id: str, first: date, last: date,
+                         thresholds: Thresholds, now: datetime) -> list[Validation]:
+    """One validation per trading date first..last of an ASX load run."""
+    table, id_column = MARKET_TABLES[layout.kind]
+    required = _required(catalog, table.identifier)
+    rows = rows_written_by_run(catalog.load_table(table.identifier), LOAD_RUN_ID, run_id, required)
+    rows = rows.append_column("trading_date", trading_dates(rows.column(id_column).combine_chunks()))
+    rejects = catalog.load_table(REJECTS.identifier).scan(
+        row_filter=And(EqualTo("run_id", run_id), EqualTo("source", layout.asset)),
+        selected_fields=("partition_key",)).to_arrow()
+    rejected = Counter(rejects.column("partition_key").to_pylist())
+    source = sum((lines_by_trading_date(p) for p in sorted((landing / layout.kind).glob("*.csv"))), Counter())
+    listings = _listings(catalog)
+    checks = market_checks(layout.kind, table.schema(), id_column, thresholds, now) + asx_checks(thresholds)
+    days = _by_trading_date(rows, first, last)
+    del rows  # each date's rows are let go once its frame is built
+    validations = []
+    for day in list(days):
+        day_rows = days.pop(day)
+        frames = {"rows": market_rows(day_rows, layout.kind, listings, required, asx=True),
+                  "days": days_frame({day: source[day]}, {day: day_rows.num_rows}, {day: rejected[day]})}
+        count = day_rows.num_rows
+        del day_rows
+        outcomes = run_checks(frames, checks, {"rows": [id_column], "days": ["trading_date"]})
+        validations.append(Validation(layout.asset, run_id, now, count, outcomes, partition=day))
+    return validations
+
+
+def validate_reference_load(catalog: Catalog, asset: str, run_id: str, now: datetime) -> Validation:
+    table = catalog.load_table(REFERENCE_DATA.identifier)
+    rows = rows_written_by_run(table, LOAD_RUN_ID, run_id)
+    frame = rows.select(list(_required(catalog, REFERENCE_DATA.identifier)) + ["listing_date", "delisting_date"])
+    outcomes = run_checks({"rows": frame.to_pandas()}, reference_checks(table.schema()),
+                          {"rows": ["exchange", "symbol"]})
+    return Validation(asset, run_id, now, rows.num_rows, outcomes)
+
+
+def validate_drain(catalog: Catalog, asset: str, kind: str, topic: str, exchange: str, run_id: str,
+                   messages: int | None, newest_message: datetime | None, thresholds: Thresholds,
+                   now: datetime) -> Validation:
+    """A drained micro-batch: its rows, its sequence gaps and dead letters, and how fresh the table is. `messages`
+    is how many the batch read (rows and dead letters when unknown: the duplicates it dropped are not kept)."""
+    definition, id_column = MARKET_TABLES[kind]
+    main = catalog.load_table(definition.identifier)
+    required = _required(catalog, definition.identifier)
+    rows = rows_written_by_run(main, DRAIN_RUN_ID, run_id, required)
+    gaps = catalog.load_table(SEQUENCE_GAPS.identifier).scan(
+        row_filter=And(EqualTo("detected_in_run", run_id), EqualTo("table_name", definition.name)),
+        selected_fields=("symbol", "kind", "missing")).to_arrow()
+    gaps = gaps.filter(pc.starts_with(gaps.column("kind"), "gap"))
+    dead_letters = catalog.load_table(DEAD_LETTERS.identifier).scan(
+        row_filter=And(EqualTo("run_id", run_id), EqualTo("topic", topic)), selected_fields=("offset",)).count()
+    notes = [] if newest_message else [f"{topic}: no message timestamp could be read, so the feed counts as down"]
+    if messages is None:
+        messages = rows.num_rows + dead_letters
+        notes.append("the batch's message count is not recorded: the dead-letter rate counts rows and dead letters")
+    frames = {"rows": market_rows(rows, kind, _listings(catalog), required)}
+    frames |= stream_frames(rows, gaps, messages, dead_letters, newest_event_time(main, exchange), newest_message,
+                            now, thresholds.freshness_minutes)
+    checks = market_checks(kind, definition.schema(), id_column, thresholds, now) \
+        + stream_checks(thresholds, gaps_tracked=kind == "trades")
+    outcomes = run_checks(frames, checks, {"rows": [id_column], "symbols": ["symbol"]})
+    return Validation(asset, run_id, now, rows.num_rows, outcomes, notes=notes)
