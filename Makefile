@@ -4,7 +4,7 @@ UV := python3 -m uv
 VENV := .venv
 K2 := $(VENV)/bin/k2
 
-.PHONY: install kafka-jars demo dev test bench clean
+.PHONY: install kafka-jars chromium demo dev test bench clean
 
 $(VENV)/.installed: pyproject.toml uv.lock
 	$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -16,13 +16,18 @@ install: $(VENV)/.installed kafka-jars
 kafka-jars: $(VENV)/.installed
 	$(K2) kafka fetch
 
+# Debian's Chromium renders the data-quality reports in the tests
+chromium:
+	command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
 demo: install
 	$(K2) demo
 
 dev: install
 	$(K2) dev
 
-test: install
+test: install chromium
 	$(VENV)/bin/ruff check k2_pipelines k2_pipelines_tests
 	$(VENV)/bin/python -m pytest
 
