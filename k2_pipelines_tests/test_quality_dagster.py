@@ -78,7 +78,7 @@ def test_an_asx_load_checks_what_it_wrote_and_reports_per_trading_date(catalog, 
 
 
 def test_a_failed_error_check_blocks_what_is_downstream_and_a_warning_does_not(catalog, landing):
-    @dg.asset(deps=[asx_trades], partitions_def=asx_trading_days)
+    @dg.asset(deps=[asx_trades], partitions_def=asx_trading_days, backfill_policy=dg.BackfillPolicy.single_run())
     def downstream_of_trades() -> None:
         """Stands for the gold tables to come."""
 
