@@ -196,3 +196,15 @@ def test_reference_data_checks(check, failing, mutate):
     outcomes = _reference(mutate)
     assert [name for name, o in outcomes.items() if not o.passed] == ([check] if check else [])
     assert sum(o.failing for o in outcomes.values()) == failing
+
+
+def test_a_loads_rows_split_by_trading_date_whether_or_not_they_lie_together():
+    from k2_pipelines.lib.quality.validations import _by_trading_date
+
+    day, next_day = AT.date(), AT.date() + timedelta(days=1)
+    for dates in ([day, day, next_day], [day, next_day, day]):  # a date's files may be written in several batches
+        rows = pa.table({"n": range(3), "trading_date": pa.array(dates, pa.date32())})
+        split = _by_trading_date(rows, day, next_day + timedelta(days=1))
+        assert {d: t.column("n").to_pylist() for d, t in split.items()} == {
+            str(day): [n for n, d in enumerate(dates) if d == day], str(next_day): [dates.index(next_day)],
+            str(next_day + timedelta(days=1)): []}

@@ -63,12 +63,12 @@ def _by_trading_date(rows: pa.Table, first: date, last: date) -> dict[str, pa.Ta
     if not len(dates):
         return {str(day): rows for day in days}
     changes = np.flatnonzero(pc.not_equal(dates[1:], dates[:-1]).fill_null(True).to_numpy(zero_copy_only=False)) + 1
-    starts = np.concatenate(([0], changes))
-    spans = dict(zip(dates.take(pa.array(starts)).to_pylist(), zip(starts.tolist(), np.append(changes, len(dates)).tolist())))
+    starts, ends = np.concatenate(([0], changes)), np.append(changes, len(dates))
+    spans = {day: (start, end - start) for day, start, end in
+             zip(dates.take(pa.array(starts)).to_pylist(), starts.tolist(), ends.tolist())}
     if len(spans) < len(starts):  # a date's rows are apart
         return {str(day): rows.filter(pc.equal(dates, pa.scalar(day, pa.date32()))) for day in days}
-    return {str(day): rows.slice(spans[day][0], spans[day][1] - spans[day][0]) if day in spans else rows.slice(0, 0)
-            for day in days}
+    return {str(day): rows.slice(*spans.get(day, (0, 0))) for day in days}
 
 
 def validate_market_load(catalog: Catalog, layout: CsvLayout, landing: Path, run_id: str, first: date, last: date,
