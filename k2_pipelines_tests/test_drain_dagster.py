@@ -4,12 +4,14 @@ import dagster as dg
 
 from k2_pipelines.defs.binance.assets import binance_quotes, binance_trades
 from k2_pipelines.defs.binance.resources import BinanceKafkaResource
+from k2_pipelines.defs.binance.schedules import drain_schedules
 from k2_pipelines.defs.binance.sensors import binance_lag_sensor
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.lib.binance.producer import MarketDataProducer
 from k2_pipelines.lib.binance.recording import replay
 from k2_pipelines.lib.binance.sample import generate_session
 from k2_pipelines.lib.schema_registry import default_registry
+from k2_pipelines_tests.conftest import free_port
 from k2_pipelines_tests.kafka_helpers import unique_topics
 
 
@@ -45,3 +47,22 @@ def test_the_sensor_launches_a_drain_per_lagging_table_and_materializations_repo
         assert [r.job_name for r in later.run_requests] == ["drain_binance_trades"]  # quotes caught up
         assert later.run_requests[0].run_key != next(r.run_key for r in tick.run_requests
                                                      if r.job_name == "drain_binance_trades")
+
+
+def test_the_fallback_schedule_drains_only_a_lagging_topic_it_can_reach(kafka_broker, catalog, tmp_path):
+    session = tmp_path / "session.jsonl"
+    generate_session(session, ["BTCUSDT"], 200, seed=3)
+    topics = unique_topics()
+    producer = MarketDataProducer(kafka_broker.bootstrap, default_registry(), topics)
+    replay(session, producer)
+    assert producer.flush(30) == 0
+    [trades_schedule, _] = drain_schedules
+
+    def tick(bootstrap: str) -> dg.RunRequest | dg.SkipReason:
+        resources = {"iceberg": IcebergCatalogResource(),
+                     "binance_kafka": BinanceKafkaResource(bootstrap=bootstrap, trades_topic=topics.trades)}
+        return trades_schedule(dg.build_schedule_context(resources=resources))
+
+    assert isinstance(tick(kafka_broker.bootstrap), dg.RunRequest)
+    unreachable = tick(f"127.0.0.1:{free_port()}")  # a broker that is down: a skip, not a failing drain
+    assert isinstance(unreachable, dg.SkipReason) and "cannot read the offsets" in unreachable.skip_message

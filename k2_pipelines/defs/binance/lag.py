@@ -1,0 +1,40 @@
+"""How far a table's drains are behind their topic: what the lag sensor and the fallback schedules look at."""
+
+import json
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaException
+
+from k2_pipelines.defs.binance.resources import BinanceKafkaResource
+from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
+from k2_pipelines.lib.drain.checkpoint import stored_checkpoint
+
+
+@dataclass(frozen=True)
+class Lag:
+    table: str
+    messages: int | None  # None: the topic's offsets could not be read
+    stored: dict[int, int]  # the offsets stored in Iceberg
+    note: str
+
+    @property
+    def run_key(self) -> str:
+        """One range of offsets, one drain."""
+        return f"{self.table}:{json.dumps(self.stored, sort_keys=True)}"
+
+
+def lag(stored: dict[int, int], marks: dict[int, tuple[int, int]]) -> int:
+    return sum(max(high - stored.get(partition, low), 0) for partition, (low, high) in marks.items())
+
+
+def table_lag(table: str, iceberg: IcebergCatalogResource, binance_kafka: BinanceKafkaResource) -> Lag:
+    target = binance_kafka.target(table)
+    stored = stored_checkpoint(iceberg.catalog().load_table(target.table.identifier), target.topic).offsets
+    reader = binance_kafka.reader(target)
+    try:
+        behind = lag(stored, reader.watermarks())
+    except KafkaException as error:
+        return Lag(table, None, stored, f"cannot read the offsets of {target.topic}: {error}")
+    finally:
+        reader.close()
+    return Lag(table, behind, stored, f"{target.topic}: lag {behind}")
