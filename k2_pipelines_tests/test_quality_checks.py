@@ -7,7 +7,15 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
-from k2_pipelines.lib.quality.checks import ERROR, WARN, asx_checks, market_checks, reference_checks, stream_checks
+from k2_pipelines.lib.quality.checks import (
+    ERROR,
+    WARN,
+    asx_checks,
+    market_checks,
+    reference_checks,
+    required_fields,
+    stream_checks,
+)
 from k2_pipelines.lib.quality.frames import days_frame, market_rows, stream_frames, trading_dates
 from k2_pipelines.lib.quality.thresholds import Thresholds
 from k2_pipelines.lib.quality.validate import run_checks
@@ -53,7 +61,7 @@ def _market_outcomes(kind: str, exchange: str, mutate=lambda rows: None) -> dict
     mutate(rows)
     table = _table(rows, kind)
     definition, id_column = (TRADES, "trade_id") if kind == "trades" else (QUOTES, "quote_id")
-    required = tuple(f.name for f in definition.schema().fields if f.required)
+    required = required_fields(definition.schema())
     checks = market_checks(kind, definition.schema(), id_column, Thresholds(), NOW)
     asx = exchange == "ASX"
     if asx:

@@ -32,14 +32,7 @@ def trading_dates(path: Path) -> list[str]:
 
     Reads raw bytes, not CSV: the sensor must learn a file's dates whatever else is wrong with it.
     """
-    data = np.frombuffer(path.read_bytes(), dtype=np.uint8)
-    starts = np.concatenate(([0], np.flatnonzero(data == ord("\n")) + 1))
-    starts = starts[starts + _DATE_WIDTH <= len(data)]
-    prefixes = np.column_stack([data[starts + i] for i in range(_DATE_WIDTH)]).view(f"S{_DATE_WIDTH}").ravel()
-    changes = np.concatenate(([True], prefixes[1:] != prefixes[:-1]))  # files run in time order: few changes
-    candidates = pa.array(sorted({p.decode("latin-1") for p in prefixes[changes]}))
-    valid, days = parse_dates(candidates)
-    return sorted({str(EPOCH + timedelta(days=int(d))) for d in days[valid]})
+    return sorted(lines_by_trading_date(path))
 
 
 def lines_by_trading_date(path: Path) -> Counter:

@@ -1,8 +1,9 @@
 """What a drain has consumed, stored in the Iceberg snapshot of the same commit that added the rows.
 
 Each drain commit's snapshot summary holds, per topic, the next offset to read in each partition, the run id, the
-last sequence seen per symbol, and per symbol the highest id number committed (see replays.py). A drain starts from the newest snapshot holding them (walking ancestry, so that
-snapshots from other writers, such as compaction, are skipped).
+last sequence seen per symbol, and per symbol the highest id number committed (see replays.py). A drain starts
+from the newest snapshot holding them (walking ancestry, so that snapshots from other writers, such as compaction,
+are skipped).
 """
 
 import json

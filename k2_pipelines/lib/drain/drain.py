@@ -216,7 +216,8 @@ def drain_once(catalog: Catalog, reader: TopicReader, target: DrainTarget, regis
                                        ceilings_after(rows, numbers, checkpoint.ceilings), run_id)
     _commit(catalog, target, checkpoint, files, properties, result)
     _crash_point("iceberg-committed")
-    reader.consumer.commit(offsets=[TopicPartition(target.topic, p, o) for p, o in batch.end.items()], asynchronous=False)
+    reader.consumer.commit(offsets=[TopicPartition(target.topic, p, o) for p, o in batch.end.items()],
+                           asynchronous=False)
 
     result.rows_written = rows.num_rows
     result.rows_by_symbol = Counter({entry["values"]: entry["counts"] for entry in symbols.value_counts().to_pylist()})

@@ -34,6 +34,16 @@ class Check:
     expectations: tuple
 
 
+def required_fields(schema: Schema) -> tuple[str, ...]:
+    return tuple(f.name for f in schema.fields if f.required)
+
+
+def _not_null(schema: Schema) -> Check:
+    required = required_fields(schema)
+    return Check("required_fields", ERROR, f"required fields are not null ({', '.join(required)})", "rows",
+                 tuple(gxe.ExpectColumnValuesToNotBeNull(column=c) for c in required))
+
+
 def _positive(*columns: str) -> tuple:
     return tuple(gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, strict_min=True, max_value=DECIMAL_MAX)
                  for c in columns)
@@ -41,10 +51,8 @@ def _positive(*columns: str) -> tuple:
 
 def market_checks(kind: str, schema: Schema, id_column: str, thresholds: Thresholds, now: datetime) -> list[Check]:
     """Row checks of trades (kind "trades") or quotes ("quotes"), whatever the source."""
-    required = tuple(f.name for f in schema.fields if f.required)
     latest = now + timedelta(seconds=thresholds.future_tolerance_seconds)
-    checks = [Check("required_fields", ERROR, f"required fields are not null ({', '.join(required)})", "rows",
-                    tuple(gxe.ExpectColumnValuesToNotBeNull(column=c) for c in required))]
+    checks = [_not_null(schema)]
     if kind == "trades":
         checks += [
             Check("price_and_quantity_positive", ERROR, "price and quantity are > 0 and fit decimal(18,8)", "rows",
@@ -109,10 +117,8 @@ def asx_checks(thresholds: Thresholds) -> list[Check]:
 
 
 def reference_checks(schema: Schema) -> list[Check]:
-    required = tuple(f.name for f in schema.fields if f.required)
     return [
-        Check("required_fields", ERROR, f"required fields are not null ({', '.join(required)})", "rows",
-              tuple(gxe.ExpectColumnValuesToNotBeNull(column=c) for c in required)),
+        _not_null(schema),
         Check("unique_companies", ERROR, "(exchange, company_id) is unique", "rows",
               (gxe.ExpectCompoundColumnsToBeUnique(column_list=["exchange", "company_id"]),)),
         Check("listed_before_delisted", ERROR, "no delisting before its listing", "rows",

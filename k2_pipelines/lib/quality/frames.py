@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 from k2_pipelines.lib.asx.layouts import TIMEZONE
 from k2_pipelines.lib.avro_arrow import join
 
-_READ_BY_CHECKS = {"trade_id", "quote_id", "company_id", "symbol", "exchange", "side"}  # strings checked beyond nulls
+_READ_BY_CHECKS = {"trade_id", "quote_id", "symbol", "exchange", "side"}  # strings checked beyond nulls
 
 
 def _as_frame(columns: dict[str, pa.Array]) -> pd.DataFrame:

@@ -15,7 +15,13 @@ from k2_pipelines.lib.asx.layouts import CsvLayout
 from k2_pipelines.lib.asx.load import PARTITIONS
 from k2_pipelines.lib.asx.load import RUN_ID as LOAD_RUN_ID
 from k2_pipelines.lib.drain.checkpoint import RUN_ID as DRAIN_RUN_ID
-from k2_pipelines.lib.quality.checks import asx_checks, market_checks, reference_checks, stream_checks
+from k2_pipelines.lib.quality.checks import (
+    asx_checks,
+    market_checks,
+    reference_checks,
+    required_fields,
+    stream_checks,
+)
 from k2_pipelines.lib.quality.frames import days_frame, market_rows, stream_frames, trading_dates
 from k2_pipelines.lib.quality.report import Validation
 from k2_pipelines.lib.quality.thresholds import Thresholds
@@ -30,10 +36,6 @@ MARKET_TABLES = {"trades": (TRADES, "trade_id"), "quotes": (QUOTES, "quote_id")}
 def _listings(catalog: Catalog) -> pa.Table:
     return catalog.load_table(REFERENCE_DATA.identifier).scan(
         selected_fields=("exchange", "symbol", "listing_date")).to_arrow()
-
-
-def _required(catalog: Catalog, identifier: str) -> tuple[str, ...]:
-    return tuple(f.name for f in catalog.load_table(identifier).schema().fields if f.required)
 
 
 def market_load(catalog: Catalog, kind: str, run_id: str | None = None) -> tuple[str, date, date] | None:
@@ -75,7 +77,7 @@ def validate_market_load(catalog: Catalog, layout: CsvLayout, landing: Path, run
                          thresholds: Thresholds, now: datetime) -> list[Validation]:
     """One validation per trading date first..last of an ASX load run."""
     table, id_column = MARKET_TABLES[layout.kind]
-    required = _required(catalog, table.identifier)
+    required = required_fields(table.schema())
     rows = rows_written_by_run(catalog.load_table(table.identifier), LOAD_RUN_ID, run_id, required)
     rows = rows.append_column("trading_date", trading_dates(rows.column(id_column).combine_chunks()))
     rejects = catalog.load_table(REJECTS.identifier).scan(
@@ -102,7 +104,7 @@ def validate_market_load(catalog: Catalog, layout: CsvLayout, landing: Path, run
 def validate_reference_load(catalog: Catalog, asset: str, run_id: str, now: datetime) -> Validation:
     table = catalog.load_table(REFERENCE_DATA.identifier)
     rows = rows_written_by_run(table, LOAD_RUN_ID, run_id)
-    frame = rows.select(list(_required(catalog, REFERENCE_DATA.identifier)) + ["listing_date", "delisting_date"])
+    frame = rows.select(list(required_fields(table.schema())) + ["listing_date", "delisting_date"])
     outcomes = run_checks({"rows": frame.to_pandas()}, reference_checks(table.schema()),
                           {"rows": ["exchange", "symbol"]})
     return Validation(asset, run_id, now, rows.num_rows, outcomes)
@@ -115,7 +117,7 @@ def validate_drain(catalog: Catalog, asset: str, kind: str, topic: str, exchange
     is how many the batch read (rows and dead letters when unknown: the duplicates it dropped are not kept)."""
     definition, id_column = MARKET_TABLES[kind]
     main = catalog.load_table(definition.identifier)
-    required = _required(catalog, definition.identifier)
+    required = required_fields(main.schema())
     rows = rows_written_by_run(main, DRAIN_RUN_ID, run_id, required)
     gaps = catalog.load_table(SEQUENCE_GAPS.identifier).scan(
         row_filter=And(EqualTo("detected_in_run", run_id), EqualTo("table_name", definition.name)),
