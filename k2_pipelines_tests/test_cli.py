@@ -1,6 +1,7 @@
 import json
 
 from k2_pipelines.cli import main
+from k2_pipelines.lib.tables import ALL_TABLES
 from k2_pipelines_tests.helpers import lines_by_date, run_asx_load
 
 
@@ -8,8 +9,7 @@ def test_tables_reports_every_table_through_the_pipelines_catalog(k2_home, landi
     run_asx_load("2014-03-10", "2014-03-12")
     assert main(["tables", "--json"]) == 0
     stats = {s["table"]: s for s in json.loads(capsys.readouterr().out)}
-    assert set(stats) == {f"market_data.{name}" for name in
-                          ("trades", "quotes", "reference_data", "rejects", "dead_letters", "sequence_gaps")}
+    assert set(stats) == {definition.identifier for definition in ALL_TABLES}
     assert stats["market_data.trades"]["rows"] == sum(lines_by_date(landing / "trades").values())
     assert stats["market_data.quotes"]["rows"] == sum(lines_by_date(landing / "quotes").values())
     assert stats["market_data.trades"]["data_files"] > 0 and stats["market_data.trades"]["bytes"] > 0

@@ -65,8 +65,10 @@ REJECTS = TableDefinition("rejects", "reject", partition_by=(("source", Identity
 
 DEAD_LETTERS = TableDefinition("dead_letters", "dead_letter", partition_by=(("topic", IdentityTransform()),))
 SEQUENCE_GAPS = TableDefinition("sequence_gaps", "sequence_gap", partition_by=(("table_name", IdentityTransform()),))
+QUARANTINE = TableDefinition("quarantine", "quarantined_row", partition_by=(("table_name", IdentityTransform()),))
+INCIDENTS = TableDefinition("incidents", "incident")
 
-ALL_TABLES = (TRADES, QUOTES, REFERENCE_DATA, REJECTS, DEAD_LETTERS, SEQUENCE_GAPS)
+ALL_TABLES = (TRADES, QUOTES, REFERENCE_DATA, REJECTS, DEAD_LETTERS, SEQUENCE_GAPS, QUARANTINE, INCIDENTS)
 
 
 def ensure_table(catalog: Catalog, definition: TableDefinition) -> Table:
