@@ -38,6 +38,15 @@ def kafka_broker(tmp_path_factory) -> Broker:
     broker.stop()
 
 
+@pytest.fixture(scope="module")
+def own_broker(tmp_path_factory) -> Broker:
+    """A broker that a module's tests may stop and start without disturbing the session's."""
+    broker = Broker(home=tmp_path_factory.mktemp("kafka-own"), port=free_port(), libs=KAFKA_LIBS)
+    broker.start()
+    yield broker
+    broker.stop()
+
+
 @pytest.fixture
 def k2_home(tmp_path, monkeypatch) -> Path:
     """A fresh state dir (catalog, warehouse, landing) for one test."""

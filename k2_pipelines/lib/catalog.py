@@ -1,5 +1,6 @@
 """The `k2` Iceberg catalog: pyiceberg's own configuration, else an embedded SQLite catalog under the state dir."""
 
+import sqlite3
 from pathlib import Path
 
 from pyiceberg.catalog import Catalog, load_catalog
@@ -10,13 +11,23 @@ from k2_pipelines.lib.paths import state_dir
 CATALOG_NAME = "k2"
 
 
+class CatalogUnavailable(RuntimeError):
+    """The catalog cannot be reached, or its database is gone while the warehouse still holds tables."""
+
+
 def embedded_catalog_properties(root: Path) -> dict[str, str]:
-    warehouse = root / "warehouse"
+    warehouse, database = root / "warehouse", root / "catalog.db"
     warehouse.mkdir(parents=True, exist_ok=True)
+    if not database.exists():
+        if any(warehouse.iterdir()):
+            # opening it would create an empty catalog: new empty tables, drains starting again from offset 0
+            raise CatalogUnavailable(f"the catalog database {database} is missing but {warehouse} holds tables")
+        sqlite3.connect(database).close()
     return {
         "type": "sql",
+        # mode=rw: a database moved away while K2 runs is an error, never silently a new empty catalog;
         # timeout is SQLite's busy timeout (seconds): concurrent runs wait for the lock instead of failing
-        "uri": f"sqlite:///{root / 'catalog.db'}?timeout=30",
+        "uri": f"sqlite:///file:{database}?mode=rw&uri=true&timeout=30",
         "warehouse": warehouse.as_uri(),
     }
 

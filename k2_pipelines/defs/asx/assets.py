@@ -19,7 +19,9 @@ _COMMON = dict(
 
 
 def _fail_unreadable(error: UnreadableFileError) -> dg.Failure:
-    return dg.Failure(description=str(error), metadata={"error": str(error)}, allow_retries=False)
+    # the file is named in the failure so that the failed-run runbook can quarantine it
+    return dg.Failure(description=str(error), metadata={"error": str(error), "source_file": str(error.path)},
+                      allow_retries=False)
 
 
 @dg.asset(**_COMMON, description="ASX company info (company_info.csv) in market_data.reference_data")

@@ -2,6 +2,7 @@ import dagster as dg
 
 from k2_pipelines.defs.binance.resources import BinanceKafkaResource
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
+from k2_pipelines.defs.recovery.incident_runs import INCIDENT_TAG
 from k2_pipelines.lib.drain.drain import DrainResult, drain
 from k2_pipelines.lib.drain.kafka_batch import Limits, OffsetsOutOfRange
 
@@ -56,7 +57,9 @@ def _drain_asset(table: str) -> dg.AssetsDefinition:
             reader.close()
         context.log.info(f"{target.topic}: {result.messages} messages, {result.rows_written} rows, "
                          f"lag after {sum(result.lag_after.values())}")
-        return dg.MaterializeResult(metadata=drain_metadata(result))
+        # a drain run that recovers from an incident says so (the incident sensor closes it when the run succeeds)
+        incident = {"incident": context.run.tags[INCIDENT_TAG]} if INCIDENT_TAG in context.run.tags else {}
+        return dg.MaterializeResult(metadata=drain_metadata(result) | incident)
 
     return drain_asset
 

@@ -8,6 +8,7 @@ from confluent_kafka import KafkaException
 from k2_pipelines.defs.binance.resources import BinanceKafkaResource
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.lib.drain.checkpoint import stored_checkpoint
+from k2_pipelines.lib.health import UNREACHABLE
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,10 @@ def lag(stored: dict[int, int], marks: dict[int, tuple[int, int]]) -> int:
 
 def table_lag(table: str, iceberg: IcebergCatalogResource, binance_kafka: BinanceKafkaResource) -> Lag:
     target = binance_kafka.target(table)
-    stored = stored_checkpoint(iceberg.catalog().load_table(target.table.identifier), target.topic).offsets
+    try:
+        stored = stored_checkpoint(iceberg.catalog().load_table(target.table.identifier), target.topic).offsets
+    except UNREACHABLE as error:  # the storage health sensor opens the incident
+        return Lag(table, None, {}, f"cannot read the offsets stored in {target.table.identifier}: {error}")
     reader = binance_kafka.reader(target)
     try:
         behind = lag(stored, reader.watermarks())

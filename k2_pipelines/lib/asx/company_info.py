@@ -52,9 +52,9 @@ def read_company_info(path: Path) -> tuple[list[CompanyRecord], list[dict]]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:
-        raise UnreadableFileError(f"{path}: cannot be read: {error}") from error
+        raise UnreadableFileError(path, f"cannot be read: {error}") from error
     if not lines or next(csv.reader([lines[0]])) != list(COMPANY_INFO_COLUMNS):
-        raise UnreadableFileError(f"{path}: the header must be {','.join(COMPANY_INFO_COLUMNS)}")
+        raise UnreadableFileError(path, f"the header must be {','.join(COMPANY_INFO_COLUMNS)}")
     companies, rejects = [], []
     for number, line in enumerate(lines[1:], start=2):
         outcome = _validate(next(csv.reader([line]), []))

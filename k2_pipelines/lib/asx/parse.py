@@ -26,6 +26,10 @@ _QUALIFIERS = r"^\d*$"
 class UnreadableFileError(Exception):
     """A landing file that cannot be read at all; nothing from it may be written."""
 
+    def __init__(self, path: Path, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+
 
 @dataclass(frozen=True)
 class Company:
@@ -59,11 +63,11 @@ def _read_strings(path: Path, data: bytes, columns: tuple[str, ...]) -> tuple[pa
             ),
         )
     except pa.ArrowInvalid as error:
-        raise UnreadableFileError(f"{path}: cannot be read as an ASX CSV file: {error}") from error
+        raise UnreadableFileError(path, f"cannot be read as an ASX CSV file: {error}") from error
     if table.num_rows == 0 and wrong_width:
         counts = sorted({row.actual_columns for row in wrong_width})
         raise UnreadableFileError(
-            f"{path}: no line has the {len(columns)} columns of {','.join(columns)} (lines have {counts} columns)"
+            path, f"no line has the {len(columns)} columns of {','.join(columns)} (lines have {counts} columns)"
         )
     return table, wrong_width
 

@@ -1,0 +1,63 @@
+"""Why a run failed: transient (retry it), poison data (quarantine it), a failed quality gate (the quality runbook
+handles it) or a bug (a human must look), read from the errors Dagster recorded for the run."""
+
+from dataclasses import dataclass, field
+
+import dagster as dg
+from dagster._utils.error import SerializableErrorInfo
+
+TRANSIENT, POISON, QUALITY, BUG = "transient", "poison_data", "quality_gate", "bug"
+
+# exception classes (anywhere in the chain of causes) and what they mean
+_KINDS = {
+    TRANSIENT: {"KafkaException", "OperationalError", "CommitFailedException", "DrainAbandoned", "ConnectionError",
+                "ConnectionRefusedError", "ConnectionResetError", "TimeoutError", "CatalogUnavailable",
+                "BrokenPipeError", "DagsterExecutionInterruptedError"},
+    POISON: {"UnreadableFileError", "UnicodeDecodeError", "ArrowInvalid", "BadFrame"},
+    QUALITY: {"DagsterAssetCheckFailedError"},
+}
+
+
+@dataclass(frozen=True)
+class RunFailure:
+    kind: str
+    error: str  # the innermost error, for the incident
+    step: str | None = None
+    metadata: dict = field(default_factory=dict)  # what the failing step attached (e.g. source_file)
+
+
+def _chain(error: SerializableErrorInfo | None):
+    while error is not None:
+        yield error
+        error = error.cause or error.context
+
+
+def classify(errors: list[tuple[str | None, SerializableErrorInfo, dict]]) -> RunFailure:
+    """The most specific reading of a run's step/run failures: a quality gate or poison data outranks the transient
+    errors they may have caused downstream; no recognised error at all is a bug."""
+    found = []
+    for step, error, metadata in errors:
+        chain = list(_chain(error))
+        names = {e.cls_name for e in chain}
+        kind = next((kind for kind in (QUALITY, POISON, TRANSIENT) if names & _KINDS[kind]), BUG)
+        found.append(RunFailure(kind, f"{chain[-1].cls_name}: {chain[-1].message.strip()}", step, metadata))
+    if not found:
+        return RunFailure(BUG, "the run failed without a recorded error")
+    return min(found, key=lambda f: (QUALITY, POISON, BUG, TRANSIENT).index(f.kind))
+
+
+def run_errors(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str | None, SerializableErrorInfo, dict]]:
+    """(step, error, the failure's metadata) of each failed step, or the run's own failure if no step failed."""
+    errors = []
+    for record in instance.all_logs(run_id, of_type={dg.DagsterEventType.STEP_FAILURE,
+                                                     dg.DagsterEventType.RUN_FAILURE}):
+        event = record.dagster_event
+        if event.event_type == dg.DagsterEventType.STEP_FAILURE:
+            data = event.step_failure_data
+            metadata = {k: v.value for k, v in (data.user_failure_data.metadata if data.user_failure_data else {})
+                        .items()}
+            errors.append((event.step_key, data.error, metadata))
+        elif event.event_specific_data and event.event_specific_data.error:
+            errors.append((None, event.event_specific_data.error, {}))
+    step_errors = [e for e in errors if e[0] is not None]
+    return step_errors or errors

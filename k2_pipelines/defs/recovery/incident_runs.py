@@ -1,0 +1,47 @@
+"""What every runbook shares: the incident a run acts on (its tag and config) and how it is reported."""
+
+import json
+
+import dagster as dg
+
+from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
+from k2_pipelines.lib.health import UNREACHABLE
+from k2_pipelines.lib.incidents import Incident, record_incident
+
+INCIDENT_TAG = "k2/incident"  # a run launched to recover from an incident carries the incident's id
+
+
+def runbook_page(name: str) -> str:
+    return f"docs/runbooks/{name}.md"
+
+
+class RunbookConfig(dg.Config):
+    incident: str  # the Incident the sensor opened, as JSON (Incident.as_record)
+
+    def opened(self) -> Incident:
+        return Incident.from_record(json.loads(self.incident))
+
+
+def runbook_run_config(op: str, incident: Incident, **config) -> dict:
+    return {"ops": {op: {"config": {"incident": json.dumps(incident.as_record()), **config}}}}
+
+
+def incident_metadata(incident: Incident) -> dict:
+    metadata = {
+        "incident": dg.MetadataValue.json(incident.as_record()),
+        "incident_status": incident.status,
+        "runbook": dg.MetadataValue.path(incident.runbook),
+    }
+    if incident.time_to_recovery_seconds is not None:
+        metadata["time_to_recovery_seconds"] = round(incident.time_to_recovery_seconds, 1)
+    return metadata
+
+
+def try_record(iceberg: IcebergCatalogResource, incident: Incident, log) -> bool:
+    """Record from a sensor; False (to try again on a later tick) while the catalog or warehouse is unreachable."""
+    try:
+        record_incident(iceberg.catalog(), incident)
+    except UNREACHABLE as error:
+        log.warning(f"incident {incident.incident_id} not recorded yet: {type(error).__name__}: {error}")
+        return False
+    return True

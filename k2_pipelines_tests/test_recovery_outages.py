@@ -1,0 +1,58 @@
+"""Cases 1 and 2: Kafka, the catalog or the warehouse goes down for real, then comes back."""
+
+import dagster as dg
+
+from k2_pipelines.defs.binance.sensors import binance_lag_sensor
+from k2_pipelines.defs.recovery.health_sensors import kafka_health_sensor
+from k2_pipelines.defs.recovery.incident_sensors import incident_resolution_sensor
+from k2_pipelines.lib.incidents import OPEN, RESOLVED, incidents
+from k2_pipelines.lib.tables import TRADES
+from k2_pipelines_tests.kafka_helpers import unique_topics
+from k2_pipelines_tests.recovery_helpers import drain_run, produce, resources, skipped, tick
+
+
+def _resolve(instance, run: dg.ExecuteInProcessResult, resources: dict):
+    context = dg.build_run_status_sensor_context(
+        sensor_name=incident_resolution_sensor.name, dagster_event=run.get_run_success_event(),
+        dagster_instance=instance, dagster_run=run.dagster_run, resources=resources)
+    return incident_resolution_sensor(context)
+
+
+def test_a_stopped_broker_opens_an_incident_skips_drains_and_a_catch_up_closes_it(own_broker, catalog, tmp_path):
+    topics = unique_topics()
+    first = produce(own_broker, topics, tmp_path, 2_000, seed=1)
+    used = resources(own_broker, topics)
+    with dg.instance_for_test() as instance:
+        assert drain_run(instance, used).success
+        assert skipped(tick(kafka_health_sensor, instance, used)) == "healthy"
+
+        own_broker.stop()
+        down = tick(kafka_health_sensor, instance, used)
+        assert not down.run_requests and "unreachable" in skipped(down)
+        [opened] = incidents(catalog, status=OPEN)
+        assert opened.kind == "kafka_broker_down" and opened.subject == own_broker.bootstrap
+        still_down = tick(kafka_health_sensor, instance, used, down.cursor)
+        assert incidents(catalog) == [opened]  # one incident per outage, not one per tick
+        lag = tick(binance_lag_sensor, instance, used)
+        assert "cannot read the offsets" in skipped(lag)  # no storm of failing drains
+
+        own_broker.start()
+        second = produce(own_broker, topics, tmp_path, 1_000, seed=2)
+        back = tick(kafka_health_sensor, instance, used, still_down.cursor)
+        [request] = back.run_requests
+        assert request.job_name in (None, "catch_up_after_outage") and request.run_key == opened.incident_id
+        catch_up = drain_run(instance, used, request.tags)
+        assert catch_up.success
+        metadata = catch_up.asset_materializations_for_node("binance_trades")[0].metadata
+        assert metadata["incident"].value == opened.incident_id and metadata["lag_after"].value == 0
+
+        _resolve(instance, catch_up, used)
+        [resolved] = incidents(catalog)
+        assert resolved.incident_id == opened.incident_id and resolved.status == RESOLVED
+        assert resolved.run_id == catch_up.run_id and resolved.time_to_recovery_seconds > 0
+        assert "binance_trades: messages" in resolved.outcome
+        assert skipped(tick(kafka_health_sensor, instance, used, back.cursor)) == "healthy"
+
+    rows = catalog.load_table(TRADES.identifier).scan().to_arrow()
+    assert rows.num_rows == first["trades"] + second["trades"]  # nothing lost, nothing twice
+    assert len(set(rows.column("message_id").to_pylist())) == rows.num_rows
