@@ -1,0 +1,207 @@
+"""Take a drained micro-batch that failed a blocking check out of its table into market_data.quarantine.
+
+A rollback to the snapshot before the batch would also roll back the drain's stored offsets (the batch would be
+drained again, and fail again) and drop every later batch. Instead one atomic commit deletes exactly the batch's
+data files from the table, appends their rows to the quarantine table, and carries the current drain checkpoint
+forward unchanged: the next drain starts where it would have, and the ceilings still flag a replay of the batch's
+ids for a look-up. The snapshots before stay readable (time travel shows the batch).
+
+A batch is normally exactly its files. If compaction has since merged them with other batches' rows, those rows
+are deleted by id instead (a row filter, which rewrites the merged files).
+"""
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from functools import reduce
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.expressions import AlwaysTrue, And, EqualTo, In, Or
+from pyiceberg.io.pyarrow import ArrowScan
+from pyiceberg.manifest import DataFile
+from pyiceberg.table import FileScanTask, Table
+
+from k2_pipelines.lib.atomic_commit import commit_atomically
+from k2_pipelines.lib.drain.checkpoint import RUN_ID, Checkpoint, checkpoint_properties, stored_checkpoint
+from k2_pipelines.lib.drain.drain import DrainTarget
+from k2_pipelines.lib.drain.replays import id_numbers, repeats
+from k2_pipelines.lib.drain.sequences import record_keys
+from k2_pipelines.lib.replace import COMMIT_ATTEMPTS, append_files, wait_after_lost_race, write_rows
+from k2_pipelines.lib.run_rows import run_data_files
+from k2_pipelines.lib.tables import QUARANTINE
+
+SOURCE_RUN_ID = "k2.quarantine.source-run-id"
+_SOURCE_SNAPSHOT = "_source_snapshot_id"  # a column the planned rows carry beside the table's own
+
+
+class UnknownRun(LookupError):
+    """No snapshot of the table carries the run id: nothing of that run to quarantine."""
+
+
+@dataclass
+class QuarantineResult:
+    table: str
+    source_run_id: str
+    dry_run: bool
+    snapshots: list[int]  # the run's snapshots found
+    files_removed: int
+    rows_quarantined: int
+    snapshot_after: int | None  # the main table's new snapshot (its current one if nothing changed)
+    offsets_kept: dict[int, int]  # the stored offsets after (== before)
+    commit_attempts: int
+    seconds: float
+    rows_by_filter: int = 0  # of rows_quarantined: deleted by id because compaction had merged their files
+    already_quarantined: int = 0  # rows of the run the quarantine table held before
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class _Plan:
+    checkpoint: Checkpoint
+    live_files: list[DataFile]  # the run's files still in the table: deleted whole
+    merged: pa.Table  # rows of the run whose files compaction merged into others: deleted by id
+    rows: pa.Table  # every row taken out, with its source snapshot
+
+
+def _run_snapshots(table: Table, run_id: str) -> list[int]:
+    return [s.snapshot_id for s in table.snapshots() if (s.summary or {}).get(RUN_ID) == run_id]
+
+
+def _added_by(table: Table, snapshot_ids: list[int]) -> dict[str, int]:
+    """file path -> the snapshot (of `snapshot_ids`) that added it."""
+    added = {}
+    for snapshot_id in snapshot_ids:
+        entries = table.inspect.entries(snapshot_id)
+        mine = pc.and_(pc.equal(entries["status"], 1), pc.equal(entries["snapshot_id"], snapshot_id))
+        added |= {entry["file_path"]: snapshot_id for entry in entries.filter(mine)["data_file"].to_pylist()}
+    return added
+
+
+def _read(table: Table, files: list[DataFile], added_by: dict[str, int]) -> pa.Table:
+    """The files' rows (whether live or not), each with the snapshot that added its file."""
+    scan = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue())
+    parts = [(f, scan.to_table([FileScanTask(f)])) for f in files] or [(None, scan.to_table([]))]
+    return pa.concat_tables([
+        rows.append_column(_SOURCE_SNAPSHOT, pa.array([added_by[f.file_path] if f else 0] * rows.num_rows, pa.int64()))
+        for f, rows in parts])
+
+
+def _plan(table: Table, target: DrainTarget, run_files: list[DataFile], added_by: dict[str, int]) -> _Plan:
+    live_paths = set(table.inspect.data_files().column("file_path").to_pylist()) if table.current_snapshot() else set()
+    live = [f for f in run_files if f.file_path in live_paths]
+    gone = _read(table, [f for f in run_files if f.file_path not in live_paths], added_by)
+    if gone.num_rows:  # quarantined before, or merged by compaction: those still in the table are merged
+        present = repeats(table, gone, record_keys(gone, target.id_column), id_numbers(gone, target.id_column),
+                          target.id_column, {})
+        gone = gone.filter(pa.array(present))
+    return _Plan(stored_checkpoint(table, target.topic), live, gone,
+                 pa.concat_tables([_read(table, live, added_by), gone]))
+
+
+def _id_filter(rows: pa.Table, id_column: str):
+    """Exactly these rows: per exchange and symbol, their ids (ids are unique per symbol, not overall)."""
+    groups = rows.group_by(["exchange", "symbol"]).aggregate([(id_column, "list")])
+    return reduce(Or, [And(And(EqualTo("exchange", g["exchange"]), EqualTo("symbol", g["symbol"])),
+                           In(id_column, set(g[f"{id_column}_list"])))
+                       for g in groups.to_pylist()])
+
+
+def _json_value(value):
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def _quarantine_rows(rows: pa.Table, target: DrainTarget, source_run_id: str, reason: str, detail: str | None,
+                     quarantine_run_id: str) -> pa.Table:
+    n, now_us = rows.num_rows, time.time_ns() // 1000
+    whole = rows.drop_columns([_SOURCE_SNAPSHOT]).to_pylist(maps_as_pydicts="strict")
+    return pa.table({
+        "table_name": pa.array([target.table.identifier] * n, pa.string()),
+        "record_id": rows[target.id_column],
+        "symbol": rows["symbol"],
+        "event_timestamp": rows["timestamp"],
+        "row_json": pa.array([json.dumps(row, default=_json_value) for row in whole], pa.string()),
+        "reason": pa.array([reason] * n, pa.string()),
+        "detail": pa.array([detail] * n, pa.string()),
+        "source_run_id": pa.array([source_run_id] * n, pa.string()),
+        "source_snapshot_id": rows[_SOURCE_SNAPSHOT],
+        "quarantine_run_id": pa.array([quarantine_run_id] * n, pa.string()),
+        "quarantined_at": pa.array([now_us] * n, pa.timestamp("us", tz="UTC")),
+    }).combine_chunks()  # the files' rows come in chunks, some empty, and write_data_files slices no empty batch
+
+
+def _already_quarantined(catalog: Catalog, target: DrainTarget, source_run_id: str) -> int:
+    held = catalog.load_table(QUARANTINE.identifier).scan(
+        row_filter=And(EqualTo("table_name", target.table.identifier), EqualTo("source_run_id", source_run_id)),
+        selected_fields=("source_run_id",))
+    return held.to_arrow().num_rows
+
+
+def quarantine_run(catalog: Catalog, target: DrainTarget, source_run_id: str, reason: str, detail: str | None,
+                   quarantine_run_id: str, dry_run: bool = False) -> QuarantineResult:
+    """Move the rows that run `source_run_id` drained into `target`'s table to market_data.quarantine (see above)."""
+    started = time.perf_counter()
+    if quarantine_run_id == source_run_id:
+        raise ValueError("the quarantine needs a run id of its own, not the id of the run it quarantines")
+    identifier = target.table.identifier
+    main = catalog.load_table(identifier)
+    snapshots = _run_snapshots(main, source_run_id)
+    if not snapshots:
+        raise UnknownRun(f"no snapshot of {identifier} was committed by run {source_run_id!r}")
+    run_files = run_data_files(main, RUN_ID, source_run_id)
+    added_by = _added_by(main, snapshots)
+    result = QuarantineResult(identifier, source_run_id, dry_run, snapshots, 0, 0, None, {}, 0, 0.0,
+                              already_quarantined=_already_quarantined(catalog, target, source_run_id))
+    written_for, files = None, []
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        main, quarantine = catalog.load_table(identifier), catalog.load_table(QUARANTINE.identifier)
+        plan = _plan(main, target, run_files, added_by)
+        result.files_removed, result.rows_quarantined = len(plan.live_files), plan.rows.num_rows
+        result.rows_by_filter, result.offsets_kept = plan.merged.num_rows, plan.checkpoint.offsets
+        result.snapshot_after = main.current_snapshot().snapshot_id
+        if not plan.rows.num_rows or dry_run:
+            break
+        if written_for is None or not plan.rows.equals(written_for):  # a lost race changed what to take out
+            files, written_for = write_rows(catalog, QUARANTINE.identifier, _quarantine_rows(
+                plan.rows, target, source_run_id, reason, detail, quarantine_run_id)), plan.rows
+        cp = plan.checkpoint
+        properties = checkpoint_properties(target.topic, cp.offsets, cp.sequences, cp.ceilings, quarantine_run_id) \
+            | {SOURCE_RUN_ID: source_run_id}
+        main_transaction = main.transaction()
+        if plan.live_files:
+            with main_transaction.update_snapshot(snapshot_properties=properties).overwrite() as overwrite:
+                for data_file in plan.live_files:
+                    overwrite.delete_data_file(data_file)
+        if plan.merged.num_rows:
+            main_transaction.delete(_id_filter(plan.merged, target.id_column), snapshot_properties=properties)
+        quarantine_transaction = quarantine.transaction()
+        append_files(quarantine_transaction, files, {RUN_ID: quarantine_run_id, SOURCE_RUN_ID: source_run_id})
+        result.commit_attempts = attempt
+        try:
+            committed = commit_atomically(catalog, [main_transaction, quarantine_transaction])
+        except CommitFailedException as conflict:
+            wait_after_lost_race(attempt, conflict, "planning again")
+            continue
+        main = next(t for t in committed if ".".join(t.name()) == identifier)
+        result.snapshot_after = main.current_snapshot().snapshot_id
+        result.offsets_kept = stored_checkpoint(main, target.topic).offsets
+        break
+    if not result.rows_quarantined:
+        result.note = (f"nothing to do: no rows of run {source_run_id} are left in {identifier}"
+                       + (f"; the quarantine table holds {result.already_quarantined}" if result.already_quarantined
+                          else ""))
+    elif result.rows_by_filter:
+        result.note = (f"{result.rows_by_filter} rows were merged by compaction into files with other batches' rows: "
+                       f"deleted by {target.id_column} with a row filter")
+    result.seconds = time.perf_counter() - started
+    return result

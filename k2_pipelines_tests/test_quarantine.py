@@ -1,0 +1,165 @@
+"""A bad micro-batch out of a drained table into quarantine: real broker, real drains, real catalog."""
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from k2_pipelines.lib.binance.producer import MarketDataProducer, Topics
+from k2_pipelines.lib.binance.recording import replay
+from k2_pipelines.lib.drain.checkpoint import RUN_ID, stored_checkpoint
+from k2_pipelines.lib.drain.drain import DrainResult, DrainTarget, drain, reader_for, trades_target
+from k2_pipelines.lib.drain.kafka_batch import Limits
+from k2_pipelines.lib.quarantine import SOURCE_RUN_ID, UnknownRun, quarantine_run
+from k2_pipelines.lib.run_rows import run_data_files
+from k2_pipelines.lib.schema_registry import default_registry
+from k2_pipelines_tests.test_drain import _replay
+
+REASON, DETAIL = "price_positive", "3 trades priced at 0"
+
+
+def _drain(kafka_broker, catalog, target, max_messages: int | None = None):
+    reader = reader_for(kafka_broker.bootstrap, target)
+    try:
+        return drain(catalog, reader, target, default_registry(), Limits(max_messages=max_messages or 10**9))
+    finally:
+        reader.close()
+
+
+def _ids(catalog, target, snapshot_id: int | None = None) -> list[tuple[str, str]]:
+    """(symbol, id) of every row, now or at a snapshot."""
+    table = catalog.load_table(target.table.identifier)
+    rows = table.scan(selected_fields=("symbol", target.id_column), snapshot_id=snapshot_id).to_arrow()
+    return list(zip(rows["symbol"].to_pylist(), rows[target.id_column].to_pylist()))
+
+
+def _quarantined(catalog) -> list[dict]:
+    return catalog.load_table("market_data.quarantine").scan().to_arrow().to_pylist()
+
+
+@dataclass(frozen=True)
+class _Drained:
+    session: Path
+    counts: dict
+    topics: Topics
+    target: DrainTarget
+    batches: tuple[DrainResult, DrainResult, DrainResult]
+    ids_b: set[tuple[str, str]]  # B's (symbol, id), read by time travel
+
+
+def _three_batches(kafka_broker, catalog, tmp_path) -> _Drained:
+    """Batches A, B (the bad one), C of a session drained, with messages left in the topic."""
+    session, counts, topics = _replay(kafka_broker, tmp_path, 4_000, set())
+    target = trades_target(topics.trades)
+    size = counts["trades"] // 5
+    a, b, c = (_drain(kafka_broker, catalog, target, size) for _ in range(3))
+    assert a.rows_written and b.rows_written and c.rows_written
+    ids_a = set(_ids(catalog, target, a.snapshot_after))
+    ids_b = set(_ids(catalog, target, b.snapshot_after)) - ids_a
+    assert len(ids_b) == b.rows_written
+    return _Drained(session, counts, topics, target, (a, b, c), ids_b)
+
+
+def _assert_quarantine_holds(catalog, target, ids_b, source_run: str, source_snapshot: int, quarantine_run: str):
+    held = _quarantined(catalog)
+    assert sorted((r["symbol"], r["record_id"]) for r in held) == sorted(ids_b)
+    for row in held:
+        assert (row["table_name"], row["reason"], row["detail"]) == (target.table.identifier, REASON, DETAIL)
+        assert (row["source_run_id"], row["quarantine_run_id"]) == (source_run, quarantine_run)
+        assert row["source_snapshot_id"] == source_snapshot
+        whole = json.loads(row["row_json"])
+        assert (whole["symbol"], whole["trade_id"]) == (row["symbol"], row["record_id"])
+        assert datetime.fromisoformat(whole["timestamp"]) == row["event_timestamp"]
+        assert Decimal(whole["price"]) > 0 and isinstance(whole["price"], str)
+
+
+def test_a_bad_batch_moves_to_quarantine_and_the_drain_goes_on(kafka_broker, catalog, tmp_path):
+    drained = _three_batches(kafka_broker, catalog, tmp_path)
+    counts, target, (_, b, c), ids_b = drained.counts, drained.target, drained.batches, drained.ids_b
+    main = catalog.load_table(target.table.identifier)
+    before, snapshot_before = stored_checkpoint(main, target.topic), main.current_snapshot().snapshot_id
+    ids_abc = _ids(catalog, target)
+
+    dry = quarantine_run(catalog, target, b.run_id, REASON, DETAIL, "quarantine-1", dry_run=True)
+    assert (dry.rows_quarantined, dry.files_removed, dry.snapshots) == (
+        len(ids_b), len(run_data_files(main, RUN_ID, b.run_id)), [b.snapshot_after])
+    assert catalog.load_table(target.table.identifier).current_snapshot().snapshot_id == snapshot_before
+    assert not _quarantined(catalog)
+
+    result = quarantine_run(catalog, target, b.run_id, REASON, DETAIL, "quarantine-1")
+    assert (result.rows_quarantined, result.files_removed, result.rows_by_filter) == (len(ids_b), dry.files_removed, 0)
+    assert sorted(_ids(catalog, target)) == sorted(set(ids_abc) - ids_b)  # exactly A + C
+    _assert_quarantine_holds(catalog, target, ids_b, b.run_id, b.snapshot_after, "quarantine-1")
+
+    main = catalog.load_table(target.table.identifier)
+    snapshot = main.current_snapshot()
+    assert snapshot.snapshot_id == result.snapshot_after and snapshot.parent_snapshot_id == snapshot_before
+    assert snapshot.summary.operation.value == "overwrite" and snapshot.summary[SOURCE_RUN_ID] == b.run_id
+    after = stored_checkpoint(main, target.topic)
+    assert (after.offsets, after.sequences, after.ceilings) == (before.offsets, before.sequences, before.ceilings)
+    assert after.run_id == "quarantine-1" and result.offsets_kept == before.offsets == c.offsets_to
+    assert ids_b <= set(_ids(catalog, target, snapshot_before))  # time travel still shows B
+
+    rest = _drain(kafka_broker, catalog, target)  # the messages after C: not B again, nothing lost
+    assert rest.offsets_from == c.offsets_to and rest.duplicates_committed == 0
+    assert sum(rest.lag_after.values()) == 0
+    ids = _ids(catalog, target)
+    assert len(ids) == len(set(ids)) == counts["trades"] - len(ids_b) and not ids_b & set(ids)
+
+    again = quarantine_run(catalog, target, b.run_id, REASON, DETAIL, "quarantine-2")
+    assert (again.rows_quarantined, again.files_removed, again.already_quarantined) == (0, 0, len(ids_b))
+    assert "nothing to do" in again.note and again.commit_attempts == 0
+    assert again.snapshot_after == catalog.load_table(target.table.identifier).current_snapshot().snapshot_id
+    assert len(_quarantined(catalog)) == len(ids_b)
+
+
+def test_a_batch_compaction_merged_is_deleted_by_id(kafka_broker, catalog, tmp_path):
+    drained = _three_batches(kafka_broker, catalog, tmp_path)
+    target, b, ids_b = drained.target, drained.batches[1], drained.ids_b
+    main = catalog.load_table(target.table.identifier)
+    before = stored_checkpoint(main, target.topic)
+    ids_abc = _ids(catalog, target)
+    main.overwrite(main.scan().to_arrow())  # compaction: every batch's rows rewritten into shared files
+    main = catalog.load_table(target.table.identifier)
+    live = set(main.inspect.data_files().column("file_path").to_pylist())
+    assert not live & {f.file_path for f in run_data_files(main, RUN_ID, b.run_id)}
+
+    result = quarantine_run(catalog, target, b.run_id, REASON, DETAIL, "quarantine-1")
+    assert (result.rows_quarantined, result.rows_by_filter, result.files_removed) == (len(ids_b), len(ids_b), 0)
+    assert "row filter" in result.note
+    assert sorted(_ids(catalog, target)) == sorted(set(ids_abc) - ids_b)
+    _assert_quarantine_holds(catalog, target, ids_b, b.run_id, b.snapshot_after, "quarantine-1")
+    after = stored_checkpoint(catalog.load_table(target.table.identifier), target.topic)
+    assert (after.offsets, after.sequences, after.ceilings) == (before.offsets, before.sequences, before.ceilings)
+
+    again = quarantine_run(catalog, target, b.run_id, REASON, DETAIL, "quarantine-2")
+    assert (again.rows_quarantined, again.already_quarantined) == (0, len(ids_b))
+    assert len(_quarantined(catalog)) == len(ids_b)
+
+
+def test_an_unknown_run_is_a_clear_error(kafka_broker, catalog, tmp_path):
+    drained = _three_batches(kafka_broker, catalog, tmp_path)
+    target, a = drained.target, drained.batches[0]
+    with pytest.raises(UnknownRun, match="no-such-run"):
+        quarantine_run(catalog, target, "no-such-run", REASON, None, "quarantine-1")
+    with pytest.raises(ValueError, match="run id of its own"):
+        quarantine_run(catalog, target, a.run_id, REASON, None, a.run_id)
+
+
+
+@pytest.mark.xfail(strict=True, reason="the drain looks replayed ids up in the main table only, not in the quarantine: "
+                                       "lib/drain/replays.repeats would need to (see report)")
+def test_a_replay_of_a_quarantined_batch_is_not_reingested(kafka_broker, catalog, tmp_path):
+    drained = _three_batches(kafka_broker, catalog, tmp_path)
+    target, b = drained.target, drained.batches[1]
+    quarantine_run(catalog, target, b.run_id, REASON, DETAIL, "quarantine-1")
+    _drain(kafka_broker, catalog, target)
+    producer = MarketDataProducer(kafka_broker.bootstrap, default_registry(), drained.topics)
+    replay(drained.session, producer)  # the whole session again, B's trades among it
+    assert producer.flush(60) == 0
+    again = _drain(kafka_broker, catalog, target)
+    assert again.messages == drained.counts["trades"] and again.rows_written == 0
+    assert not drained.ids_b & set(_ids(catalog, target))
