@@ -1,6 +1,7 @@
 """What every runbook shares: the incident a run acts on (its tag and config) and how it is reported."""
 
 import json
+from datetime import datetime, timezone
 
 import dagster as dg
 
@@ -16,10 +17,13 @@ def runbook_page(name: str) -> str:
 
 
 class RunbookConfig(dg.Config):
-    incident: str  # the Incident the sensor opened, as JSON (Incident.as_record)
+    incident: str = ""  # the Incident the sensor opened, as JSON (Incident.as_record); empty: launched by hand
 
-    def opened(self) -> Incident:
-        return Incident.from_record(json.loads(self.incident))
+    def opened(self, kind: str, subject: str) -> Incident:
+        if self.incident:
+            return Incident.from_record(json.loads(self.incident))
+        return Incident(kind, subject, datetime.now(timezone.utc), "a person (launched by hand)",
+                        "launched by hand", runbook_page(kind))
 
 
 def runbook_run_config(op: str, incident: Incident, **config) -> dict:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.manifest import DataFile
@@ -85,10 +85,15 @@ def _crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def group_id(target: DrainTarget) -> str:
+    """The consumer group whose committed offsets serve lag monitoring only (drains read from Iceberg's)."""
+    return f"k2.drain.{target.table.name}"
+
+
 def reader_for(bootstrap: str, target: DrainTarget, **config) -> TopicReader:
     return TopicReader(Consumer({
         "bootstrap.servers": bootstrap,
-        "group.id": f"k2.drain.{target.table.name}",  # committed offsets serve lag monitoring only
+        "group.id": group_id(target),
         "enable.auto.commit": False,
         "enable.partition.eof": True,
         "auto.offset.reset": "error",  # every read starts at an explicit offset; one the broker lost is an error
@@ -216,8 +221,12 @@ def drain_once(catalog: Catalog, reader: TopicReader, target: DrainTarget, regis
                                        ceilings_after(rows, numbers, checkpoint.ceilings), run_id)
     _commit(catalog, target, checkpoint, files, properties, result)
     _crash_point("iceberg-committed")
-    reader.consumer.commit(offsets=[TopicPartition(target.topic, p, o) for p, o in batch.end.items()],
-                           asynchronous=False)
+    try:
+        reader.consumer.commit(offsets=[TopicPartition(target.topic, p, o) for p, o in batch.end.items()],
+                               asynchronous=False)
+    except KafkaException as error:  # e.g. NOT_COORDINATOR while a fresh broker elects one; the rows are committed
+        log.warning("%s: group offsets not committed (%s); lag reads behind until the next drain or "
+                    "offset_drift.realign_group", target.topic, error)
 
     result.rows_written = rows.num_rows
     result.rows_by_symbol = Counter({entry["values"]: entry["counts"] for entry in symbols.value_counts().to_pylist()})

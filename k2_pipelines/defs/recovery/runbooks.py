@@ -1,0 +1,133 @@
+"""Runbooks as jobs: each acts on the incident a sensor opened, records how it ended in market_data.incidents and
+reports it in the run's metadata. A runbook that cannot fix its incident leaves it `needs_human`, never silent."""
+
+import json
+import shutil
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+
+from k2_pipelines.defs.binance.resources import BinanceKafkaResource
+from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
+from k2_pipelines.defs.recovery.incident_runs import RunbookConfig, incident_metadata
+from k2_pipelines.lib.drain.checkpoint import stored_checkpoint
+from k2_pipelines.lib.drain.dead_letter_replay import replay_dead_letters
+from k2_pipelines.lib.drain.offset_drift import RealignRefused, realign_group
+from k2_pipelines.lib.incidents import Incident, record_incident
+from k2_pipelines.lib.paths import state_dir
+from k2_pipelines.lib.quarantine import quarantine_run
+
+TABLES = ("trades", "quotes")
+
+
+def _finish(context: dg.OpExecutionContext, iceberg: IcebergCatalogResource, incident: Incident,
+            facts: dict) -> dg.Output:
+    record_incident(iceberg.catalog(), incident)
+    context.log.info(f"incident {incident.incident_id} {incident.status}: {incident.outcome}")
+    return dg.Output(incident.incident_id, metadata=incident_metadata(incident) | facts)
+
+
+def _runbook_job(op: dg.OpDefinition, description: str) -> dg.JobDefinition:
+    @dg.job(name=op.name, description=description, tags={"k2/runbook": op.name})
+    def runbook():
+        op()
+
+    return runbook
+
+
+class LandingFileConfig(RunbookConfig):
+    path: str  # the landing file a load could not read
+
+
+@dg.op(name="quarantine_landing_file")
+def quarantine_landing_file_op(context: dg.OpExecutionContext, config: LandingFileConfig,
+                               iceberg: IcebergCatalogResource) -> dg.Output:
+    """Move an unreadable ASX file out of the landing folder (kept, with why) so its dates load without it."""
+    source = Path(config.path)
+    incident = config.opened("run_failed", str(source))
+    folder = state_dir() / "quarantine" / "asx"
+    folder.mkdir(parents=True, exist_ok=True)
+    moved = folder / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{source.name}"
+    if not source.exists():
+        return _finish(context, iceberg, incident.escalate(
+            f"quarantine {source}", f"{source} is no longer in the landing folder: nothing moved", context.run_id), {})
+    shutil.move(source, moved)
+    moved.with_suffix(moved.suffix + ".reason.json").write_text(json.dumps(
+        {"source": str(source), "reason": incident.detail, "failed_run": incident.subject}, indent=2))
+    return _finish(context, iceberg, incident.resolve(
+        f"moved {source} to {moved}",
+        "the landing sensor reloads its trading dates without it; its rows wait in the quarantine folder for a "
+        "corrected file", context.run_id), {"quarantined_file": dg.MetadataValue.path(str(moved))})
+
+
+class TableConfig(RunbookConfig):
+    table: str  # trades or quotes
+
+
+@dg.op(name="realign_consumer_offsets")
+def realign_consumer_offsets_op(context: dg.OpExecutionContext, config: TableConfig, iceberg: IcebergCatalogResource,
+                                binance_kafka: BinanceKafkaResource) -> dg.Output:
+    """Commit the offsets stored in Iceberg for the drain's consumer group; a recreated topic is left to a human."""
+    target = binance_kafka.target(config.table)
+    incident = config.opened("offset_drift", target.topic)
+    stored = stored_checkpoint(iceberg.catalog().load_table(target.table.identifier), target.topic).offsets
+    action = f"commit the offsets stored in {target.table.identifier} for the group of {target.topic}"
+    try:
+        committed = realign_group(binance_kafka.servers(), target, stored)
+    except RealignRefused as refused:
+        return _finish(context, iceberg, incident.escalate(action, f"refused: {refused}", context.run_id), {})
+    return _finish(context, iceberg, incident.resolve(action, f"group offsets now {committed}", context.run_id),
+                   {"offsets": dg.MetadataValue.json({str(p): o for p, o in committed.items()})})
+
+
+class BadBatchConfig(TableConfig):
+    source_run_id: str  # the drain run whose batch failed a blocking check
+    check: str
+
+
+@dg.op(name="quarantine_bad_batch")
+def quarantine_bad_batch_op(context: dg.OpExecutionContext, config: BadBatchConfig, iceberg: IcebergCatalogResource,
+                            binance_kafka: BinanceKafkaResource) -> dg.Output:
+    """Take the batch out of its table into market_data.quarantine; the stored offsets stay past it."""
+    incident = config.opened("quality_check_failed", config.source_run_id)
+    result = quarantine_run(iceberg.catalog(), binance_kafka.target(config.table), config.source_run_id,
+                            config.check, incident.detail, context.run_id)
+    outcome = (f"{result.rows_quarantined:,} rows of run {config.source_run_id} moved to market_data.quarantine; "
+               f"stored offsets unchanged at {result.offsets_kept}") + (f" ({result.note})" if result.note else "")
+    return _finish(context, iceberg, incident.resolve(f"quarantine the batch of run {config.source_run_id}", outcome,
+                                                      context.run_id),
+                   {"rows_quarantined": result.rows_quarantined, "files_removed": result.files_removed,
+                    "snapshot_after": dg.MetadataValue.text(str(result.snapshot_after))})
+
+
+class ReplayConfig(TableConfig):
+    dry_run: bool = False
+
+
+@dg.op(name="replay_dead_letters")
+def replay_dead_letters_op(context: dg.OpExecutionContext, config: ReplayConfig, iceberg: IcebergCatalogResource,
+                           binance_kafka: BinanceKafkaResource) -> dg.Output:
+    """Decode the table's dead letters again (after a fix, such as a schema registered late); those that land now
+    leave the dead letters in the same commit."""
+    incident = config.opened("dead_letters_accumulating", config.table)
+    result = replay_dead_letters(iceberg.catalog(), binance_kafka.target(config.table), binance_kafka.registry(),
+                                 context.run_id, config.dry_run)
+    outcome = (f"{result.landed:,} landed, {result.duplicates:,} were already in the table, {result.still_dead:,} "
+               f"still dead {result.still_dead_by_class or ''}" + (" (dry run)" if config.dry_run else ""))
+    action = f"replay the dead letters of {result.topic}"
+    done = incident.resolve(action, outcome, context.run_id) if not result.still_dead and not config.dry_run \
+        else incident.escalate(action, outcome + ": these need a fix before a replay", context.run_id)
+    return _finish(context, iceberg, done, {"replay": dg.MetadataValue.json(asdict(result))})
+
+
+quarantine_landing_file = _runbook_job(
+    quarantine_landing_file_op, "Runbook run_failed (poison data): move an unreadable ASX landing file to quarantine")
+realign_consumer_offsets = _runbook_job(
+    realign_consumer_offsets_op, "Runbook offset_drift: realign a drain's consumer group with the offsets in Iceberg")
+quarantine_bad_batch = _runbook_job(
+    quarantine_bad_batch_op, "Runbook quality_check_failed: move a micro-batch that failed a blocking check to "
+                             "market_data.quarantine, keeping the stored offsets")
+replay_dead_letters_job = _runbook_job(
+    replay_dead_letters_op, "Runbook dead_letters_accumulating: re-drive a table's dead letters after a fix")
