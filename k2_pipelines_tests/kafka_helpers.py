@@ -1,11 +1,19 @@
-"""Reading topics back from the real broker in tests."""
+"""Sessions replayed into the real broker, drained, and topics read back, in tests."""
 
 import time
 import uuid
 
 from confluent_kafka import Consumer, TopicPartition
 
-from k2_pipelines.lib.binance.producer import Topics
+from k2_pipelines.lib.binance.producer import MarketDataProducer, Topics
+from k2_pipelines.lib.binance.recording import replay
+from k2_pipelines.lib.binance.sample import generate_session
+from k2_pipelines.lib.catalog import load_k2_catalog
+from k2_pipelines.lib.drain.drain import DrainResult, DrainTarget, drain_once, reader_for
+from k2_pipelines.lib.drain.kafka_batch import Limits
+from k2_pipelines.lib.schema_registry import default_registry
+
+SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 
 
 def unique_topics() -> Topics:
@@ -37,3 +45,31 @@ def end_offsets(bootstrap: str, topic: str) -> int:
         return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)
     finally:
         consumer.close()
+
+
+def replay_session(kafka_broker, tmp_path, frames: int, faults: set[str], seed: int = 3):
+    """A generated session (with `faults`) replayed into fresh topics: (its recording, its counts, the topics)."""
+    session = tmp_path / "session.jsonl"
+    counts = generate_session(session, SYMBOLS, frames, seed=seed, faults=faults)
+    topics = unique_topics()
+    producer = MarketDataProducer(kafka_broker.bootstrap, default_registry(), topics)
+    replay(session, producer)
+    assert producer.flush(60) == 0
+    return session, counts, topics
+
+
+def drain_all(kafka_broker, target: DrainTarget, limits: Limits | None = None) -> list[DrainResult]:
+    """Drains of the topic until one finds no messages (that empty one last)."""
+    catalog, reader, results = load_k2_catalog(), reader_for(kafka_broker.bootstrap, target), []
+    while True:
+        results.append(drain_once(catalog, reader, target, default_registry(), limits))
+        if not results[-1].messages:
+            reader.close()
+            return results
+
+
+def table_ids(catalog, target: DrainTarget, snapshot_id: int | None = None) -> list[tuple[str, str]]:
+    """(symbol, id) of every row, now or at a snapshot: ids are per symbol (after a reset two symbols may share one)."""
+    rows = catalog.load_table(target.table.identifier).scan(selected_fields=("symbol", target.id_column),
+                                                            snapshot_id=snapshot_id).to_arrow()
+    return list(zip(rows.column("symbol").to_pylist(), rows.column(target.id_column).to_pylist()))

@@ -18,8 +18,7 @@ from k2_pipelines.lib.drain.checkpoint import RUN_ID, stored_checkpoint
 from k2_pipelines.lib.drain.dead_letter_replay import replay_dead_letters
 from k2_pipelines.lib.drain.drain import trades_target
 from k2_pipelines.lib.schema_registry import EmbeddedRegistry, default_registry, frame
-from k2_pipelines_tests.kafka_helpers import end_offsets
-from k2_pipelines_tests.test_drain import _drain_all, _replay, _table_ids
+from k2_pipelines_tests.kafka_helpers import drain_all, end_offsets, replay_session, table_ids
 
 LATE = 40  # trades written with a schema the registry K2 reads does not have yet
 FIRST_LATE_ID = 9_000_000_000  # above every sampled trade id: the replay must raise the ceiling
@@ -73,7 +72,7 @@ class LateTrades:
 
 
 def _late_trades(kafka_broker, tmp_path) -> LateTrades:
-    session, counts, topics = _replay(kafka_broker, tmp_path, 400, set())
+    session, counts, topics = replay_session(kafka_broker, tmp_path, 400, set())
     registry = default_registry()
     ahead = EmbeddedRegistry(tmp_path / "producer-registry" / "schemas.json")  # the registry the producer uses
     shutil.copy(registry.path, ahead.path)
@@ -94,11 +93,11 @@ def test_dead_letters_land_once_their_schema_is_registered(kafka_broker, catalog
                  AvroEncoder(registry, topics.trades, "trade_v2").encode(drained | {"trade_id": "BINANCE-x"})[:-9]]
     # and a repeat of a late one, and of a drained one
     trades.produce([*values, values[0], trades.late(drained), *malformed], kafka_broker.bootstrap)
-    _drain_all(kafka_broker, target)
+    drain_all(kafka_broker, target)
     dead = _dead_letters(catalog, topics.trades)
     assert sorted(d["error_class"] for d in dead) == \
         ["AvroDecodeError", "NotWireFormat"] + ["UnknownSchemaId"] * (LATE + 2)
-    assert len(_table_ids(catalog, target)) == counts["trades"]
+    assert len(table_ids(catalog, target)) == counts["trades"]
     checkpoint = stored_checkpoint(catalog.load_table(target.table.identifier), target.topic)
 
     before = _snapshots(catalog)
@@ -115,7 +114,7 @@ def test_dead_letters_land_once_their_schema_is_registered(kafka_broker, catalog
     assert (replayed.dead_letters_seen, replayed.landed, replayed.duplicates, replayed.still_dead) == \
         (LATE + 4, LATE, 2, 2)
     assert replayed.still_dead_by_class == {"AvroDecodeError": 1, "NotWireFormat": 1}
-    ids = _table_ids(catalog, target)
+    ids = table_ids(catalog, target)
     assert len(ids) == len(set(ids)) == counts["trades"] + LATE
     assert {(r["symbol"], r["trade_id"]) for r in records} <= set(ids)
     left = _dead_letters(catalog, topics.trades)
@@ -135,9 +134,9 @@ def test_dead_letters_land_once_their_schema_is_registered(kafka_broker, catalog
 
     more = trades.numbered(FIRST_LATE_ID + LATE, 5)
     trades.produce([*values, *map(trades.late, more)], kafka_broker.bootstrap)  # the late ones again, and newer
-    results = _drain_all(kafka_broker, target)
+    results = drain_all(kafka_broker, target)
     assert sum(r.duplicates_committed for r in results) == LATE and sum(r.rows_written for r in results) == len(more)
-    ids = _table_ids(catalog, target)
+    ids = table_ids(catalog, target)
     assert len(ids) == len(set(ids)) == counts["trades"] + LATE + len(more)
     assert len(_dead_letters(catalog, topics.trades)) == 2
 
@@ -163,15 +162,15 @@ def test_a_replay_that_loses_to_a_drain_plans_again_from_its_checkpoint(kafka_br
     trades = _late_trades(kafka_broker, tmp_path)
     target = trades_target(trades.topics.trades)
     trades.produce(trades.values, kafka_broker.bootstrap)
-    _drain_all(kafka_broker, target)
+    drain_all(kafka_broker, target)
     trades.register()
     newer = trades.numbered(FIRST_LATE_ID + LATE, 5)  # for the drain that commits during the replay
     trades.produce(list(map(trades.late, newer)), kafka_broker.bootstrap)
 
-    replayed = replay_dead_letters(catalog, target, _DrainsFirst(trades.registry, lambda: _drain_all(
+    replayed = replay_dead_letters(catalog, target, _DrainsFirst(trades.registry, lambda: drain_all(
         kafka_broker, target)), "replay")
     assert replayed.commit_attempts == 2 and (replayed.landed, replayed.still_dead) == (LATE, 0)
-    ids = _table_ids(catalog, target)
+    ids = table_ids(catalog, target)
     assert len(ids) == len(set(ids)) == trades.counts["trades"] + LATE + len(newer)
     carried = stored_checkpoint(catalog.load_table(target.table.identifier), target.topic)
     assert sum(carried.offsets.values()) == end_offsets(kafka_broker.bootstrap, target.topic)  # the drain's offsets

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from decimal import Decimal
 
 import fastavro
@@ -19,51 +20,22 @@ from k2_pipelines.lib.avro_iceberg import load_avro
 from k2_pipelines.lib.binance.normalize import normalize
 from k2_pipelines.lib.binance.producer import MarketDataProducer
 from k2_pipelines.lib.binance.recording import read_recording, replay
-from k2_pipelines.lib.binance.sample import generate_session
-from k2_pipelines.lib.catalog import load_k2_catalog
-from k2_pipelines.lib.drain.drain import KILL_AT, drain_once, quotes_target, reader_for, trades_target
+from k2_pipelines.lib.drain.drain import KILL_AT, quotes_target, trades_target
 from k2_pipelines.lib.drain.kafka_batch import Limits
 from k2_pipelines.lib.schema_registry import default_registry, frame
-from k2_pipelines.lib.table_files import orphan_data_files
-from k2_pipelines_tests.kafka_helpers import unique_topics
-
-SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
-
-
-def _replay(kafka_broker, tmp_path, frames: int, faults: set[str], seed: int = 3):
-    session = tmp_path / "session.jsonl"
-    counts = generate_session(session, SYMBOLS, frames, seed=seed, faults=faults)
-    topics = unique_topics()
-    producer = MarketDataProducer(kafka_broker.bootstrap, default_registry(), topics)
-    replay(session, producer)
-    assert producer.flush(60) == 0
-    return session, counts, topics
-
-
-def _drain_all(kafka_broker, target, limits: Limits | None = None) -> list:
-    catalog, reader, results = load_k2_catalog(), reader_for(kafka_broker.bootstrap, target), []
-    while True:
-        results.append(drain_once(catalog, reader, target, default_registry(), limits))
-        if not results[-1].messages:
-            reader.close()
-            return results
-
-
-def _table_ids(catalog, target) -> list[tuple[str, str]]:
-    """(symbol, id) of every row: ids are per symbol (after a reset two symbols may share one)."""
-    rows = catalog.load_table(target.table.identifier).scan(selected_fields=("symbol", target.id_column)).to_arrow()
-    return list(zip(rows.column("symbol").to_pylist(), rows.column(target.id_column).to_pylist()))
+from k2_pipelines.lib.upkeep.orphans import MIN_ORPHAN_AGE, remove_orphan_files
+from k2_pipelines_tests.kafka_helpers import drain_all, replay_session, table_ids
 
 
 def test_a_faulty_session_lands_once_with_every_break_classified(kafka_broker, catalog, tmp_path):
-    _, counts, topics = _replay(kafka_broker, tmp_path, 30_000, {"gaps", "duplicates", "out_of_order", "resets"})
+    _, counts, topics = replay_session(kafka_broker, tmp_path, 30_000, {"gaps", "duplicates", "out_of_order", "resets"})
     assert counts["resets"] and counts["gap_ids"] and counts["out_of_order:trades"] and counts["duplicates:trades"]
-    [trades, _] = _drain_all(kafka_broker, trades_target(topics.trades))
-    [quotes, _] = _drain_all(kafka_broker, quotes_target(topics.quotes))
+    [trades, _] = drain_all(kafka_broker, trades_target(topics.trades))
+    [quotes, _] = drain_all(kafka_broker, quotes_target(topics.quotes))
 
     assert trades.messages == counts["trades"] and trades.duplicates_in_batch == counts["duplicates:trades"]
     assert trades.rows_written == counts["trades"] - counts["duplicates:trades"]
-    ids = _table_ids(catalog, trades_target(topics.trades))
+    ids = table_ids(catalog, trades_target(topics.trades))
     assert len(ids) == len(set(ids)) == trades.rows_written
     gaps = catalog.load_table("market_data.sequence_gaps").scan().to_arrow()
     trade_gaps = gaps.filter(pc.equal(gaps["table_name"], "trades"))
@@ -79,19 +51,19 @@ def test_a_faulty_session_lands_once_with_every_break_classified(kafka_broker, c
 
 
 def test_replayed_ids_already_committed_are_dropped(kafka_broker, catalog, tmp_path):
-    session, counts, topics = _replay(kafka_broker, tmp_path, 4_000, set())
+    session, counts, topics = replay_session(kafka_broker, tmp_path, 4_000, set())
     targets = (trades_target(topics.trades), quotes_target(topics.quotes))
     for target in targets:
-        _drain_all(kafka_broker, target)
+        drain_all(kafka_broker, target)
     producer = MarketDataProducer(kafka_broker.bootstrap, default_registry(), topics)
     replay(session, producer)  # the same messages again; the quotes get new event times (received-at)
     assert producer.flush(60) == 0
     for target, kind in zip(targets, ("trades", "quotes")):
-        again = _drain_all(kafka_broker, target)
+        again = drain_all(kafka_broker, target)
         assert sum(r.messages for r in again) == counts[kind]
         assert sum(r.rows_written for r in again) == 0
         assert sum(r.duplicates_committed for r in again) == counts[kind]
-        assert len(_table_ids(catalog, target)) == counts[kind]
+        assert len(table_ids(catalog, target)) == counts[kind]
 
 
 def _variant(**field_types) -> dict:
@@ -104,7 +76,7 @@ def _variant(**field_types) -> dict:
 
 
 def test_poison_messages_are_dead_letters_and_their_neighbours_land(kafka_broker, catalog, tmp_path):
-    session, counts, topics = _replay(kafka_broker, tmp_path, 200, set())
+    session, counts, topics = replay_session(kafka_broker, tmp_path, 200, set())
     registry = default_registry()
     good = AvroEncoder(registry, topics.trades, "trade_v2")
     record = normalize(next(f for _, f in read_recording(session) if '"e":"trade"' in f), 1).record
@@ -135,9 +107,9 @@ def test_poison_messages_are_dead_letters_and_their_neighbours_land(kafka_broker
     producer.produce(topics.trades, None, b"BTCUSDT")  # a tombstone is not a trade either
     assert producer.flush(30) == 0
 
-    results = _drain_all(kafka_broker, trades_target(topics.trades))
+    results = drain_all(kafka_broker, trades_target(topics.trades))
     assert sum(r.rows_written for r in results) == counts["trades"] + len(fine)
-    landed = {trade_id for _, trade_id in _table_ids(catalog, trades_target(topics.trades))}
+    landed = {trade_id for _, trade_id in table_ids(catalog, trades_target(topics.trades))}
     assert {f"BINANCE-fine-{i}" for i in range(len(fine))} <= landed
     dead = catalog.load_table("market_data.dead_letters").scan().to_arrow().to_pylist()
     by_class = {}
@@ -164,7 +136,7 @@ def _drain_process(kafka_broker, topic: str, *extra: str, kill_at: str | None = 
 
 
 def test_drains_killed_anywhere_lose_and_duplicate_nothing(kafka_broker, catalog, tmp_path):
-    _, counts, topics = _replay(kafka_broker, tmp_path, 40_000, set())
+    _, counts, topics = replay_session(kafka_broker, tmp_path, 40_000, set())
     kills = 0
     for point in ["files-written", "before-commit", "iceberg-committed"] * 3:  # the moments that matter most
         process = _drain_process(kafka_broker, topics.trades, "--max-messages", "900", kill_at=point)
@@ -179,30 +151,30 @@ def test_drains_killed_anywhere_lose_and_duplicate_nothing(kafka_broker, catalog
             kills += process.wait(30) == -9
     finished = _drain_process(kafka_broker, topics.trades, "--until-caught-up")
     assert finished.wait(300) == 0, finished.stdout.read().decode()
-    ids = _table_ids(catalog, trades_target(topics.trades))
+    ids = table_ids(catalog, trades_target(topics.trades))
     assert len(ids) == len(set(ids)) == counts["trades"]
-    orphans = orphan_data_files(catalog.load_table("market_data.trades"))
-    print(f"{kills} kills left {len(orphans)} orphaned data files")
+    orphans = remove_orphan_files(catalog, "market_data.trades", datetime.now(timezone.utc) - MIN_ORPHAN_AGE).orphans
+    print(f"{kills} kills left {orphans} orphaned files")
     assert orphans  # the kills between writing and committing left files no snapshot references
 
 
 def test_two_drains_at_once_write_each_message_once(kafka_broker, catalog, tmp_path):
-    _, counts, topics = _replay(kafka_broker, tmp_path, 20_000, set())
+    _, counts, topics = replay_session(kafka_broker, tmp_path, 20_000, set())
     drains = [_drain_process(kafka_broker, topics.trades, "--max-messages", "1500", "--until-caught-up")
               for _ in range(2)]
     outputs = [d.communicate(timeout=300)[0].decode() for d in drains]
     assert [d.returncode for d in drains] == [0, 0], outputs
-    ids = _table_ids(catalog, trades_target(topics.trades))
+    ids = table_ids(catalog, trades_target(topics.trades))
     assert len(ids) == len(set(ids)) == counts["trades"]
 
 
 def test_a_drain_in_a_thread_and_one_in_another_agree(kafka_broker, catalog, tmp_path):
-    _, counts, topics = _replay(kafka_broker, tmp_path, 10_000, set())
+    _, counts, topics = replay_session(kafka_broker, tmp_path, 10_000, set())
     errors = []
 
     def run() -> None:
         try:
-            _drain_all(kafka_broker, trades_target(topics.trades), Limits(max_messages=700))
+            drain_all(kafka_broker, trades_target(topics.trades), Limits(max_messages=700))
         except Exception as error:  # noqa: BLE001 - reported by the assertion below
             errors.append(error)
 
@@ -211,6 +183,6 @@ def test_a_drain_in_a_thread_and_one_in_another_agree(kafka_broker, catalog, tmp
         thread.start()
     for thread in threads:
         thread.join(300)
-    ids = _table_ids(catalog, trades_target(topics.trades))
+    ids = table_ids(catalog, trades_target(topics.trades))
     assert not [e for e in errors if type(e).__name__ != "DrainAbandoned"]
     assert len(ids) == len(set(ids)) == counts["trades"]

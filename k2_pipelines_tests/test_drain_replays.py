@@ -4,9 +4,9 @@ from datetime import datetime, timezone
 
 import pyarrow as pa
 
-from k2_pipelines.lib.drain.replays import NOT_NUMBERED, ceilings_after, could_repeat, id_numbers, repeats
+from k2_pipelines.lib.drain.replays import NOT_NUMBERED, ceilings_after, could_repeat, id_numbers, quarantined, repeats
 from k2_pipelines.lib.drain.sequences import record_keys
-from k2_pipelines.lib.tables import TRADES
+from k2_pipelines.lib.tables import QUARANTINE, TRADES
 
 AT = datetime(2026, 11, 20, 12, tzinfo=timezone.utc)
 
@@ -51,3 +51,29 @@ def test_repeats_are_found_in_the_table_and_new_rows_are_not(catalog):
     found = repeats(table, batch, record_keys(batch, "trade_id"), id_numbers(batch, "trade_id"), "trade_id",
                     {"BTCUSDT": 7, "ETHUSDT": 7})
     assert found.tolist() == [True, True, False, False, False]
+
+
+def _quarantine_rows(*held: tuple[str, str, str]) -> pa.Table:
+    """Quarantined rows (table_name, symbol, record_id), other columns filled in."""
+    return pa.Table.from_pylist([{
+        "table_name": table_name, "record_id": record_id, "symbol": symbol, "event_timestamp": AT, "row_json": "{}",
+        "reason": "price_positive", "detail": None, "source_run_id": "run-1", "source_snapshot_id": 1,
+        "quarantine_run_id": "quarantine-1", "quarantined_at": AT} for table_name, symbol, record_id in held],
+        schema=QUARANTINE.schema().as_arrow())
+
+
+def test_repeats_of_rows_taken_out_into_quarantine_are_found_for_their_table_only(catalog):
+    quarantine = catalog.load_table(QUARANTINE.identifier)
+    quarantine.append(_quarantine_rows(("market_data.trades", "BTCUSDT", "BINANCE-7"),
+                                       ("market_data.trades", "BTCUSDT", "BINANCE-odd"),
+                                       ("market_data.quotes", "ETHUSDT", "BINANCE-5"),
+                                       ("market_data.trades", "ETHUSDT", "BINANCE-9")).cast(quarantine.schema().as_arrow()))
+    batch = _rows(("BINANCE", "BTCUSDT", "BINANCE-7", 0),  # quarantined from trades
+                  ("BINANCE", "BTCUSDT", "BINANCE-odd", 0),  # quarantined, not numbered
+                  ("BINANCE", "BTCUSDT", "BINANCE-6", 0),  # at or below the ceiling, but never quarantined
+                  ("BINANCE", "ETHUSDT", "BINANCE-5", 0),  # quarantined from quotes, not from trades
+                  ("BINANCE", "SOLUSDT", "BINANCE-7", 0),  # same id, another symbol
+                  ("BINANCE", "ETHUSDT", "BINANCE-9", 0))  # quarantined, but above its ceiling: not looked up
+    found = quarantined(quarantine, TRADES.identifier, batch, id_numbers(batch, "trade_id"), "trade_id",
+                        {"BTCUSDT": 7, "ETHUSDT": 8})
+    assert found.tolist() == [True, True, False, False, False, False]

@@ -3,13 +3,14 @@ import pytest
 from pyiceberg.exceptions import CommitFailedException
 
 from k2_pipelines.lib.atomic_commit import commit_atomically
+from k2_pipelines.lib.replace import append_files, write_rows
 from k2_pipelines.lib.tables import ALL_TABLES, REFERENCE_DATA, REJECTS, TRADES, ensure_tables
 from k2_pipelines_tests.helpers import scan
 
 
-def _reject(reason: str) -> pa.Table:
+def _reject(reason: str, source: str = "test") -> pa.Table:
     return pa.Table.from_pylist(
-        [dict(source="test", partition_key=None, source_file="f", line_number=1, raw_line="x", reason=reason, detail=None,
+        [dict(source=source, partition_key=None, source_file="f", line_number=1, raw_line="x", reason=reason, detail=None,
               run_id="r", rejected_at=pa.scalar(0, pa.timestamp("us", tz="UTC")).as_py())],
         schema=REJECTS.schema().as_arrow(),
     )
@@ -84,3 +85,18 @@ def test_tables_made_by_an_older_k2_take_the_definitions_properties(catalog):
         transaction.remove_properties("write.parquet.dict-size-bytes")
     ensure_tables(catalog)
     assert catalog.load_table(TRADES.identifier).properties["write.parquet.dict-size-bytes"] == "65536"
+
+
+def test_rows_in_chunks_some_empty_are_written_one_file_per_partition(catalog):
+    """Tables put together from parts (concatenated, or read from several files) can hold empty chunks."""
+    rows = pa.concat_tables([_reject("a").slice(0, 0), _reject("a", "asx"), _reject("b", "binance").slice(0, 0),
+                             _reject("b", "binance"), _reject("c", "asx")])
+    assert 0 in [batch.num_rows for batch in rows.to_batches()]
+    files = write_rows(catalog, REJECTS.identifier, rows)
+    transaction = catalog.load_table(REJECTS.identifier).transaction()
+    append_files(transaction, files, {})
+    transaction.commit_transaction()
+    assert sorted(f.partition[0] for f in files) == ["asx", "binance"]
+    written = scan(catalog, REJECTS.identifier)
+    assert sorted(zip(written["source"].to_pylist(), written["reason"].to_pylist())) == [
+        ("asx", "a"), ("asx", "c"), ("binance", "b")]

@@ -11,14 +11,14 @@ from k2_pipelines.lib.drain.drain import drain_once, group_id, reader_for, trade
 from k2_pipelines.lib.drain.kafka_batch import OffsetsOutOfRange
 from k2_pipelines.lib.drain.offset_drift import RealignRefused, offset_drift, realign_group
 from k2_pipelines.lib.schema_registry import default_registry
-from k2_pipelines_tests.test_drain import _drain_all, _replay
+from k2_pipelines_tests.kafka_helpers import drain_all, replay_session
 
 
 def _drained(kafka_broker, catalog, tmp_path):
     """A topic of trades, drained to its end; (target, stored offsets, rows in the table)."""
-    _, counts, topics = _replay(kafka_broker, tmp_path, 900, set())
+    _, counts, topics = replay_session(kafka_broker, tmp_path, 900, set())
     target = trades_target(topics.trades)
-    _drain_all(kafka_broker, target)
+    drain_all(kafka_broker, target)
     table = catalog.load_table(target.table.identifier)
     stored = stored_checkpoint(table, target.topic).offsets
     assert sum(stored.values()) == counts["trades"] and len(table.scan().to_arrow()) == counts["trades"]

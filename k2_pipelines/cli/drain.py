@@ -24,6 +24,7 @@ def describe(result: DrainResult) -> str:
     dead = sum(result.dead_letters.values())
     return (f"{result.table}: {result.messages:,} messages -> {result.rows_written:,} rows, {dead:,} dead letters, "
             f"{result.duplicates_in_batch + result.duplicates_committed:,} duplicates, "
+            f"{result.quarantined_repeats:,} repeats of quarantined rows, "
             f"{sum(result.breaks.values()):,} sequence breaks; offsets {spans}; lag "
             f"{sum(result.lag_after.values()):,}; {result.seconds:.2f}s")
 

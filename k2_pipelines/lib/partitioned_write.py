@@ -53,6 +53,8 @@ def partition_slices(
     groups: dict[tuple, list[pa.RecordBatch]] = defaultdict(list)
     offset = 0
     for batch in rows.to_batches():
+        if not batch.num_rows:  # chunked arrays may hold empty chunks; they have no runs
+            continue
         columns = _key_columns(metadata, batch, file_groups.slice(offset, batch.num_rows) if file_groups else None)
         offset += batch.num_rows
         runs = _runs(columns, batch.num_rows)

@@ -137,7 +137,7 @@ def _quarantine_rows(rows: pa.Table, target: DrainTarget, source_run_id: str, re
         "source_snapshot_id": rows[_SOURCE_SNAPSHOT],
         "quarantine_run_id": pa.array([quarantine_run_id] * n, pa.string()),
         "quarantined_at": pa.array([now_us] * n, pa.timestamp("us", tz="UTC")),
-    }).combine_chunks()  # the files' rows come in chunks, some empty, and write_data_files slices no empty batch
+    })
 
 
 def _already_quarantined(catalog: Catalog, target: DrainTarget, source_run_id: str) -> int:

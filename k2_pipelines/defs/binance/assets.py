@@ -27,6 +27,7 @@ def drain_metadata(result: DrainResult) -> dict:
         "dead_letters": sum(result.dead_letters.values()),
         "dead_letters_by_class": dg.MetadataValue.json(dict(result.dead_letters)),
         "duplicates_dropped": result.duplicates_in_batch + result.duplicates_committed,
+        "quarantined_repeats": result.quarantined_repeats,  # rows a quarantine took out, sent again
         "sequence_breaks": dg.MetadataValue.json(dict(result.breaks)),
         "snapshot_before": dg.MetadataValue.text(str(result.snapshot_before)),
         "snapshot_after": dg.MetadataValue.text(str(result.snapshot_after)),

@@ -17,6 +17,8 @@ class QualityResource(dg.ConfigurableResource):
     freshness_minutes: float = _DEFAULTS.freshness_minutes
     trading_opens_minute: int = _DEFAULTS.trading_opens_minute
     trading_closes_minute: int = _DEFAULTS.trading_closes_minute
+    # dead letters no replay can land yet at which the dead-letter sensor asks a human for a fix
+    dead_letters_for_incident: int = 1_000
 
     def thresholds(self) -> Thresholds:
         return Thresholds(**{f.name: getattr(self, f.name) for f in fields(Thresholds)})

@@ -4,8 +4,8 @@ A message becomes a dead letter when its value cannot be a row yet or ever (lib/
 not in the registry (a producer registered a schema the registry K2 reads does not have yet), its body is not
 Avro, it names another record, or a value does not fit the table. Once the cause is fixed (the schema is there,
 the table widened) a replay decodes them again with the same code. Rows that decode are deduplicated as the drain
-does (in the batch, then against committed rows: replays.py) and appended; the dead letters that landed, or repeat a
-committed row, are deleted; the rest stay as they were. Rows and deletions are one atomic commit.
+does (in the batch, then against committed and quarantined rows: replays.py) and appended; the dead letters that
+landed, or repeat such a row, are deleted; the rest stay as they were. Rows and deletions are one atomic commit.
 
 The main table's snapshot carries the drain's checkpoint forward (same offsets and sequences, id ceilings raised
 to the replayed ids), so that the next drain's dedupe sees the replayed rows. A drain committing meanwhile makes
@@ -30,10 +30,10 @@ from k2_pipelines.lib.drain.checkpoint import RUN_ID, Checkpoint, checkpoint_pro
 from k2_pipelines.lib.drain.decode import decode_batch
 from k2_pipelines.lib.drain.drain import DrainTarget
 from k2_pipelines.lib.drain.kafka_batch import KafkaBatch
-from k2_pipelines.lib.drain.replays import ceilings_after, id_numbers, repeats
+from k2_pipelines.lib.drain.replays import ceilings_after, id_numbers, quarantined, repeats
 from k2_pipelines.lib.drain.sequences import first_occurrences, record_keys
 from k2_pipelines.lib.replace import COMMIT_ATTEMPTS, append_files, wait_after_lost_race, write_rows
-from k2_pipelines.lib.tables import DEAD_LETTERS
+from k2_pipelines.lib.tables import DEAD_LETTERS, QUARANTINE
 
 
 @dataclass
@@ -44,7 +44,7 @@ class ReplayResult:
     dry_run: bool
     dead_letters_seen: int = 0
     landed: int = 0
-    duplicates: int = 0  # decoded, but repeating a committed row or another dead letter: deleted, not landed
+    duplicates: int = 0  # decoded, but repeating a committed or quarantined row or another dead letter: deleted
     still_dead: int = 0
     still_dead_by_class: dict[str, int] = field(default_factory=dict)
     snapshot_after: int | None = None  # the main table's
@@ -70,7 +70,8 @@ def _as_batch(letters: pa.Table) -> KafkaBatch:
                       letters.column("partition").to_numpy(), letters.column("offset").to_numpy(), {}, {}, {})
 
 
-def _plan(main: Table, dead_letters: Table, target: DrainTarget, registry, result: ReplayResult) -> _Plan:
+def _plan(main: Table, dead_letters: Table, quarantine: Table, target: DrainTarget, registry,
+          result: ReplayResult) -> _Plan:
     checkpoint = stored_checkpoint(main, target.topic)
     letters = dead_letters.scan(row_filter=EqualTo("topic", target.topic),
                                 selected_fields=("partition", "offset", "key", "value")).to_arrow() \
@@ -78,7 +79,8 @@ def _plan(main: Table, dead_letters: Table, target: DrainTarget, registry, resul
     decoded = decode_batch(_as_batch(letters), registry, main.schema().as_arrow(), target.record_name)
     rows = decoded.rows
     keys, numbers = record_keys(rows, target.id_column), id_numbers(rows, target.id_column)
-    landing = first_occurrences(keys) & ~repeats(main, rows, keys, numbers, target.id_column, checkpoint.ceilings)
+    landing = first_occurrences(keys) & ~repeats(main, rows, keys, numbers, target.id_column, checkpoint.ceilings) \
+        & ~quarantined(quarantine, target.table.identifier, rows, numbers, target.id_column, checkpoint.ceilings)
     still_dead = Counter(error_class for _, _, error_class, _ in decoded.dead)
     result.dead_letters_seen, result.landed = letters.num_rows, int(landing.sum())
     result.duplicates, result.still_dead = rows.num_rows - result.landed, len(decoded.dead)
@@ -106,7 +108,7 @@ def replay_dead_letters(catalog: Catalog, target: DrainTarget, registry, run_id:
     result = ReplayResult(target.topic, target.table.identifier, run_id, dry_run)
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         main, dead_letters = catalog.load_table(target.table.identifier), catalog.load_table(DEAD_LETTERS.identifier)
-        plan = _plan(main, dead_letters, target, registry, result)
+        plan = _plan(main, dead_letters, catalog.load_table(QUARANTINE.identifier), target, registry, result)
         result.snapshot_after = _snapshot_id(main)
         if dry_run or not plan.resolved.num_rows:
             break

@@ -1,8 +1,8 @@
 """One exactly-once micro-batch from a Kafka topic into an Iceberg table.
 
 1. Start from the offsets stored in the table's newest drain snapshot (not from Kafka's group offsets).
-2. Read a bounded batch, decode it in bulk; bad messages become dead letters, duplicates are dropped, sequence
-   breaks are recorded.
+2. Read a bounded batch, decode it in bulk; bad messages become dead letters, duplicates (and repeats of
+   quarantined rows) are dropped, sequence breaks are recorded.
 3. Write the data files (rows, dead letters, sequence breaks), then commit them in one catalog transaction whose
    snapshot of the main table stores the batch's end offsets. The commit is a compare-and-set: if any table moved
    meanwhile, the stored offsets are read again; if they moved, another drain committed this range and the batch
@@ -29,10 +29,10 @@ from k2_pipelines.lib.atomic_commit import commit_atomically
 from k2_pipelines.lib.drain.checkpoint import RUN_ID, Checkpoint, checkpoint_properties, stored_checkpoint
 from k2_pipelines.lib.drain.decode import decode_batch
 from k2_pipelines.lib.drain.kafka_batch import KafkaBatch, Limits, TopicReader
-from k2_pipelines.lib.drain.replays import ceilings_after, id_numbers, repeats
+from k2_pipelines.lib.drain.replays import ceilings_after, id_numbers, quarantined, repeats
 from k2_pipelines.lib.drain.sequences import Break, SequenceRules, classify, first_occurrences, record_keys
 from k2_pipelines.lib.replace import COMMIT_ATTEMPTS, append_files, wait_after_lost_race, write_rows
-from k2_pipelines.lib.tables import DEAD_LETTERS, QUOTES, SEQUENCE_GAPS, TRADES, TableDefinition
+from k2_pipelines.lib.tables import DEAD_LETTERS, QUARANTINE, QUOTES, SEQUENCE_GAPS, TRADES, TableDefinition
 
 log = logging.getLogger(__name__)
 KILL_AT = "K2_DRAIN_KILL_AT"  # crash tests: SIGKILL the drain at this point (see _crash_point)
@@ -73,6 +73,7 @@ class DrainResult:
     dead_letters: Counter = field(default_factory=Counter)  # by error class
     duplicates_in_batch: int = 0
     duplicates_committed: int = 0
+    quarantined_repeats: int = 0  # rows repeating rows a quarantine took out of the table: dropped, not written back
     breaks: Counter = field(default_factory=Counter)  # by kind
     snapshot_before: int | None = None
     snapshot_after: int | None = None
@@ -197,9 +198,12 @@ def drain_once(catalog: Catalog, reader: TopicReader, target: DrainTarget, regis
     keys, numbers = record_keys(rows, target.id_column), id_numbers(rows, target.id_column)
     first = first_occurrences(keys)
     committed = repeats(main, rows, keys, numbers, target.id_column, checkpoint.ceilings)
+    held = quarantined(catalog.load_table(QUARANTINE.identifier), target.table.identifier, rows, numbers,
+                       target.id_column, checkpoint.ceilings)
     result.duplicates_in_batch = int((~first).sum())
     result.duplicates_committed = int((first & committed).sum())
-    written = first & ~committed
+    result.quarantined_repeats = int((first & held & ~committed).sum())
+    written = first & ~committed & ~held
     rows, numbers = _where(rows, written), numbers[written]
     symbols = rows.column("symbol").combine_chunks()
     sequenced = _where(rows, rows.column("source_sequence").is_valid().to_numpy(zero_copy_only=False))

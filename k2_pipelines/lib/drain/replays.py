@@ -7,6 +7,10 @@ row with the same id would carry the same n, so a row numbered above its symbol'
 others are looked up: rows numbered at or below the ceiling (replays, late arrivals), ids that are not numbered, and
 symbols without a ceiling yet. They are looked up by each symbol's range of their ids: not by event time, which a
 replayed bookTicker does not keep (Binance sends none; its time is when K2 received it).
+
+Rows a quarantine took out of the table (lib/quarantine.py) must not come back with a resend of their messages
+either: the ceilings it carries forward keep their ids suspect, and `quarantined` looks the suspects up in
+market_data.quarantine the same way. That table keeps no exchange column: there they match by symbol and id.
 """
 
 from functools import reduce
@@ -17,6 +21,7 @@ import pyarrow.compute as pc
 from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThanOrEqual, Or
 from pyiceberg.table import Table
 
+from k2_pipelines.lib.avro_arrow import join
 from k2_pipelines.lib.drain.sequences import record_keys
 
 NOT_NUMBERED = np.iinfo(np.int64).min
@@ -63,25 +68,50 @@ def ceilings_after(rows: pa.Table, numbers: np.ndarray, ceilings: Ceilings) -> C
     return after
 
 
-def _id_ranges(rows: pa.Table, id_column: str):
-    """A filter for the rows whose key could be among `rows`': per exchange and symbol, ids between theirs."""
-    spans = rows.group_by(["exchange", "symbol"]).aggregate([(id_column, "min"), (id_column, "max")])
-    return reduce(Or, [And(And(EqualTo("exchange", span["exchange"]), EqualTo("symbol", span["symbol"])),
+def _id_ranges(rows: pa.Table, id_column: str, by: tuple[str, ...]):
+    """A filter for the rows whose key could be among `rows`': per value of the `by` columns, ids between theirs."""
+    spans = rows.group_by(list(by)).aggregate([(id_column, "min"), (id_column, "max")])
+    return reduce(Or, [And(reduce(And, [EqualTo(column, span[column]) for column in by]),
                            And(GreaterThanOrEqual(id_column, span[f"{id_column}_min"]),
                                LessThanOrEqual(id_column, span[f"{id_column}_max"])))
                        for span in spans.to_pylist()])
 
 
+def _suspects_found(rows: pa.Table, numbers: np.ndarray, ceilings: Ceilings, found_among) -> np.ndarray:
+    """Per row, whether it repeats: only the rows that could are looked up, by `found_among(their positions)`."""
+    found = np.zeros(rows.num_rows, dtype=bool)
+    suspects = np.flatnonzero(could_repeat(rows, numbers, ceilings))
+    if suspects.size:
+        found[suspects] = found_among(pa.array(suspects)).to_numpy(zero_copy_only=False)
+    return found
+
+
 def repeats(table: Table, rows: pa.Table, keys: pa.Array, numbers: np.ndarray, id_column: str,
             ceilings: Ceilings) -> np.ndarray:
     """Which rows repeat a row already in the table (keys: their record_keys, numbers: their id_numbers)."""
-    found = np.zeros(rows.num_rows, dtype=bool)
-    suspects = np.flatnonzero(could_repeat(rows, numbers, ceilings))
-    if not suspects.size:
-        return found
-    picked = pa.array(suspects)
-    existing = table.scan(row_filter=_id_ranges(rows.select(["exchange", "symbol", id_column]).take(picked), id_column),
-                          selected_fields=("exchange", "symbol", id_column)).to_arrow()
-    found[suspects] = pc.is_in(keys.take(picked), value_set=record_keys(existing, id_column)).to_numpy(
-        zero_copy_only=False)
-    return found
+    def found_among(picked: pa.Array) -> pa.Array:
+        by = ("exchange", "symbol")
+        existing = table.scan(row_filter=_id_ranges(rows.select([*by, id_column]).take(picked), id_column, by),
+                              selected_fields=(*by, id_column)).to_arrow()
+        return pc.is_in(keys.take(picked), value_set=record_keys(existing, id_column))
+    return _suspects_found(rows, numbers, ceilings, found_among)
+
+
+def _symbol_ids(rows: pa.Table) -> pa.Array:
+    return join(rows.column("symbol").combine_chunks(), b"\x1f", rows.column("record_id").combine_chunks())
+
+
+def quarantined(quarantine: Table, table_name: str, rows: pa.Table, numbers: np.ndarray, id_column: str,
+                ceilings: Ceilings) -> np.ndarray:
+    """Which rows repeat a row that a quarantine took out of table `table_name` (its identifier) into `quarantine`.
+
+    Load `quarantine` after the main table was loaded for `repeats`: a quarantine moves rows out of the one and into
+    the other in one commit, so each row it moved is in one of the two snapshots read.
+    """
+    def found_among(picked: pa.Array) -> pa.Array:
+        mine = rows.select(["symbol", id_column]).take(picked).rename_columns(["symbol", "record_id"])
+        held = quarantine.scan(row_filter=And(EqualTo("table_name", table_name),
+                                              _id_ranges(mine, "record_id", ("symbol",))),
+                               selected_fields=("symbol", "record_id")).to_arrow()
+        return pc.is_in(_symbol_ids(mine), value_set=_symbol_ids(held))
+    return _suspects_found(rows, numbers, ceilings, found_among)

@@ -1,0 +1,56 @@
+"""Case 5: a blocking quality check failed on a drained micro-batch. A failed check does not always fail a run (a
+check run on its own does not), so this sensor reads the check evaluations themselves."""
+
+import json
+import time
+from datetime import datetime, timezone
+
+import dagster as dg
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+from k2_pipelines.defs.binance.checks import binance_quotes_quality, binance_trades_quality
+from k2_pipelines.defs.recovery.incident_runs import runbook_page, runbook_run_config
+from k2_pipelines.defs.recovery.runbooks import quarantine_bad_batch
+from k2_pipelines.lib.incidents import Incident
+
+_BLOCKING = {table: [spec.key for spec in checks.check_specs if spec.blocking]
+             for table, checks in (("trades", binance_trades_quality), ("quotes", binance_quotes_quality))}
+
+
+def _failed_blocking(instance: dg.DagsterInstance, key: dg.AssetCheckKey, after: float):
+    """(when, validated run, description) of each failed ERROR evaluation of `key` since `after`."""
+    history = instance.event_log_storage.get_asset_check_execution_history(
+        key, limit=50, status={AssetCheckExecutionRecordStatus.FAILED})
+    for record in history:
+        if record.create_timestamp <= after or record.event is None:
+            continue
+        evaluation = record.event.dagster_event.event_specific_data
+        if evaluation.severity != dg.AssetCheckSeverity.ERROR:
+            continue
+        validated = evaluation.metadata.get("validated_run")
+        failing = evaluation.metadata.get("failing")
+        yield record.create_timestamp, validated.value if validated else record.run_id, \
+            f"{key.name}: {failing.value if failing else '?'} failing rows ({evaluation.description})"
+
+
+@dg.sensor(job=quarantine_bad_batch, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Runbook quality_check_failed: when a blocking check fails on a drained batch, launches the "
+                       "quarantine of that batch (the stored offsets stay past it)")
+def quality_gate_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    after = float(context.cursor) if context.cursor else time.time()
+    newest, requests = after, []
+    for table, keys in _BLOCKING.items():
+        failures: dict[str, list[str]] = {}
+        for key in keys:
+            for when, run_id, detail in _failed_blocking(context.instance, key, after):
+                newest = max(newest, when)
+                failures.setdefault(run_id, []).append(detail)
+        for run_id, details in failures.items():
+            incident = Incident("quality_check_failed", f"market_data.{table} batch of run {run_id}",
+                                datetime.now(timezone.utc), context.sensor_name, "; ".join(details),
+                                runbook_page("quality_check_failed"))
+            requests.append(dg.RunRequest(
+                run_key=f"quarantine:{table}:{run_id}",
+                run_config=runbook_run_config("quarantine_bad_batch", incident, table=table, source_run_id=run_id,
+                                              check=", ".join(sorted(d.split(":")[0] for d in details)))))
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(newest))
