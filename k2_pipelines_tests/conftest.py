@@ -1,32 +1,16 @@
-import socket
 from pathlib import Path
 
 import pytest
 
 from k2_pipelines.lib.asx.sample import generate
 from k2_pipelines.lib.catalog import load_k2_catalog
-from k2_pipelines.lib.kafka.broker import Broker
+from k2_pipelines.lib.kafka.broker import Broker, free_port
 from k2_pipelines.lib.tables import ensure_tables
 
 SAMPLE_SYMBOLS = ["BHP", "RIO", "MWR"]
 SAMPLE_DAYS = 3
 SAMPLE_TRADES = 6_000
 KAFKA_LIBS = Broker.from_env().libs  # where `make test` fetched the jars, before any test changes K2_HOME
-
-
-def free_port() -> int:
-    """A port with its neighbour (the controller's) also free."""
-    for _ in range(50):
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
-        with socket.socket() as second:
-            try:
-                second.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair")
 
 
 @pytest.fixture(scope="session")

@@ -76,6 +76,8 @@ def ensure_table(catalog: Catalog, definition: TableDefinition) -> Table:
         catalog.create_namespace(NAMESPACE)
     except NamespaceAlreadyExistsError:
         pass
+    if catalog.table_exists(definition.identifier):  # create_table would write a metadata file, orphaned, first
+        return _with_properties(catalog.load_table(definition.identifier), definition)
     schema = definition.schema()
     try:
         table = catalog.create_table(
@@ -85,8 +87,12 @@ def ensure_table(catalog: Catalog, definition: TableDefinition) -> Table:
             sort_order=definition.sort_order(schema),
             properties=definition.properties,
         )
-    except TableAlreadyExistsError:
+    except TableAlreadyExistsError:  # another process created it meanwhile
         table = catalog.load_table(definition.identifier)
+    return _with_properties(table, definition)
+
+
+def _with_properties(table: Table, definition: TableDefinition) -> Table:
     if any(table.properties.get(key) != value for key, value in definition.properties.items()):
         with table.transaction() as transaction:  # tables made by an older K2 take the definition's properties
             transaction.set_properties(definition.properties)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import ancestors_of
 
-_OFFSETS = "k2.drain.offsets."
+OFFSETS_PREFIX = "k2.drain.offsets."  # + topic
 _SEQUENCES = "k2.drain.sequences."
 _CEILINGS = "k2.drain.id-ceilings."
 RUN_ID = "k2.drain.run-id"
@@ -30,7 +30,7 @@ class Checkpoint:
 def stored_checkpoint(table: Table, topic: str) -> Checkpoint:
     for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
         summary = snapshot.summary or {}
-        offsets = summary.get(_OFFSETS + topic)
+        offsets = summary.get(OFFSETS_PREFIX + topic)
         if offsets is not None:
             return Checkpoint(
                 offsets={int(partition): offset for partition, offset in json.loads(offsets).items()},
@@ -46,7 +46,7 @@ def stored_checkpoint(table: Table, topic: str) -> Checkpoint:
 def checkpoint_properties(topic: str, offsets: dict[int, int], sequences: dict[str, tuple[int, int]],
                           ceilings: dict[str, int], run_id: str) -> dict[str, str]:
     return {
-        _OFFSETS + topic: json.dumps({str(p): o for p, o in sorted(offsets.items())}),
+        OFFSETS_PREFIX + topic: json.dumps({str(p): o for p, o in sorted(offsets.items())}),
         _SEQUENCES + topic: json.dumps({s: list(state) for s, state in sorted(sequences.items())}),
         _CEILINGS + topic: json.dumps(dict(sorted(ceilings.items()))),
         RUN_ID: run_id,

@@ -184,6 +184,17 @@ def fetch_jars(libs: Path) -> None:
         raise BrokerError(f"fetching the Kafka jars with Maven failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
 
 
+def free_port() -> int:
+    """A free port whose neighbour (the controller's) is free too: for a broker of its own (tests, benchmarks)."""
+    for _ in range(50):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+        if _can_bind(port + 1):
+            return port
+    raise BrokerError("no free port pair")
+
+
 def _accepts(port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(0.5)

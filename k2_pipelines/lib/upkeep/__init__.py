@@ -1,0 +1,1 @@
+"""Table upkeep: compaction, snapshot expiry, orphan removal."""

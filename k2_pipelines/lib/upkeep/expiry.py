@@ -1,0 +1,121 @@
+"""Expire a table's old snapshots, keeping what drains resume from, and delete the files only they referenced.
+
+PyIceberg's expiry only edits the metadata; the files that no snapshot references afterwards are deleted here.
+Only files referenced before the commit and not by the table as committed are deleted: never anything unknown
+(a concurrent writer's uncommitted files are not ours), never a manifest a newer snapshot still lists.
+
+Old metadata json files: PyIceberg 0.12 deletes those that drop out of the metadata log (beyond
+`write.metadata.previous-versions-max`) only when `write.metadata.delete-after-commit.enabled` is set and only on its
+own single-table commit path, which K2's drains and loads (lib/atomic_commit) bypass. So the log entries the expiry
+commit itself drops are deleted here; older ones, dropped by other commits, are left to orphan removal.
+"""
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.table import Table
+from pyiceberg.table.snapshots import ancestors_of
+from pyiceberg.table.update.snapshot import ExpireSnapshots
+
+from k2_pipelines.lib.atomic_commit import commit_atomically
+from k2_pipelines.lib.drain.checkpoint import OFFSETS_PREFIX, stored_checkpoint
+from k2_pipelines.lib.replace import COMMIT_ATTEMPTS, wait_after_lost_race
+from k2_pipelines.lib.upkeep.table_files import TableFiles, cutoff_ms
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExpiryResult:
+    table: str
+    dry_run: bool
+    snapshots_before: int
+    snapshots_expired: list[int]
+    snapshots_kept_for_offsets: list[int]  # older than the cutoff, kept because a drain resumes from them
+    files_before: int  # every file the table references (metadata json, manifest lists, manifests, data)
+    bytes_before: int
+    files_after: int
+    bytes_after: int
+    files_deleted: int
+    bytes_deleted: int
+    seconds: float
+
+
+def kept_for_offsets(table: Table) -> set[int]:
+    """The current snapshot and its ancestors back to the newest one holding each topic's drain offsets:
+    stored_checkpoint walks this ancestry by parent ids, so a gap in it would lose the offsets."""
+    ancestry = list(ancestors_of(table.current_snapshot(), table.metadata))
+    topics = {key.removeprefix(OFFSETS_PREFIX) for s in ancestry if s.summary
+              for key in s.summary.additional_properties if key.startswith(OFFSETS_PREFIX)}
+    holders = {stored_checkpoint(table, topic).snapshot_id for topic in topics}
+    kept = set()
+    for snapshot in ancestry:
+        if not holders:
+            break
+        kept.add(snapshot.snapshot_id)
+        holders.discard(snapshot.snapshot_id)
+    return kept
+
+
+def _plan(table: Table, cutoff: int) -> tuple[list[int], list[int]]:
+    """(snapshots to expire, snapshots as old but kept for drain offsets)."""
+    protected = {ref.snapshot_id for ref in table.metadata.refs.values()}  # branch and tag heads: the current one
+    old = [s.snapshot_id for s in table.snapshots() if s.timestamp_ms < cutoff and s.snapshot_id not in protected]
+    pinned = kept_for_offsets(table)
+    return [i for i in old if i not in pinned], [i for i in old if i in pinned]
+
+
+def expire_snapshots(catalog: Catalog, identifier: str, older_than: datetime, dry_run: bool = False) -> ExpiryResult:
+    """Expire the snapshots older than `older_than` except the current one and those drains resume from; delete
+    the files referenced before and not after. A dry run commits and deletes nothing and reports what would go
+    (its files_after leaves out the metadata json the commit would write)."""
+    started, cutoff = time.perf_counter(), cutoff_ms(older_than)
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        table = catalog.load_table(identifier)
+        expired, pinned = _plan(table, cutoff)
+        # not table.maintenance.expire_snapshots(): it commits with no requirement, and PyIceberg's retries would
+        # apply the removal to whatever the table has become; the same builder on our own transaction is committed
+        # as a compare-and-set on the metadata it was planned from
+        transaction = table.transaction()
+        if expired:
+            expire = ExpireSnapshots(transaction)
+            # not by_ids: it checks each id against a fresh copy of the whole metadata, quadratic in snapshots (about
+            # 2 minutes for a day of drains); these ids come from this very metadata
+            expire._snapshot_ids_to_expire = set(expired)
+            expire.commit()  # stages: the transaction does not autocommit
+        if dry_run or not expired:
+            after, after_location = transaction.table_metadata, table.metadata_location
+            break
+        try:
+            [committed] = commit_atomically(catalog, [transaction])
+        except CommitFailedException as conflict:  # a drain (or another writer) committed meanwhile
+            wait_after_lost_race(attempt, conflict, "planning the expiry again")
+            continue
+        after, after_location = committed.metadata, committed.metadata_location
+        break
+
+    files = TableFiles(table.io)
+    referenced_before = files.sizes(files.referenced(table.metadata, table.metadata_location))
+    referenced_after = files.sizes(files.referenced(after, after_location))
+    unreferenced = {path: size for path, size in referenced_before.items() if path not in referenced_after}
+    if not dry_run:
+        for path in unreferenced:
+            with contextlib.suppress(FileNotFoundError):  # orphan removal may have taken it first
+                table.io.delete(path)
+    result = ExpiryResult(
+        table=identifier, dry_run=dry_run, snapshots_before=len(table.snapshots()), snapshots_expired=expired,
+        snapshots_kept_for_offsets=pinned,
+        files_before=len(referenced_before), bytes_before=sum(referenced_before.values()),
+        files_after=len(referenced_after), bytes_after=sum(referenced_after.values()),
+        files_deleted=len(unreferenced), bytes_deleted=sum(unreferenced.values()),
+        seconds=time.perf_counter() - started,
+    )
+    log.info("%s: %s%d of %d snapshots expired (%d kept for drain offsets), %d files (%d bytes) deleted",
+             identifier, "dry run: " if dry_run else "", len(expired), result.snapshots_before, len(pinned),
+             result.files_deleted, result.bytes_deleted)
+    return result

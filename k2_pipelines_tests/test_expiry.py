@@ -1,0 +1,132 @@
+"""Snapshot expiry on a real catalog: drains resume where they were, rows stay, files of expired snapshots go."""
+
+import os
+import threading
+from datetime import datetime, timedelta, timezone
+from urllib.parse import urlparse
+
+import pyarrow as pa
+from pyiceberg.expressions import EqualTo
+from pyiceberg.table.snapshots import ancestors_of
+
+from k2_pipelines.lib.atomic_commit import commit_atomically
+from k2_pipelines.lib.drain.checkpoint import checkpoint_properties, stored_checkpoint
+from k2_pipelines.lib.replace import append_files, replace_atomically, replacement, write_rows
+from k2_pipelines.lib.tables import REJECTS
+from k2_pipelines.lib.upkeep.expiry import expire_snapshots
+from k2_pipelines.lib.upkeep.table_files import TableFiles
+from k2_pipelines_tests.helpers import scan
+
+LATER = timedelta(minutes=5)  # a cutoff after every snapshot of the test
+
+
+def _rows(source: str, first: int, count: int) -> pa.Table:
+    return pa.Table.from_pylist(
+        [dict(source=source, partition_key=None, source_file="f", line_number=n, raw_line=f"{source}-{n}", reason="r",
+              detail=None, run_id="r", rejected_at=pa.scalar(0, pa.timestamp("us", tz="UTC")).as_py())
+         for n in range(first, first + count)],
+        schema=REJECTS.schema().as_arrow(),
+    )
+
+
+def _checkpoint(topic: str, offset: int) -> dict[str, str]:
+    return checkpoint_properties(topic, {0: offset}, {}, {}, f"run-{topic}-{offset}")
+
+
+def _append(catalog, rows: pa.Table, properties: dict[str, str]) -> int:
+    transaction = catalog.load_table(REJECTS.identifier).transaction()
+    append_files(transaction, write_rows(catalog, REJECTS.identifier, rows), properties)
+    [table] = commit_atomically(catalog, [transaction])
+    return table.current_snapshot().snapshot_id
+
+
+def _replace(catalog, source: str, rows: pa.Table, properties: dict[str, str] | None = None) -> int:
+    replace_atomically(catalog, [replacement(catalog, REJECTS.identifier, rows, EqualTo("source", source))],
+                       properties or {})
+    return catalog.load_table(REJECTS.identifier).current_snapshot().snapshot_id
+
+
+def _referenced(table) -> set[str]:
+    return set(TableFiles(table.io).referenced(table.metadata, table.metadata_location))
+
+
+def _exists(uri: str) -> bool:
+    return os.path.exists(urlparse(uri).path)
+
+
+def _lines(table: pa.Table) -> list[str]:
+    return sorted(table.column("raw_line").to_pylist())
+
+
+def test_expiry_keeps_the_ancestry_back_to_each_topics_offsets_and_deletes_only_what_expired(catalog):
+    snapshots = [
+        _append(catalog, _rows("a", 0, 10), {}),  # its file is replaced by the next commit
+        _append(catalog, _rows("b", 0, 10), _checkpoint("t1", 10)),
+        _replace(catalog, "a", _rows("a", 100, 5)),
+        _append(catalog, _rows("c", 0, 10), _checkpoint("t2", 7)),  # t2's newest offsets
+        _append(catalog, _rows("d", 0, 10), _checkpoint("t1", 20)),  # t1's newest offsets
+        _replace(catalog, "b", _rows("b", 100, 5)),
+        _append(catalog, _rows("e", 0, 10), {}),
+    ]
+    table = catalog.load_table(REJECTS.identifier)
+    ancestry = [s.snapshot_id for s in ancestors_of(table.current_snapshot(), table.metadata)]
+    expected_kept = ancestry[: ancestry.index(snapshots[3]) + 1]  # current back to t2's offsets
+    checkpoints = {topic: stored_checkpoint(table, topic) for topic in ("t1", "t2")}
+    rows, rows_at_kept = _lines(scan(catalog, REJECTS.identifier)), _lines(table.scan(snapshot_id=snapshots[3]).to_arrow())
+    before = _referenced(table)
+    [first_a] = [e.data_file.file_path for m in table.snapshot_by_id(snapshots[0]).manifests(table.io)
+                 for e in m.fetch_manifest_entry(table.io)]
+    assert "source=a" in first_a and all(_exists(uri) for uri in before)
+
+    dry = expire_snapshots(catalog, REJECTS.identifier, datetime.now(timezone.utc) + LATER, dry_run=True)
+    assert catalog.load_table(REJECTS.identifier).metadata_location == table.metadata_location
+    assert all(_exists(uri) for uri in before) and dry.files_deleted > 0
+
+    result = expire_snapshots(catalog, REJECTS.identifier, datetime.now(timezone.utc) + LATER)
+    after_table = catalog.load_table(REJECTS.identifier)
+    after = _referenced(after_table)
+    assert sorted(s.snapshot_id for s in after_table.snapshots()) == sorted(expected_kept)
+    assert sorted(result.snapshots_expired) == sorted(set(ancestry) - set(expected_kept)) == sorted(dry.snapshots_expired)
+    assert sorted(result.snapshots_kept_for_offsets) == sorted(expected_kept[1:])  # all but the current one
+    assert {topic: stored_checkpoint(after_table, topic) for topic in ("t1", "t2")} == checkpoints
+    assert _lines(scan(catalog, REJECTS.identifier)) == rows
+    assert _lines(after_table.scan(snapshot_id=snapshots[3]).to_arrow()) == rows_at_kept  # time travel still works
+    assert all(_exists(uri) for uri in after)
+    assert not any(_exists(uri) for uri in before - after)
+    assert first_a in before - after  # the data file only expired snapshots read
+    assert (result.files_before, result.files_after, result.files_deleted) == (len(before), len(after), len(before - after))
+    assert (dry.files_before, dry.files_deleted, dry.bytes_deleted) == (
+        result.files_before, result.files_deleted, result.bytes_deleted)
+    new_metadata = os.path.getsize(urlparse(after_table.metadata_location).path)  # the expiry commit's
+    assert result.bytes_before - result.bytes_deleted + new_metadata == result.bytes_after
+
+    again = expire_snapshots(catalog, REJECTS.identifier, datetime.now(timezone.utc) + LATER)
+    assert again.snapshots_expired == [] and again.files_deleted == 0
+
+
+def test_expiry_racing_a_drain_like_writer_loses_no_file_and_no_offset(catalog):
+    _append(catalog, _rows("base", 0, 20), {})
+    errors, writes = [], 25
+
+    def write() -> None:
+        try:
+            for offset in range(1, writes + 1):  # each commit replaces the last one's slice: its files fall out
+                _replace(catalog, "w", _rows("w", offset * 10, 3), _checkpoint("t", offset))
+        except Exception as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    expiries = []
+    while writer.is_alive():
+        expiries.append(expire_snapshots(catalog, REJECTS.identifier, datetime.now(timezone.utc) + LATER))
+    writer.join()
+    expiries.append(expire_snapshots(catalog, REJECTS.identifier, datetime.now(timezone.utc) + LATER))
+
+    assert not errors
+    table = catalog.load_table(REJECTS.identifier)
+    assert stored_checkpoint(table, "t").offsets == {0: writes}
+    assert _lines(scan(catalog, REJECTS.identifier)) == sorted(
+        [f"base-{n}" for n in range(20)] + [f"w-{n}" for n in range(writes * 10, writes * 10 + 3)])
+    assert all(_exists(uri) for uri in _referenced(table))
+    assert sum(e.files_deleted for e in expiries) > 0 and len(table.snapshots()) == 1  # the current one holds the offsets
