@@ -21,10 +21,11 @@ def lines_by_date(folder: Path) -> Counter:
     return counts
 
 
-def run_asx_load(start: str, end: str | None = None, raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+def run_asx_load(start: str, end: str | None = None, raise_on_error: bool = True,
+                 instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
     job = defs().resolve_job_def("asx_load")
     tags = {RANGE_START_TAG: start, RANGE_END_TAG: end or start}
-    return job.execute_in_process(tags=tags, raise_on_error=raise_on_error)
+    return job.execute_in_process(tags=tags, raise_on_error=raise_on_error, instance=instance)
 
 
 def scan(catalog, identifier: str, row_filter=None):

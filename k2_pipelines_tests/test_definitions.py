@@ -24,3 +24,18 @@ def test_asx_assets_are_daily_partitioned_and_backfill_in_one_run():
         assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition)
         assert node.backfill_policy == dg.BackfillPolicy.single_run()
     assert dg.AssetKey("asx_reference_data") in graph.get(dg.AssetKey("asx_trades")).parent_keys
+
+
+def test_every_runbook_and_upkeep_job_has_its_sensor_or_schedule():
+    definitions = defs()
+    definitions.get_repository_def().load_all_definitions()  # what the daemon's code server does
+    sensors = {"kafka_health_sensor": "catch_up_after_outage", "storage_health_sensor": "catch_up_after_outage",
+               "quality_gate_sensor": "quarantine_bad_batch", "offset_drift_sensor": "realign_consumer_offsets",
+               "dead_letter_sensor": "replay_dead_letters", "orphan_cleanup_sensor": "remove_orphan_files"}
+    for sensor, job in sensors.items():
+        assert job in {target.job_name for target in definitions.resolve_sensor_def(sensor).targets}
+    assert {"drain_binance_trades", "asx_load", "quarantine_landing_file"} <= {
+        target.job_name for target in definitions.resolve_sensor_def("failed_run_sensor").targets}
+    for job in ("compact_tables", "expire_snapshots", "remove_orphan_files"):
+        assert definitions.resolve_schedule_def(f"{job}_nightly").job_name == job
+        assert definitions.resolve_job_def(job).tags["k2/upkeep"]

@@ -35,7 +35,7 @@ def dead_letter_sensor(context: dg.SensorEvaluationContext, iceberg: IcebergCata
         if plan.landed or plan.duplicates:
             requests.append(dg.RunRequest(
                 run_key=f"replay:{table}:{plan.snapshot_after}:{plan.dead_letters_seen}",
-                run_config=runbook_run_config("replay_dead_letters", incident, table=table)))
+                run_config=runbook_run_config("redrive_dead_letters", incident, table=table)))
         elif plan.still_dead >= max(quality.dead_letters_for_incident, 2 * reported.get(table, 0)):
             # reported again only when it has doubled: one incident per order of growth, not one per tick
             if try_record(iceberg, incident.escalate("none yet", "fix the producer or register the schema, then "

@@ -61,6 +61,6 @@ def offset_drift_sensor(context: dg.SensorEvaluationContext, iceberg: IcebergCat
         committed = json.dumps({str(p): o for p, o in sorted(drift.committed.items())})
         requests.append(dg.RunRequest(
             run_key=f"realign:{table}:{json.dumps(stored, sort_keys=True)}:{committed}",
-            run_config=runbook_run_config("realign_consumer_offsets", incident, table=table)))
+            run_config=runbook_run_config("realign_group", incident, table=table)))
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(reported),
                            skip_reason=None if requests else "; ".join(notes) or "nothing drained yet")

@@ -85,7 +85,7 @@ def failed_run_sensor(context: dg.SensorEvaluationContext, iceberg: IcebergCatal
         elif failure.kind == POISON and "source_file" in failure.metadata:
             requests.append(dg.RunRequest(
                 run_key=f"quarantine:{run.run_id}", job_name=quarantine_landing_file.name,
-                run_config=runbook_run_config("quarantine_landing_file", incident,
+                run_config=runbook_run_config("move_landing_file", incident,
                                               path=failure.metadata["source_file"])))
         else:
             why = "retries exhausted" if failure.kind == TRANSIENT else \

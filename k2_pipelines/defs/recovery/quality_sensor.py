@@ -51,6 +51,6 @@ def quality_gate_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
                                 runbook_page("quality_check_failed"))
             requests.append(dg.RunRequest(
                 run_key=f"quarantine:{table}:{run_id}",
-                run_config=runbook_run_config("quarantine_bad_batch", incident, table=table, source_run_id=run_id,
+                run_config=runbook_run_config("move_batch_to_quarantine", incident, table=table, source_run_id=run_id,
                                               check=", ".join(sorted(d.split(":")[0] for d in details)))))
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(newest))

@@ -29,8 +29,8 @@ def _finish(context: dg.OpExecutionContext, iceberg: IcebergCatalogResource, inc
     return dg.Output(incident.incident_id, metadata=incident_metadata(incident) | facts)
 
 
-def _runbook_job(op: dg.OpDefinition, description: str) -> dg.JobDefinition:
-    @dg.job(name=op.name, description=description, tags={"k2/runbook": op.name})
+def _runbook_job(name: str, op: dg.OpDefinition, description: str) -> dg.JobDefinition:
+    @dg.job(name=name, description=description, tags={"k2/runbook": name})
     def runbook():
         op()
 
@@ -41,7 +41,7 @@ class LandingFileConfig(RunbookConfig):
     path: str  # the landing file a load could not read
 
 
-@dg.op(name="quarantine_landing_file")
+@dg.op(name="move_landing_file")
 def quarantine_landing_file_op(context: dg.OpExecutionContext, config: LandingFileConfig,
                                iceberg: IcebergCatalogResource) -> dg.Output:
     """Move an unreadable ASX file out of the landing folder (kept, with why) so its dates load without it."""
@@ -66,7 +66,7 @@ class TableConfig(RunbookConfig):
     table: str  # trades or quotes
 
 
-@dg.op(name="realign_consumer_offsets")
+@dg.op(name="realign_group")
 def realign_consumer_offsets_op(context: dg.OpExecutionContext, config: TableConfig, iceberg: IcebergCatalogResource,
                                 binance_kafka: BinanceKafkaResource) -> dg.Output:
     """Commit the offsets stored in Iceberg for the drain's consumer group; a recreated topic is left to a human."""
@@ -87,7 +87,7 @@ class BadBatchConfig(TableConfig):
     check: str
 
 
-@dg.op(name="quarantine_bad_batch")
+@dg.op(name="move_batch_to_quarantine")
 def quarantine_bad_batch_op(context: dg.OpExecutionContext, config: BadBatchConfig, iceberg: IcebergCatalogResource,
                             binance_kafka: BinanceKafkaResource) -> dg.Output:
     """Take the batch out of its table into market_data.quarantine; the stored offsets stay past it."""
@@ -106,7 +106,7 @@ class ReplayConfig(TableConfig):
     dry_run: bool = False
 
 
-@dg.op(name="replay_dead_letters")
+@dg.op(name="redrive_dead_letters")
 def replay_dead_letters_op(context: dg.OpExecutionContext, config: ReplayConfig, iceberg: IcebergCatalogResource,
                            binance_kafka: BinanceKafkaResource) -> dg.Output:
     """Decode the table's dead letters again (after a fix, such as a schema registered late); those that land now
@@ -123,11 +123,11 @@ def replay_dead_letters_op(context: dg.OpExecutionContext, config: ReplayConfig,
 
 
 quarantine_landing_file = _runbook_job(
-    quarantine_landing_file_op, "Runbook run_failed (poison data): move an unreadable ASX landing file to quarantine")
+    "quarantine_landing_file", quarantine_landing_file_op, "Runbook run_failed (poison data): move an unreadable ASX landing file to quarantine")
 realign_consumer_offsets = _runbook_job(
-    realign_consumer_offsets_op, "Runbook offset_drift: realign a drain's consumer group with the offsets in Iceberg")
+    "realign_consumer_offsets", realign_consumer_offsets_op, "Runbook offset_drift: realign a drain's consumer group with the offsets in Iceberg")
 quarantine_bad_batch = _runbook_job(
-    quarantine_bad_batch_op, "Runbook quality_check_failed: move a micro-batch that failed a blocking check to "
+    "quarantine_bad_batch", quarantine_bad_batch_op, "Runbook quality_check_failed: move a micro-batch that failed a blocking check to "
                              "market_data.quarantine, keeping the stored offsets")
 replay_dead_letters_job = _runbook_job(
-    replay_dead_letters_op, "Runbook dead_letters_accumulating: re-drive a table's dead letters after a fix")
+    "replay_dead_letters", replay_dead_letters_op, "Runbook dead_letters_accumulating: re-drive a table's dead letters after a fix")

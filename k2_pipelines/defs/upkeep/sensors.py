@@ -1,0 +1,48 @@
+"""Case 7: a run that writes tables failed; the files it wrote but never committed are orphans. Once the safety age
+has passed since it failed, orphan removal runs (it also runs nightly)."""
+
+import json
+import time
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from k2_pipelines.defs.recovery.failed_runs import RETRIED_JOBS
+from k2_pipelines.defs.recovery.incident_runs import runbook_page, runbook_run_config
+from k2_pipelines.defs.recovery.runbooks import quarantine_bad_batch, replay_dead_letters_job
+from k2_pipelines.defs.upkeep.jobs import compact_tables, remove_orphan_files_job
+from k2_pipelines.lib.incidents import Incident
+from k2_pipelines.lib.upkeep.orphans import MIN_ORPHAN_AGE
+
+WRITERS = {job.name for job in (*RETRIED_JOBS, compact_tables, quarantine_bad_batch, replay_dead_letters_job)}
+
+
+@dg.sensor(job=remove_orphan_files_job, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Runbook orphan_files: after a run that writes tables failed, removes the files it left once "
+                       "the safety age has passed")
+def orphan_cleanup_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    state = json.loads(context.cursor) if context.cursor else {"after": time.time(), "pending": []}
+    records = context.instance.get_run_records(
+        dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE],
+                      updated_after=datetime.fromtimestamp(state["after"], timezone.utc)),
+        order_by="update_timestamp", ascending=True)
+    pending, after = state["pending"], state["after"]
+    for record in records:
+        after = max(after, record.update_timestamp.timestamp())
+        if record.dagster_run.job_name in WRITERS:
+            pending.append({"run_id": record.dagster_run.run_id, "job": record.dagster_run.job_name,
+                            "failed_at": record.update_timestamp.timestamp()})
+    due = [p for p in pending if p["failed_at"] + MIN_ORPHAN_AGE.total_seconds() <= time.time()]
+    requests = []
+    if due:  # one removal covers every failed run due; its files are older than the safety age by now
+        first = min(p["failed_at"] for p in due)
+        incident = Incident("orphan_files", ", ".join(p["run_id"] for p in due),
+                            datetime.fromtimestamp(first, timezone.utc), context.sensor_name,
+                            "files of failed runs: " + ", ".join(f"{p['job']} {p['run_id']}" for p in due),
+                            runbook_page("orphan_files"))
+        requests.append(dg.RunRequest(
+            run_key=f"orphans-after:{max(p['failed_at'] for p in due)}",
+            run_config=runbook_run_config("remove_orphans", incident,
+                                          older_than_hours=MIN_ORPHAN_AGE.total_seconds() / 3600)))
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(
+        {"after": after, "pending": [p for p in pending if p not in due]}))
