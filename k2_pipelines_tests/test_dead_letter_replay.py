@@ -6,10 +6,16 @@ import shutil
 import uuid
 from dataclasses import dataclass
 
+import dagster as dg
 import fastavro
 import pyarrow.compute as pc
 from confluent_kafka import Producer
 
+from k2_pipelines.defs.binance.resources import BinanceKafkaResource
+from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
+from k2_pipelines.defs.quality.resources import QualityResource
+from k2_pipelines.defs.recovery.dead_letter_sensor import dead_letter_sensor
+from k2_pipelines.defs.recovery.runbooks import replay_dead_letters_job
 from k2_pipelines.lib.avro_codec import AvroEncoder
 from k2_pipelines.lib.avro_iceberg import load_avro
 from k2_pipelines.lib.binance.normalize import normalize
@@ -17,8 +23,10 @@ from k2_pipelines.lib.binance.recording import read_recording
 from k2_pipelines.lib.drain.checkpoint import RUN_ID, stored_checkpoint
 from k2_pipelines.lib.drain.dead_letter_replay import replay_dead_letters
 from k2_pipelines.lib.drain.drain import trades_target
+from k2_pipelines.lib.incidents import NEEDS_HUMAN, RESOLVED, incidents
 from k2_pipelines.lib.schema_registry import EmbeddedRegistry, default_registry, frame
 from k2_pipelines_tests.kafka_helpers import drain_all, end_offsets, replay_session, table_ids
+from k2_pipelines_tests.recovery_helpers import tick
 
 LATE = 40  # trades written with a schema the registry K2 reads does not have yet
 FIRST_LATE_ID = 9_000_000_000  # above every sampled trade id: the replay must raise the ceiling
@@ -176,3 +184,31 @@ def test_a_replay_that_loses_to_a_drain_plans_again_from_its_checkpoint(kafka_br
     assert sum(carried.offsets.values()) == end_offsets(kafka_broker.bootstrap, target.topic)  # the drain's offsets
     assert carried.ceilings[trades.drained["symbol"]] == FIRST_LATE_ID + LATE + len(newer) - 1
     assert not _dead_letters(catalog, target.topic)
+
+
+def test_the_sensor_asks_for_a_fix_then_replays_once_the_schema_is_registered(kafka_broker, catalog, tmp_path):
+    trades = _late_trades(kafka_broker, tmp_path)
+    trades.produce(trades.values, kafka_broker.bootstrap)
+    target = trades_target(trades.topics.trades)
+    drain_all(kafka_broker, target)
+    used = {"iceberg": IcebergCatalogResource(), "quality": QualityResource(dead_letters_for_incident=LATE),
+            "binance_kafka": BinanceKafkaResource(bootstrap=kafka_broker.bootstrap, trades_topic=trades.topics.trades,
+                                                  quotes_topic=trades.topics.quotes)}
+    with dg.instance_for_test() as instance:
+        stuck = tick(dead_letter_sensor, instance, used)
+        assert not stuck.run_requests
+        [asked] = incidents(catalog)
+        assert asked.status == NEEDS_HUMAN and f"{LATE:,} do not" in asked.detail
+        assert not tick(dead_letter_sensor, instance, used, stuck.cursor).run_requests
+        assert len(incidents(catalog)) == 1  # asked once, not on every tick
+
+        trades.register()
+        [request] = tick(dead_letter_sensor, instance, used, stuck.cursor).run_requests
+        replayed = replay_dead_letters_job.execute_in_process(run_config=request.run_config, resources=used,
+                                                              instance=instance)
+        assert replayed.success
+    assert not _dead_letters(catalog, trades.topics.trades)
+    ids = table_ids(catalog, target)
+    assert len(ids) == len(set(ids)) == trades.counts["trades"] + LATE
+    resolved = [i for i in incidents(catalog) if i.status == RESOLVED]
+    assert len(resolved) == 1 and resolved[0].outcome.startswith(f"{LATE} landed")
