@@ -13,6 +13,7 @@ from k2_pipelines.defs.quality.resources import QualityResource
 from k2_pipelines.defs.recovery.incident_runs import runbook_page, runbook_run_config, try_record
 from k2_pipelines.defs.recovery.runbooks import TABLES, replay_dead_letters_job
 from k2_pipelines.lib.drain.dead_letter_replay import replay_dead_letters
+from k2_pipelines.lib.health import UNREACHABLE
 from k2_pipelines.lib.incidents import Incident
 
 
@@ -25,8 +26,12 @@ def dead_letter_sensor(context: dg.SensorEvaluationContext, iceberg: IcebergCata
     requests, notes = [], []
     for table in TABLES:
         target = binance_kafka.target(table)
-        plan = replay_dead_letters(iceberg.catalog(), target, binance_kafka.registry(), f"plan-{uuid.uuid4().hex}",
-                                   dry_run=True)
+        try:
+            plan = replay_dead_letters(iceberg.catalog(), target, binance_kafka.registry(),
+                                       f"plan-{uuid.uuid4().hex}", dry_run=True)
+        except UNREACHABLE as error:  # the storage health sensor reports it
+            notes.append(f"{target.topic}: {error}")
+            continue
         notes.append(f"{target.topic}: {plan.dead_letters_seen} dead letters, {plan.landed} would land")
         detail = (f"{plan.dead_letters_seen:,} dead letters of {target.topic}: {plan.landed:,} decode now, "
                   f"{plan.still_dead:,} do not {plan.still_dead_by_class}")

@@ -16,6 +16,7 @@ from k2_pipelines.defs.recovery.failures import BUG, POISON, QUALITY, TRANSIENT,
 from k2_pipelines.defs.recovery.incident_runs import INCIDENT_TAG, runbook_page, runbook_run_config, try_record
 from k2_pipelines.defs.recovery.jobs import catch_up_after_outage
 from k2_pipelines.defs.recovery.runbooks import quarantine_landing_file
+from k2_pipelines.lib.health import UNREACHABLE
 from k2_pipelines.lib.incidents import Incident, incidents
 
 RETRIED_JOBS = [asx_load_job, *drain_jobs.values(), catch_up_after_outage]
@@ -34,7 +35,10 @@ def backoff_seconds(attempt: int) -> float:
 def _incident(iceberg: IcebergCatalogResource, run: dg.DagsterRun, detail: str, sensor: str) -> Incident:
     """A new incident, or the one the run was launched for (a failed recovery run: that incident goes on)."""
     if INCIDENT_TAG in run.tags:
-        found = incidents(iceberg.catalog(), incident_id=run.tags[INCIDENT_TAG])
+        try:
+            found = incidents(iceberg.catalog(), incident_id=run.tags[INCIDENT_TAG])
+        except UNREACHABLE:  # the catalog is down: a new incident, recorded once it is back
+            found = []
         if found:
             return replace(found[0], detail=f"{found[0].detail}; then {run.job_name} run {run.run_id} failed: "
                                             f"{detail}")

@@ -30,7 +30,8 @@ def _finish(context: dg.OpExecutionContext, iceberg: IcebergCatalogResource, inc
 
 
 def _runbook_job(name: str, op: dg.OpDefinition, description: str) -> dg.JobDefinition:
-    @dg.job(name=name, description=description, tags={"k2/runbook": name})
+    @dg.job(name=name, description=description, executor_def=dg.in_process_executor,
+            tags={"k2/runbook": name, "dagster/priority": "10"})  # ahead of routine runs in the queue
     def runbook():
         op()
 

@@ -107,7 +107,7 @@ def remove_orphans(context: dg.OpExecutionContext, config: OrphanConfig, iceberg
 
 
 def _upkeep_job(name: str, op: dg.OpDefinition, description: str) -> dg.JobDefinition:
-    @dg.job(name=name, description=description, tags={UPKEEP_TAG: "tables"})
+    @dg.job(name=name, description=description, tags={UPKEEP_TAG: "tables"}, executor_def=dg.in_process_executor)
     def upkeep():
         op()
 
