@@ -39,3 +39,16 @@ def test_pyiceberg_configuration_wins_over_the_embedded_default(k2_home, monkeyp
     assert all(s["location"].startswith((elsewhere / "wh").as_uri()) for s in stats)
     assert (elsewhere / "other.db").exists() and not (k2_home / "k2" / "catalog.db").exists()
     assert load_k2_catalog().properties["uri"].endswith("other.db")
+
+
+def test_upkeep_runs_on_demand_and_incidents_are_listed(k2_home, landing, capsys, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(k2_home / "dagster"))
+    run_asx_load("2014-03-10", "2014-03-12")
+    assert main(["upkeep", "compact", "--tables", "trades,quotes", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "compact_tables run" in out and "dry run" in out
+    assert "| market_data.trades |" in out and "| market_data.quotes |" in out
+    assert main(["upkeep", "orphans", "--tables", "nope"]) == 1  # an unknown table: a failed run, nothing touched
+    assert "FAILED" in capsys.readouterr().out
+    assert main(["incidents", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []

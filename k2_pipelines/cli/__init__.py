@@ -127,6 +127,25 @@ def _dev(args) -> int:
     os.execv(dagster, [dagster, "dev", "-w", "workspace.yaml", "-h", args.host, "-p", str(args.port)])
 
 
+def _upkeep(args) -> int:
+    from k2_pipelines.cli.upkeep import run_upkeep
+
+    config = {"dry_run": args.dry_run} | ({"tables": args.tables.split(",")} if args.tables else {})
+    if args.action == "compact":
+        config["target_file_mb"] = args.target_file_mb
+    elif args.action == "expire":
+        config["older_than_days"] = args.older_than_days
+    else:
+        config["older_than_hours"] = args.older_than_hours
+    return run_upkeep(args.action, config)
+
+
+def _incidents(args) -> int:
+    from k2_pipelines.cli.upkeep import list_incidents
+
+    return list_incidents(args.status, args.json)
+
+
 def _bench(args) -> int:
     from k2_pipelines.cli import bench
 
@@ -136,6 +155,12 @@ def _bench(args) -> int:
         return bench.bench_drain(args.frames, args.baseline_messages, args.seed, args.cores, args.max_messages)
     if args.target == "dq":
         return bench.bench_dq(args.trades, args.seed, args.cores)
+    if args.target == "compact":
+        return bench.bench_compact(args.batches, args.rows_per_batch, args.days, args.seed, args.cores, args.runs)
+    if args.target == "recovery":
+        from k2_pipelines.cli.bench_recovery import bench_recovery
+
+        return bench_recovery()
     return bench.bench_asx(args.trades, args.seed, args.cores)
 
 
@@ -216,6 +241,25 @@ def parser() -> argparse.ArgumentParser:
     dq_report.add_argument("--html", action="store_true", help="print the HTML reports' paths instead")
     dq_report.set_defaults(run=_dq_report)
 
+    upkeep = commands.add_parser("upkeep", help="table upkeep jobs on demand").add_subparsers(dest="action",
+                                                                                            required=True)
+    for action, help_text in (("compact", "bin-pack small data files (compact_tables)"),
+                              ("expire", "expire old snapshots and delete their files (expire_snapshots)"),
+                              ("orphans", "delete files no snapshot references (remove_orphan_files)")):
+        job = upkeep.add_parser(action, help=help_text)
+        job.add_argument("--tables", help="comma-separated names in market_data (default: all)")
+        job.add_argument("--dry-run", action="store_true", help="report what would change, change nothing")
+        job.set_defaults(run=_upkeep)
+    upkeep.choices["compact"].add_argument("--target-file-mb", type=int, default=128)
+    upkeep.choices["expire"].add_argument("--older-than-days", type=float, default=7.0)
+    upkeep.choices["orphans"].add_argument("--older-than-hours", type=float, default=72.0,
+                                           help="the safety age (never under one hour)")
+
+    incidents = commands.add_parser("incidents", help="what the recovery sensors detected, did, and how it ended")
+    incidents.add_argument("--status", choices=["open", "resolved", "needs_human"])
+    incidents.add_argument("--json", action="store_true")
+    incidents.set_defaults(run=_incidents)
+
     demo = commands.add_parser("demo", help="start Kafka, generate a drop, load it, print what happened")
     demo.set_defaults(run=_demo)
 
@@ -249,6 +293,18 @@ def parser() -> argparse.ArgumentParser:
     bench_dq.add_argument("--seed", type=int, default=7)
     bench_dq.add_argument("--cores", type=int, default=2, help="CPU cores the process is pinned to (default 2)")
     bench_dq.set_defaults(run=_bench)
+    bench_compact = bench.add_parser("compact", help="compaction of a table of drain-sized appends: files, bytes, "
+                                     "one-symbol one-day scans before and after, time and peak memory")
+    bench_compact.add_argument("--batches", type=int, default=500, help="micro-batches appended (one commit each)")
+    bench_compact.add_argument("--rows-per-batch", type=int, default=6_000)
+    bench_compact.add_argument("--days", type=int, default=5, help="UTC days (partitions) the batches span")
+    bench_compact.add_argument("--seed", type=int, default=7)
+    bench_compact.add_argument("--cores", type=int, default=1, help="CPU cores the process is pinned to (default 1)")
+    bench_compact.add_argument("--runs", type=int, default=5, help="runs of each scan (the median is reported)")
+    bench_compact.set_defaults(run=_bench)
+    bench_recovery = bench.add_parser("recovery", help="time to recovery of the Kafka, catalog and offset-drift "
+                                      "runbooks under the real Dagster daemon (about 8 minutes)")
+    bench_recovery.set_defaults(run=_bench)
     return root
 
 

@@ -1,35 +1,45 @@
-"""Benchmarks: `k2 bench asx` (ASX load end to end), `k2 bench produce` (Binance replay into Kafka) and
-`k2 bench drain` (Kafka into Iceberg, against a per-message baseline)."""
+"""Benchmarks: `k2 bench asx` (ASX load end to end), `k2 bench produce` (Binance replay into Kafka),
+`k2 bench drain` (Kafka into Iceberg, against a per-message baseline) and `k2 bench compact` (compaction of a table
+made by micro-batches, and the scans it speeds up)."""
 
 import multiprocessing
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from confluent_kafka import Consumer
+from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThan
 
 from k2_pipelines.cli.stream import replay_into_kafka
 from k2_pipelines.lib.asx.layouts import TRADES
 from k2_pipelines.lib.asx.load import load_market_days
 from k2_pipelines.lib.asx.sample import DEFAULT_START, trading_days
+from k2_pipelines.lib.atomic_commit import commit_atomically
 from k2_pipelines.lib.avro_codec import AvroDecoder
 from k2_pipelines.lib.binance.producer import Topics
 from k2_pipelines.lib.catalog import load_catalog_at
+from k2_pipelines.lib.drain.checkpoint import checkpoint_properties
 from k2_pipelines.lib.drain.drain import drain, quotes_target, reader_for, trades_target
 from k2_pipelines.lib.drain.kafka_batch import Limits
 from k2_pipelines.lib.kafka.broker import Broker
 from k2_pipelines.lib.quality.thresholds import Thresholds
 from k2_pipelines.lib.quality.validations import validate_market_load
+from k2_pipelines.lib.replace import append_files, write_rows
 from k2_pipelines.lib.schema_registry import default_registry
 from k2_pipelines.lib.tables import TRADES as TRADES_TABLE
 from k2_pipelines.lib.tables import ensure_tables
+from k2_pipelines.lib.upkeep.compaction import compact_table
 
 BENCH_DAYS = 5
 
@@ -195,4 +205,118 @@ def bench_drain(frames: int, baseline_messages: int, seed: int, cores: int, max_
               f"1,000) on {baseline_messages:,} trades: {baseline_seconds:.2f}s = "
               f"{baseline_messages / baseline_seconds:,.0f} messages/s "
               f"(K2 is {messages / elapsed / (baseline_messages / baseline_seconds):.1f}x)")
+    return 0
+
+
+COMPACT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT")
+COMPACT_START = datetime(2025, 3, 3, tzinfo=timezone.utc)
+
+
+def generated_trades(rng: np.random.Generator, rows: int, start: datetime, seconds: float, first_id: int,
+                     symbols: tuple[str, ...] = COMPACT_SYMBOLS) -> pa.Table:
+    """`rows` trades spread over `seconds` from `start`, in time order as a drain's micro-batch has them."""
+    start_us = int(start.timestamp() * 1_000_000)
+    times = np.sort(rng.integers(start_us, start_us + int(seconds * 1_000_000), rows))
+    ids = np.arange(first_id, first_id + rows).astype(str)
+    return pa.table({
+        "message_id": pc.binary_join_element_wise("m-", pa.array(ids), ""),
+        "trade_id": pc.binary_join_element_wise("BINANCE-", pa.array(ids), ""),
+        "symbol": pa.array(np.array(symbols)[rng.integers(0, len(symbols), rows)]),
+        "exchange": pa.array(["BINANCE"] * rows),
+        "asset_class": pa.array(["crypto"] * rows),
+        "timestamp": pa.array(times, pa.timestamp("us", tz="UTC")),
+        "price": pc.cast(pa.array(np.round(rng.uniform(10, 100_000, rows), 2)), pa.decimal128(18, 8), safe=False),
+        "quantity": pc.cast(pa.array(np.round(rng.uniform(0.001, 10, rows), 3)), pa.decimal128(18, 8), safe=False),
+        "currency": pa.array(["USDT"] * rows),
+        "side": pa.array(np.array(["BUY", "SELL"])[rng.integers(0, 2, rows)]),
+        "trade_conditions": pa.array([[]] * rows, pa.large_list(pa.large_string())),
+        "ingestion_timestamp": pa.array(times + 50_000, pa.timestamp("us", tz="UTC")),
+    })
+
+
+def append_micro_batch(catalog, identifier: str, rows: pa.Table, properties: dict[str, str]) -> None:
+    """Append `rows` as a drain commits a batch: its own files, a fast append, a compare-and-set commit."""
+    transaction = catalog.load_table(identifier).transaction()
+    append_files(transaction, write_rows(catalog, identifier, rows), properties)
+    commit_atomically(catalog, [transaction])
+
+
+def _build_micro_batches(root: Path, batches: int, rows_per_batch: int, days: int, seed: int) -> None:
+    catalog = load_catalog_at(root)
+    ensure_tables(catalog)
+    rng, seconds = np.random.default_rng(seed), days * 86_400 / batches
+    for batch in range(batches):
+        rows = generated_trades(rng, rows_per_batch, COMPACT_START + timedelta(seconds=batch * seconds), seconds,
+                                batch * rows_per_batch)
+        offsets = {0: (batch + 1) * rows_per_batch}
+        append_micro_batch(catalog, TRADES_TABLE.identifier, rows,
+                           checkpoint_properties("bench.trades", offsets, {}, {}, f"bench-{batch}"))
+
+
+def _median_seconds(query, runs: int) -> tuple[float, int]:
+    """Median wall time of `runs` runs of query(), and the rows it returned."""
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        rows = query()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), rows
+
+
+def _scan_times(catalog, symbol: str, day: datetime, runs: int) -> dict[str, tuple[float, int]]:
+    """One symbol's trades of one day: PyIceberg's scan, and DuckDB over the files PyIceberg plans for it."""
+    row_filter = And(EqualTo("symbol", symbol), And(GreaterThanOrEqual("timestamp", day.isoformat()),
+                                                      LessThan("timestamp", (day + timedelta(days=1)).isoformat())))
+
+    def pyiceberg_scan() -> int:
+        return catalog.load_table(TRADES_TABLE.identifier).scan(row_filter=row_filter).to_arrow().num_rows
+
+    def duckdb_scan() -> int:
+        tasks = catalog.load_table(TRADES_TABLE.identifier).scan(row_filter=row_filter).plan_files()
+        paths = [task.file.file_path.removeprefix("file://") for task in tasks]
+        return duckdb.execute("SELECT * FROM read_parquet(?) WHERE symbol = ? AND timestamp >= ? AND timestamp < ?",
+                              [paths, symbol, day, day + timedelta(days=1)]).to_arrow_table().num_rows
+
+    return {"pyiceberg": _median_seconds(pyiceberg_scan, runs), "duckdb": _median_seconds(duckdb_scan, runs)}
+
+
+def bench_compact(batches: int, rows_per_batch: int, days: int, seed: int, cores: int, runs: int) -> int:
+    """A trades table of `batches` drain-sized appends: files, bytes and one-symbol one-day scans before and after
+    compaction; compaction's time and peak memory."""
+    with tempfile.TemporaryDirectory(prefix="k2-bench-") as scratch:
+        root = Path(scratch) / "state"
+        # built in another process, so that this one's peak memory is the compaction's (and the scans'), and on every
+        # core: the table stands for hours of drains, it is not what is measured
+        builder = multiprocessing.get_context("fork").Process(
+            target=_build_micro_batches, args=(root, batches, rows_per_batch, days, seed))
+        started = time.perf_counter()
+        builder.start()
+        builder.join()
+        if builder.exitcode:
+            raise RuntimeError(f"building the table failed (exit code {builder.exitcode})")
+        built = time.perf_counter() - started
+        _pin(cores)
+        catalog = load_catalog_at(root)
+        day = COMPACT_START + timedelta(days=days // 2)
+        before = _scan_times(catalog, COMPACT_SYMBOLS[0], day, runs)
+        started = time.perf_counter()
+        result = compact_table(catalog, TRADES_TABLE.identifier)
+        elapsed = time.perf_counter() - started
+        peak_mb = _peak_rss_mb()
+        after = _scan_times(catalog, COMPACT_SYMBOLS[0], day, runs)
+        if any(before[engine][1] != after[engine][1] for engine in before):
+            raise RuntimeError(f"the scans returned other row counts after compaction: {before} vs {after}")
+        if result.checksum_before != result.checksum_after:
+            raise RuntimeError(f"compaction changed the rows: {result}")
+        scans = "; ".join(
+            f"{engine} {before[engine][0] * 1000:,.0f} ms -> {after[engine][0] * 1000:,.0f} ms "
+            f"({before[engine][0] / after[engine][0]:.1f}x)" for engine in before)
+        print(f"k2 bench compact --batches {batches} --rows-per-batch {rows_per_batch} --days {days} --cores {cores}: "
+              f"{batches * rows_per_batch:,} trades appended in {batches} micro-batches ({built:.1f}s); files "
+              f"{result.files_before:,} -> {result.files_after:,} "
+              f"({100 * (1 - result.files_after / result.files_before):.1f}% fewer), "
+              f"{result.bytes_before / 1e6:,.1f} MB -> {result.bytes_after / 1e6:,.1f} MB; compaction "
+              f"{elapsed:.2f}s ({result.rows:,} rows rewritten, {result.commit_attempts} commit attempt(s), checksum "
+              f"{result.checksum_after}); peak RSS {peak_mb:,.0f} MB; one symbol, one day ({before['pyiceberg'][1]:,} "
+              f"rows), median of {runs}: {scans}")
     return 0
