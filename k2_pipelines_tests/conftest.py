@@ -13,22 +13,23 @@ SAMPLE_TRADES = 6_000
 KAFKA_LIBS = Broker.from_env().libs  # where `make test` fetched the jars, before any test changes K2_HOME
 
 
-@pytest.fixture(scope="session")
-def kafka_broker(tmp_path_factory) -> Broker:
-    """One real broker for the whole session; tests use unique topics."""
-    broker = Broker(home=tmp_path_factory.mktemp("kafka"), port=free_port(), libs=KAFKA_LIBS)
+def _running_broker(tmp_path_factory, name: str):
+    broker = Broker(home=tmp_path_factory.mktemp(name), port=free_port(), libs=KAFKA_LIBS)
     broker.start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory) -> Broker:
+    """One real broker for the whole session; tests use unique topics."""
+    yield from _running_broker(tmp_path_factory, "kafka")
 
 
 @pytest.fixture(scope="module")
 def own_broker(tmp_path_factory) -> Broker:
     """A broker that a module's tests may stop and start without disturbing the session's."""
-    broker = Broker(home=tmp_path_factory.mktemp("kafka-own"), port=free_port(), libs=KAFKA_LIBS)
-    broker.start()
-    yield broker
-    broker.stop()
+    yield from _running_broker(tmp_path_factory, "kafka-own")
 
 
 @pytest.fixture
