@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import dagster as dg
 import pyarrow.compute as pc
+from prometheus_client.parser import text_string_to_metric_families
 
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.defs.upkeep import sensors as upkeep_sensors
@@ -41,7 +42,8 @@ def _rows(catalog):
     return catalog.load_table(TRADES.identifier).scan().to_arrow().sort_by("message_id")
 
 
-def test_compaction_and_expiry_jobs_keep_rows_and_offsets_and_report_sizes(kafka_broker, catalog, tmp_path):
+def test_compaction_and_expiry_jobs_keep_rows_and_offsets_and_report_sizes(kafka_broker, catalog, k2_home,
+                                                                          tmp_path):
     _, counts, topics = replay_session(kafka_broker, tmp_path, 3_000, set())
     target = trades_target(topics.trades)
     drain_all(kafka_broker, target, Limits(max_messages=100))  # many small commits
@@ -58,6 +60,12 @@ def test_compaction_and_expiry_jobs_keep_rows_and_offsets_and_report_sizes(kafka
     assert "| market_data.trades |" in done["by_table"]
     assert _rows(catalog).equals(before)
     assert stored_checkpoint(catalog.load_table(TRADES.identifier), topics.trades).offsets == checkpoint.offsets
+
+    metrics = {(s.name, tuple(sorted(s.labels.items()))): s.value for family in text_string_to_metric_families(
+        (k2_home / "k2" / "metrics" / "k2_upkeep_compact_tables.prom").read_text()) for s in family.samples}
+    trades = (("job", "compact_tables"), ("stage", "after"), ("table", "market_data.trades"))
+    assert metrics[("k2_upkeep_files", trades)] == done["files_after"]
+    assert metrics[("k2_upkeep_bytes", trades)] == done["bytes_after"]
 
     expired = _upkeep(expire_snapshots_job, "expire", tables=["trades"], older_than_days=0)
     assert expired["snapshots_expired"] > 0 and expired["files_deleted"] > 0

@@ -9,6 +9,7 @@ from k2_pipelines.cli.asx import run_asx_load
 from k2_pipelines.cli.dagster_home import prepare_dagster_home
 from k2_pipelines.cli.drain import run_drain_jobs
 from k2_pipelines.cli.stream import print_counts, replay_into_kafka
+from k2_pipelines.cli.upkeep import run_upkeep
 from k2_pipelines.lib.asx.landing import landing_files, trading_dates
 from k2_pipelines.lib.asx.sample import DEFAULT_SYMBOLS, generate
 from k2_pipelines.lib.asx.summary import rejects_by_reason, rows_by_trading_date
@@ -77,6 +78,9 @@ def run_demo() -> int:
                       f"lag after {m['lag_after'].value:,}, {m['duration_seconds'].value:.2f}s")
             print_checks(run)
 
+    print("6. compacted the drained micro-batches (compact_tables, also scheduled nightly):")
+    compacted = run_upkeep("compact", {"tables": ["trades", "quotes"]}) == 0
+
     catalog = load_k2_catalog()
     print("\nIceberg tables (k2 tables):")
     print(format_stats(table_stats(catalog)))
@@ -103,5 +107,7 @@ Next:
   k2 dq report   the newest data-quality results (--asset A, --partition P, --html for the reports' paths)
   k2 stream binance --symbols BTCUSDT,ETHUSDT   the live stream (needs internet); k2 replay binance FILE
   k2 drain binance --until-caught-up             drain outside Dagster; in `make dev` the lag sensor drains
+  k2 upkeep compact|expire|orphans [--dry-run]   table upkeep; k2 incidents  what the recovery sensors did
+                                                 (runbooks: docs/runbooks/)
 """)
-    return 0 if result.success and drained else 1
+    return 0 if result.success and drained and compacted else 1

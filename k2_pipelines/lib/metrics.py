@@ -1,10 +1,14 @@
 """K2's Prometheus metrics, exported from the counters the services already keep (one source of truth)."""
 
+import os
 from collections import Counter
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, Gauge, start_http_server, write_to_textfile
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from k2_pipelines.lib.paths import state_dir
 
 
 class StreamCollector(Collector):
@@ -54,3 +58,33 @@ def serve_metrics(port: int, *collectors: Collector) -> CollectorRegistry:
         registry.register(collector)
     start_http_server(port, addr="127.0.0.1", registry=registry)
     return registry
+
+
+def metrics_dir() -> Path:
+    """Where batch jobs leave their metrics, in Prometheus' text format (a node_exporter textfile directory)."""
+    return Path(os.environ.get("K2_METRICS_DIR") or state_dir() / "metrics")
+
+
+def write_upkeep_metrics(job: str, sizes: list[tuple[str, dict[str, int], dict[str, int], float]]) -> Path:
+    """One upkeep run's metrics, replacing the job's previous ones: per table (table, files by stage, bytes by stage,
+    seconds), e.g. stages before/after, or scanned/deleted for orphan removal."""
+    registry = CollectorRegistry()
+    files = Gauge("k2_upkeep_files", "Files of a table an upkeep job counted, by stage", ["job", "table", "stage"],
+                  registry=registry)
+    size = Gauge("k2_upkeep_bytes", "Bytes of a table's files an upkeep job counted, by stage",
+                 ["job", "table", "stage"], registry=registry)
+    seconds = Gauge("k2_upkeep_duration_seconds", "How long an upkeep job took on a table", ["job", "table"],
+                    registry=registry)
+    finished = Gauge("k2_upkeep_last_success_timestamp_seconds", "When an upkeep job last succeeded", ["job"],
+                     registry=registry)
+    for table, file_counts, byte_counts, duration in sizes:
+        for stage, value in file_counts.items():
+            files.labels(job, table, stage).set(value)
+        for stage, value in byte_counts.items():
+            size.labels(job, table, stage).set(value)
+        seconds.labels(job, table).set(duration)
+    finished.labels(job).set_to_current_time()
+    path = metrics_dir() / f"k2_upkeep_{job}.prom"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_to_textfile(str(path), registry)  # written aside and renamed: a scrape never reads half a file
+    return path

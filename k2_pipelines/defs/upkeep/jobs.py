@@ -9,6 +9,7 @@ import dagster as dg
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.defs.recovery.incident_runs import RunbookConfig, incident_metadata
 from k2_pipelines.lib.incidents import record_incident
+from k2_pipelines.lib.metrics import write_upkeep_metrics
 from k2_pipelines.lib.tables import ALL_TABLES
 from k2_pipelines.lib.upkeep.compaction import compact_table
 from k2_pipelines.lib.upkeep.expiry import expire_snapshots
@@ -39,8 +40,21 @@ _SIZES = ("files_before", "files_after", "bytes_before", "bytes_after", "seconds
 _ORPHANS = ("files_scanned", "orphans", "deleted", "deleted_bytes", "kept_too_young", "seconds")
 
 
+def _sizes(result) -> tuple[str, dict[str, int], dict[str, int], float]:
+    """A result's file and byte counts by stage, for the metrics."""
+    if hasattr(result, "files_before"):
+        return (result.table, {"before": result.files_before, "after": result.files_after},
+                {"before": result.bytes_before, "after": result.bytes_after}, result.seconds)
+    return (result.table, {"scanned": result.files_scanned, "deleted": result.deleted},
+            {"deleted": result.deleted_bytes}, result.seconds)
+
+
 def _report(context: dg.OpExecutionContext, results: list, columns: tuple[str, ...]) -> dict:
-    """Per-table results as a table, their totals as numbers (the UI plots them across runs)."""
+    """Per-table results as a table, their totals as numbers (the UI plots them across runs); the same sizes as
+    Prometheus metrics unless it was a dry run."""
+    if not any(r.dry_run for r in results):
+        path = write_upkeep_metrics(context.job_name, [_sizes(r) for r in results])
+        context.log.info(f"metrics in {path}")
     lines = ["| table | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]
     lines += [f"| {r.table} | " + " | ".join(f"{getattr(r, c):,.2f}" if c == "seconds" else f"{getattr(r, c):,}"
                                             for c in columns) + " |" for r in results]
