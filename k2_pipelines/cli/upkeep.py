@@ -18,7 +18,8 @@ def run_upkeep(action: str, config: dict) -> int:
     prepare_dagster_home()
     with dg.DagsterInstance.get() as instance:
         result = defs().resolve_job_def(job_name).execute_in_process(
-            instance=instance, run_config={"ops": {op: {"config": config}}}, raise_on_error=False)
+            instance=instance, raise_on_error=False,
+            run_config={"ops": {op: {"config": config}}, "loggers": {"console": {"config": {"log_level": "INFO"}}}})
     if not result.success:
         print(f"{job_name} run {result.run_id}: FAILED (see `k2 dev` for its logs)")
         return 1
