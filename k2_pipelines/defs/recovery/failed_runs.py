@@ -62,12 +62,13 @@ def failed_run_sensor(context: dg.SensorEvaluationContext, iceberg: IcebergCatal
     for retry in state["pending"]:  # retries waiting out their backoff
         if retry["due"] <= time.time():
             run = context.instance.get_run_by_id(retry["run_id"])
-            requests.append(_retry_request(run, retry["attempt"], retry["incident_id"]))
+            if run:  # else deleted from the instance meanwhile: nothing left to retry
+                requests.append(_retry_request(run, retry["attempt"], retry["incident_id"]))
         else:
             pending.append(retry)
 
     records = context.instance.get_run_records(
-        dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], job_name=None,
+        dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE],
                       updated_after=datetime.fromtimestamp(state["after"], timezone.utc)),
         order_by="update_timestamp", ascending=True)
     after = state["after"]
