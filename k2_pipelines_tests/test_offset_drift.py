@@ -2,16 +2,22 @@
 
 import time
 
+import dagster as dg
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from k2_pipelines.defs.binance.resources import BinanceKafkaResource
+from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
+from k2_pipelines.defs.recovery.drift_sensor import offset_drift_sensor
 from k2_pipelines.lib.drain.checkpoint import stored_checkpoint
 from k2_pipelines.lib.drain.drain import drain_once, group_id, reader_for, trades_target
 from k2_pipelines.lib.drain.kafka_batch import OffsetsOutOfRange
 from k2_pipelines.lib.drain.offset_drift import RealignRefused, offset_drift, realign_group
+from k2_pipelines.lib.incidents import NEEDS_HUMAN, incidents
 from k2_pipelines.lib.schema_registry import default_registry
 from k2_pipelines_tests.kafka_helpers import drain_all, replay_session
+from k2_pipelines_tests.recovery_helpers import tick
 
 
 def _drained(kafka_broker, catalog, tmp_path):
@@ -133,6 +139,16 @@ def test_a_recreated_topic_is_refused_and_nothing_is_skipped_or_read_again(kafka
     with pytest.raises(RealignRefused, match="recreated"):
         realign_group(kafka_broker.bootstrap, target, stored)
     assert offset_drift(kafka_broker.bootstrap, target, stored).committed == drift.committed  # nothing committed
+
+    resources = {"iceberg": IcebergCatalogResource(),
+                 "binance_kafka": BinanceKafkaResource(bootstrap=kafka_broker.bootstrap, trades_topic=target.topic)}
+    with dg.instance_for_test() as instance:  # the sensor reports it to a human, once, and launches nothing
+        first = tick(offset_drift_sensor, instance, resources)
+        again = tick(offset_drift_sensor, instance, resources, first.cursor)
+    assert not first.run_requests and not again.run_requests
+    [incident] = incidents(catalog)
+    assert (incident.kind, incident.status, incident.subject) == ("topic_recreated", NEEDS_HUMAN, target.topic)
+    assert "topic_recreated" in incident.detail and "refuses" in incident.action
 
     reader = reader_for(kafka_broker.bootstrap, target)
     with pytest.raises(OffsetsOutOfRange, match="recreated"):

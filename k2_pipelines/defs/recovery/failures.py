@@ -40,7 +40,9 @@ def classify(errors: list[tuple[str | None, SerializableErrorInfo, dict]]) -> Ru
         chain = list(_chain(error))
         names = {e.cls_name for e in chain}
         kind = next((kind for kind in (QUALITY, POISON, TRANSIENT) if names & _KINDS[kind]), BUG)
-        found.append(RunFailure(kind, f"{chain[-1].cls_name}: {chain[-1].message.strip()}", step, metadata))
+        # the recognised error says most (an unreadable file's name and why), else the innermost one
+        telling = next((e for e in chain if e.cls_name in _KINDS.get(kind, ())), chain[-1])
+        found.append(RunFailure(kind, telling.message.strip(), step, metadata))
     if not found:
         return RunFailure(BUG, "the run failed without a recorded error")
     return min(found, key=lambda f: (QUALITY, POISON, BUG, TRANSIENT).index(f.kind))
