@@ -1,5 +1,8 @@
 """Sessions replayed into the real broker, drained, and topics read back, in tests."""
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 
@@ -9,7 +12,7 @@ from k2_pipelines.lib.binance.producer import MarketDataProducer, Topics
 from k2_pipelines.lib.binance.recording import replay
 from k2_pipelines.lib.binance.sample import generate_session
 from k2_pipelines.lib.catalog import load_k2_catalog
-from k2_pipelines.lib.drain.drain import DrainResult, DrainTarget, drain_once, reader_for
+from k2_pipelines.lib.drain.drain import KILL_AT, DrainResult, DrainTarget, drain_once, reader_for
 from k2_pipelines.lib.drain.kafka_batch import Limits
 from k2_pipelines.lib.schema_registry import default_registry
 
@@ -73,3 +76,12 @@ def table_ids(catalog, target: DrainTarget, snapshot_id: int | None = None) -> l
     rows = catalog.load_table(target.table.identifier).scan(selected_fields=("symbol", target.id_column),
                                                             snapshot_id=snapshot_id).to_arrow()
     return list(zip(rows.column("symbol").to_pylist(), rows.column(target.id_column).to_pylist()))
+
+
+def drain_process(kafka_broker, topic: str, *extra: str, kill_at: str | None = None) -> subprocess.Popen:
+    """`k2 drain binance` of the topic in a process of its own (one a test may kill at a crash point)."""
+    env = {**os.environ, "K2_KAFKA_PORT": str(kafka_broker.port)}
+    if kill_at:
+        env[KILL_AT] = kill_at
+    return subprocess.Popen([sys.executable, "-m", "k2_pipelines", "drain", "binance", "--table", "trades", "--topic",
+                             topic, *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

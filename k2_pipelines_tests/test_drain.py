@@ -2,10 +2,7 @@
 
 import io
 import json
-import os
 import random
-import subprocess
-import sys
 import threading
 import time
 from datetime import datetime, timezone
@@ -20,11 +17,11 @@ from k2_pipelines.lib.avro_iceberg import load_avro
 from k2_pipelines.lib.binance.normalize import normalize
 from k2_pipelines.lib.binance.producer import MarketDataProducer
 from k2_pipelines.lib.binance.recording import read_recording, replay
-from k2_pipelines.lib.drain.drain import KILL_AT, quotes_target, trades_target
+from k2_pipelines.lib.drain.drain import quotes_target, trades_target
 from k2_pipelines.lib.drain.kafka_batch import Limits
 from k2_pipelines.lib.schema_registry import default_registry, frame
 from k2_pipelines.lib.upkeep.orphans import MIN_ORPHAN_AGE, remove_orphan_files
-from k2_pipelines_tests.kafka_helpers import drain_all, replay_session, table_ids
+from k2_pipelines_tests.kafka_helpers import drain_all, drain_process, replay_session, table_ids
 
 
 def test_a_faulty_session_lands_once_with_every_break_classified(kafka_broker, catalog, tmp_path):
@@ -127,29 +124,21 @@ def test_poison_messages_are_dead_letters_and_their_neighbours_land(kafka_broker
             assert letter["value"] in poison.values()  # kept raw
 
 
-def _drain_process(kafka_broker, topic: str, *extra: str, kill_at: str | None = None) -> subprocess.Popen:
-    env = {**os.environ, "K2_KAFKA_PORT": str(kafka_broker.port)}
-    if kill_at:
-        env[KILL_AT] = kill_at
-    return subprocess.Popen([sys.executable, "-m", "k2_pipelines", "drain", "binance", "--table", "trades", "--topic",
-                             topic, *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-
 def test_drains_killed_anywhere_lose_and_duplicate_nothing(kafka_broker, catalog, tmp_path):
     _, counts, topics = replay_session(kafka_broker, tmp_path, 40_000, set())
     kills = 0
     for point in ["files-written", "before-commit", "iceberg-committed"] * 3:  # the moments that matter most
-        process = _drain_process(kafka_broker, topics.trades, "--max-messages", "900", kill_at=point)
+        process = drain_process(kafka_broker, topics.trades, "--max-messages", "900", kill_at=point)
         assert process.wait(120) == -9, process.stdout.read().decode()
         kills += 1
     rng = random.Random(5)
     while kills < 24:  # and anywhere else
-        process = _drain_process(kafka_broker, topics.trades, "--max-messages", "700", "--until-caught-up")
+        process = drain_process(kafka_broker, topics.trades, "--max-messages", "700", "--until-caught-up")
         time.sleep(rng.uniform(0.5, 4.0))
         if process.poll() is None:
             process.kill()
             kills += process.wait(30) == -9
-    finished = _drain_process(kafka_broker, topics.trades, "--until-caught-up")
+    finished = drain_process(kafka_broker, topics.trades, "--until-caught-up")
     assert finished.wait(300) == 0, finished.stdout.read().decode()
     ids = table_ids(catalog, trades_target(topics.trades))
     assert len(ids) == len(set(ids)) == counts["trades"]
@@ -160,7 +149,7 @@ def test_drains_killed_anywhere_lose_and_duplicate_nothing(kafka_broker, catalog
 
 def test_two_drains_at_once_write_each_message_once(kafka_broker, catalog, tmp_path):
     _, counts, topics = replay_session(kafka_broker, tmp_path, 20_000, set())
-    drains = [_drain_process(kafka_broker, topics.trades, "--max-messages", "1500", "--until-caught-up")
+    drains = [drain_process(kafka_broker, topics.trades, "--max-messages", "1500", "--until-caught-up")
               for _ in range(2)]
     outputs = [d.communicate(timeout=300)[0].decode() for d in drains]
     assert [d.returncode for d in drains] == [0, 0], outputs

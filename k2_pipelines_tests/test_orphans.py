@@ -12,8 +12,7 @@ from k2_pipelines.lib.drain.drain import trades_target
 from k2_pipelines.lib.tables import TRADES
 from k2_pipelines.lib.upkeep.orphans import MIN_ORPHAN_AGE, remove_orphan_files
 from k2_pipelines.lib.upkeep.table_files import TableFiles
-from k2_pipelines_tests.kafka_helpers import replay_session, table_ids
-from k2_pipelines_tests.test_drain import _drain_process
+from k2_pipelines_tests.kafka_helpers import drain_process, replay_session, table_ids
 
 TWO_DAYS = 2 * 24 * 3600
 
@@ -28,9 +27,9 @@ def _referenced(table) -> set[str]:
 
 def test_a_killed_drains_files_are_deleted_once_old_and_referenced_files_never(kafka_broker, catalog, tmp_path):
     _, counts, topics = replay_session(kafka_broker, tmp_path, 2_000, set())
-    killed = _drain_process(kafka_broker, topics.trades, "--max-messages", "500", kill_at="files-written")
+    killed = drain_process(kafka_broker, topics.trades, "--max-messages", "500", kill_at="files-written")
     assert killed.wait(120) == -9, killed.stdout.read().decode()
-    finished = _drain_process(kafka_broker, topics.trades, "--until-caught-up")
+    finished = drain_process(kafka_broker, topics.trades, "--until-caught-up")
     assert finished.wait(300) == 0, finished.stdout.read().decode()
     table, target = catalog.load_table(TRADES.identifier), trades_target(topics.trades)
     ids, referenced, on_disk = sorted(table_ids(catalog, target)), _referenced(table), _files_under(table)
