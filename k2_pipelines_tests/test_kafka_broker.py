@@ -5,6 +5,8 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, Producer
 
+from k2_pipelines.defs.binance.resources import BinanceKafkaResource
+from k2_pipelines.lib.health import kafka_problem
 from k2_pipelines.lib.kafka.broker import Broker, BrokerError
 from k2_pipelines_tests.conftest import free_port
 
@@ -87,3 +89,11 @@ def test_a_cluster_id_that_starts_with_a_dash_formats(tmp_path, kafka_broker, mo
         assert broker.start()["bootstrap"] == broker.bootstrap
     finally:
         broker.stop()
+
+
+def test_a_remote_cluster_is_reached_through_its_bootstrap_servers(kafka_broker, monkeypatch):
+    """As the docker/ stack configures it: the drains and the stream service go to K2_KAFKA_BOOTSTRAP_SERVERS."""
+    monkeypatch.setenv("K2_KAFKA_PORT", "1")  # the local default points nowhere
+    monkeypatch.setenv("K2_KAFKA_BOOTSTRAP_SERVERS", kafka_broker.bootstrap)
+    resource = BinanceKafkaResource()
+    assert resource.servers() == kafka_broker.bootstrap and kafka_problem(resource.servers()) is None

@@ -14,7 +14,7 @@ from k2_pipelines.lib.drain.drain import (
     trades_target,
 )
 from k2_pipelines.lib.drain.kafka_batch import Limits
-from k2_pipelines.lib.kafka.broker import Broker
+from k2_pipelines.lib.kafka.broker import bootstrap_servers
 from k2_pipelines.lib.schema_registry import default_registry
 from k2_pipelines.lib.tables import ensure_tables
 
@@ -38,7 +38,7 @@ def drain_binance(tables: list[str], topic: str | None, limits: Limits, until_ca
     for table in tables:
         make, default_topic = makers[table]
         target = make(topic or default_topic)
-        reader = reader_for(Broker.from_env().bootstrap, target)
+        reader = reader_for(bootstrap_servers(), target)
         try:
             while True:
                 try:

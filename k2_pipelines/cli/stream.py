@@ -10,14 +10,14 @@ from pathlib import Path
 from k2_pipelines.lib.binance.producer import MarketDataProducer, Topics
 from k2_pipelines.lib.binance.recording import Recorder, replay
 from k2_pipelines.lib.binance.stream import StreamSettings, run_stream
-from k2_pipelines.lib.kafka.broker import Broker
+from k2_pipelines.lib.kafka.broker import bootstrap_servers
 from k2_pipelines.lib.metrics import StreamCollector, serve_metrics
 from k2_pipelines.lib.schema_registry import default_registry
 
 
 def local_producer(topics: Topics | None = None) -> MarketDataProducer:
     """A producer to the configured broker with the configured schema registry."""
-    return MarketDataProducer(Broker.from_env().bootstrap, default_registry(), topics or Topics())
+    return MarketDataProducer(bootstrap_servers(), default_registry(), topics or Topics())
 
 
 def replay_into_kafka(path: Path, speed: float | None, topics: Topics | None = None) -> tuple[int, float, Counter]:
@@ -52,7 +52,7 @@ def stream_binance(settings: StreamSettings, record: Path | None, metrics_port: 
         producer.handle_frame(frame, received_at_us)
 
     serve_metrics(metrics_port, StreamCollector("binance", state, producer))
-    print(f"streaming {settings.url} into {Broker.from_env().bootstrap}; metrics at http://127.0.0.1:{metrics_port}/metrics")
+    print(f"streaming {settings.url} into {bootstrap_servers()}; metrics at http://127.0.0.1:{metrics_port}/metrics")
 
     async def main() -> None:
         task = asyncio.create_task(run_stream(settings, on_frame, state))

@@ -184,6 +184,12 @@ def fetch_jars(libs: Path) -> None:
         raise BrokerError(f"fetching the Kafka jars with Maven failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
 
 
+def bootstrap_servers() -> str:
+    """Kafka's bootstrap.servers for K2's clients: K2_KAFKA_BOOTSTRAP_SERVERS (a remote cluster, as in the docker/
+    stack), else the local broker K2 runs."""
+    return os.environ.get("K2_KAFKA_BOOTSTRAP_SERVERS") or Broker.from_env().bootstrap
+
+
 def free_port() -> int:
     """A free port whose neighbour (the controller's) is free too: for a broker of its own (tests, benchmarks)."""
     for _ in range(50):
