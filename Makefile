@@ -4,7 +4,7 @@ UV := python3 -m uv
 VENV := .venv
 K2 := $(VENV)/bin/k2
 
-.PHONY: install kafka-jars chromium demo dev test bench clean
+.PHONY: install kafka-jars chromium test-packages demo dev test bench clean
 
 $(VENV)/.installed: pyproject.toml uv.lock
 	$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -21,13 +21,21 @@ chromium:
 	command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# what else the suite runs for real, from Debian: promtool (checks and unit-tests the alert rules), the
+# Pushgateway, docker-compose (reads the stack's file: no Docker engine runs here). package:command pairs
+TEST_PACKAGES := prometheus:promtool prometheus-pushgateway:prometheus-pushgateway docker-compose:docker-compose
+test-packages:
+	@missing=""; for entry in $(TEST_PACKAGES); do command -v $${entry#*:} >/dev/null || missing="$$missing $${entry%%:*}"; done; \
+	[ -z "$$missing" ] || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); $$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; }
+
 demo: install
 	$(K2) demo
 
 dev: install
 	$(K2) dev
 
-test: install chromium
+test: install chromium test-packages
 	$(VENV)/bin/ruff check k2_pipelines k2_pipelines_tests
 	$(VENV)/bin/python -m pytest
 

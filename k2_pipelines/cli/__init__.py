@@ -53,7 +53,8 @@ def _stream_binance(args) -> int:
     from k2_pipelines.lib.binance.stream import StreamSettings
 
     settings = StreamSettings(tuple(args.symbols.split(",")), args.endpoint, args.silence_seconds)
-    return stream_binance(settings, Path(args.record) if args.record else None, args.metrics_port)
+    return stream_binance(settings, Path(args.record) if args.record else None, args.metrics_port,
+                          args.metrics_host)
 
 
 def _replay_binance(args) -> int:
@@ -97,6 +98,12 @@ def _asx_load(args) -> int:
               f"{metadata['rows_rejected'].value:,} rejected")
     print(f"run {result.run_id}: {'succeeded' if result.success else 'FAILED'}")
     return 0 if result.success else 1
+
+
+def _metrics_serve(args) -> int:
+    from k2_pipelines.cli.metrics import serve
+
+    return serve(args.host, args.port, args.trades_topic, args.quotes_topic)
 
 
 def _dq_report(args) -> int:
@@ -201,6 +208,7 @@ def parser() -> argparse.ArgumentParser:
     live.add_argument("--endpoint", default="wss://stream.binance.com:9443")
     live.add_argument("--record", help="also append every raw frame, with its receive time, to this JSON-lines file")
     live.add_argument("--metrics-port", type=int, default=9464)
+    live.add_argument("--metrics-host", default="127.0.0.1", help="0.0.0.0 for a Prometheus in another container")
     live.add_argument("--silence-seconds", type=float, default=30.0, help="reconnect after this long without a frame")
     live.set_defaults(run=_stream_binance)
 
@@ -233,6 +241,15 @@ def parser() -> argparse.ArgumentParser:
     load.add_argument("--start", type=date.fromisoformat, required=True, help="first trading date (YYYY-MM-DD)")
     load.add_argument("--end", type=date.fromisoformat, help="last trading date (default: --start)")
     load.set_defaults(run=_asx_load)
+
+    metrics = commands.add_parser("metrics", help="Prometheus metrics").add_subparsers(dest="action", required=True)
+    metrics_serve = metrics.add_parser("serve", help="table metrics from Iceberg, consumer lag from Kafka, and the "
+                                       "upkeep textfiles, computed on each scrape")
+    metrics_serve.add_argument("--host", default="127.0.0.1", help="0.0.0.0 for a Prometheus in another container")
+    metrics_serve.add_argument("--port", type=int, default=9465)
+    metrics_serve.add_argument("--trades-topic", help="the topic drained into market_data.trades (lag)")
+    metrics_serve.add_argument("--quotes-topic", help="the topic drained into market_data.quotes (lag)")
+    metrics_serve.set_defaults(run=_metrics_serve)
 
     dq = commands.add_parser("dq", help="data quality").add_subparsers(dest="action", required=True)
     dq_report = dq.add_parser("report", help="the newest check results of each asset (or of one, or one partition)")

@@ -41,7 +41,8 @@ def replay_binance(path: Path, speed: float | None) -> int:
     return 0 if not counts["produce_errors"] else 1
 
 
-def stream_binance(settings: StreamSettings, record: Path | None, metrics_port: int) -> int:
+def stream_binance(settings: StreamSettings, record: Path | None, metrics_port: int,
+                   metrics_host: str = "127.0.0.1") -> int:
     producer = local_producer()
     recorder = Recorder(record) if record else None
     state: Counter = Counter()
@@ -51,8 +52,8 @@ def stream_binance(settings: StreamSettings, record: Path | None, metrics_port: 
             recorder.write(frame if isinstance(frame, str) else frame.decode("utf-8", "replace"), received_at_us)
         producer.handle_frame(frame, received_at_us)
 
-    serve_metrics(metrics_port, StreamCollector("binance", state, producer))
-    print(f"streaming {settings.url} into {bootstrap_servers()}; metrics at http://127.0.0.1:{metrics_port}/metrics")
+    serve_metrics(metrics_port, StreamCollector("binance", state, producer), addr=metrics_host)
+    print(f"streaming {settings.url} into {bootstrap_servers()}; metrics at http://{metrics_host}:{metrics_port}/metrics")
 
     async def main() -> None:
         task = asyncio.create_task(run_stream(settings, on_frame, state))

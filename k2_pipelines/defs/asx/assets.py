@@ -9,6 +9,7 @@ from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.lib.asx.layouts import QUOTES, TRADES, CsvLayout
 from k2_pipelines.lib.asx.load import load_market_days, load_reference_data
 from k2_pipelines.lib.asx.parse import UnreadableFileError
+from k2_pipelines.lib.metrics.push import push_asx
 
 _COMMON = dict(
     partitions_def=asx_trading_days,
@@ -33,6 +34,7 @@ def asx_reference_data(
         result = load_reference_data(catalog, asx_landing.root(), context.run.run_id)
     except UnreadableFileError as error:
         raise _fail_unreadable(error) from error
+    push_asx(result)  # to K2_PUSHGATEWAY_URL if set; a failed push only logs a warning
     return dg.MaterializeResult(metadata=load_metadata(result, catalog))
 
 
@@ -53,6 +55,7 @@ def _market_asset(layout: CsvLayout) -> dg.AssetsDefinition:
             result = load_market_days(catalog, asx_landing.root(), layout, first, last, context.run.run_id)
         except UnreadableFileError as error:
             raise _fail_unreadable(error) from error
+        push_asx(result)
         context.log.info(f"{layout.asset} {first}..{last}: {result.rows_written} rows, {result.rows_rejected} rejected")
         return dg.MaterializeResult(metadata=load_metadata(result, catalog))
 

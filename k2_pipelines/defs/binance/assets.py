@@ -5,6 +5,7 @@ from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.defs.recovery.incident_runs import INCIDENT_TAG
 from k2_pipelines.lib.drain.drain import DrainResult, drain
 from k2_pipelines.lib.drain.kafka_batch import Limits, OffsetsOutOfRange
+from k2_pipelines.lib.metrics.push import push_drain
 
 
 class DrainConfig(dg.Config):
@@ -56,6 +57,7 @@ def _drain_asset(table: str) -> dg.AssetsDefinition:
             raise dg.Failure(description=str(error), allow_retries=False) from error
         finally:
             reader.close()
+        push_drain(result)  # to K2_PUSHGATEWAY_URL if set; a failed push only logs a warning
         context.log.info(f"{target.topic}: {result.messages} messages, {result.rows_written} rows, "
                          f"lag after {sum(result.lag_after.values())}")
         # a drain run that recovers from an incident says so (the incident sensor closes it when the run succeeds)

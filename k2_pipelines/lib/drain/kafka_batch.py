@@ -119,14 +119,14 @@ class TopicReader:
     def close(self) -> None:
         self.consumer.close()
 
-    def watermarks(self) -> dict[int, tuple[int, int]]:
+    def watermarks(self, timeout: float = 10) -> dict[int, tuple[int, int]]:
         """(low, high) offsets of every partition of the topic."""
         if time.monotonic() - self._partitions_read_at > PARTITIONS_TTL_SECONDS:
-            metadata = self.consumer.list_topics(self.topic, timeout=10).topics[self.topic]
+            metadata = self.consumer.list_topics(self.topic, timeout=timeout).topics[self.topic]
             if metadata.error is not None:
                 raise KafkaException(metadata.error)
             self._partitions, self._partitions_read_at = sorted(metadata.partitions), time.monotonic()
-        return {p: self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)
+        return {p: self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=timeout)
                 for p in self._partitions}
 
     def newest_message_time(self) -> datetime | None:

@@ -35,6 +35,7 @@ from k2_pipelines.lib.replace import COMMIT_ATTEMPTS, wait_after_lost_race
 
 log = logging.getLogger(__name__)
 OPERATION = "k2.upkeep.operation"  # snapshot summary property: which upkeep job made the snapshot
+TARGET_FILE_BYTES = 128 * 2**20  # the default size compaction packs files to
 SMALL_FILE_RATIO = 0.75  # files under this share of the target are rewritten (Iceberg's min-file-size-bytes default)
 PACKING_LOOKBACK = 16  # open bins the packer tries before closing one (a first-fit over the last few)
 
@@ -196,7 +197,7 @@ def _checksum_hex(checksums: list[int]) -> str:
     return f"{sum(checksums) % 2**64:016x}"
 
 
-def compact_table(catalog: Catalog, identifier: str, target_file_bytes: int = 128 * 2**20,
+def compact_table(catalog: Catalog, identifier: str, target_file_bytes: int = TARGET_FILE_BYTES,
                   dry_run: bool = False) -> CompactionResult:
     """Rewrite the table's small files into files near `target_file_bytes` (see the module docstring)."""
     if target_file_bytes <= 0:
