@@ -4,7 +4,7 @@ UV := python3 -m uv
 VENV := .venv
 K2 := $(VENV)/bin/k2
 
-.PHONY: install kafka-jars chromium test-packages demo dev test bench clean
+.PHONY: install kafka-jars chromium test-packages test-services demo dev test bench clean
 
 $(VENV)/.installed: pyproject.toml uv.lock
 	$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -29,13 +29,18 @@ test-packages:
 	[ -z "$$missing" ] || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); $$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; }
 
+# the production shape the suite runs K2 against: Debian's PostgreSQL, and an S3 server built from the Go module proxy
+test-services:
+	bash scripts/postgres.sh
+	bash scripts/s3.sh
+
 demo: install
 	$(K2) demo
 
 dev: install
 	$(K2) dev
 
-test: install chromium test-packages
+test: install chromium test-packages test-services
 	$(VENV)/bin/ruff check k2_pipelines k2_pipelines_tests
 	$(VENV)/bin/python -m pytest
 
