@@ -1,24 +1,15 @@
 """A backfill launched the way the Dagster UI launches it, against a real webserver and daemon."""
 
-import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
 
 from k2_pipelines.lib.asx.sample import generate
 from k2_pipelines.lib.catalog import load_k2_catalog
-from k2_pipelines.lib.paths import CHECKOUT
 from k2_pipelines.lib.tables import TRADES
-from k2_pipelines_tests.conftest import free_port
 from k2_pipelines_tests.helpers import lines_by_date
+from k2_pipelines_tests.ui_helpers import dagster_dev, graphql
 
 LAUNCH_BACKFILL = """mutation($names: [String!]) { launchPartitionBackfill(backfillParams: {partitionNames: $names,
   assetSelection: [{path: ["asx_trades"]}, {path: ["asx_quotes"]}, {path: ["asx_reference_data"]}], fromFailure: false})
@@ -26,51 +17,23 @@ LAUNCH_BACKFILL = """mutation($names: [String!]) { launchPartitionBackfill(backf
 RUNS = """{ runsOrError { ... on Runs { results { runId status tags { key value } } } } }"""
 
 
-def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response)["data"]
-
-
 @pytest.fixture
-def dagster_dev(k2_home):
-    home = k2_home / "dagster"
-    home.mkdir()
-    shutil.copyfile(CHECKOUT / "dagster.yaml", home / "dagster.yaml")
-    port = free_port()
-    env = os.environ | {"DAGSTER_HOME": str(home)}
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=CHECKOUT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if "repositoriesOrError" in _graphql(port, "{ repositoriesOrError { __typename } }"):
-                    break
-            except OSError:
-                time.sleep(1)
+def dagster_port(k2_home):
+    with dagster_dev(k2_home) as port:
         yield port
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(60)
 
 
 @pytest.mark.timeout(400)
-def test_backfill_from_the_ui_runs_once_over_the_range(k2_home, dagster_dev):
+def test_backfill_from_the_ui_runs_once_over_the_range(k2_home, dagster_port):
     landing = k2_home / "landing"
     generate(landing, ["BHP", "RIO"], 3, 3_000, 1.0, seed=5)
-    launched = _graphql(dagster_dev, LAUNCH_BACKFILL, {"names": ["2014-03-10", "2014-03-11", "2014-03-12"]})
+    launched = graphql(dagster_port, LAUNCH_BACKFILL, {"names": ["2014-03-10", "2014-03-11", "2014-03-12"]})
     assert launched["launchPartitionBackfill"]["__typename"] == "LaunchBackfillSuccess", launched
     backfill_id = launched["launchPartitionBackfill"]["backfillId"]
 
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        runs = _graphql(dagster_dev, RUNS)["runsOrError"]["results"]
+        runs = graphql(dagster_port, RUNS)["runsOrError"]["results"]
         backfill_runs = [r for r in runs if {"key": "dagster/backfill", "value": backfill_id} in r["tags"]]
         # the landing sensor may load the same new files meanwhile: wait for every run to end
         if backfill_runs and all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in runs):
