@@ -158,14 +158,15 @@ def test_alerts_have_for_severity_summary_description_and_runbook():
 
 
 def test_incident_alerts_link_every_kind_to_its_runbook_page():
-    """The runbook index lists every incident kind; promtool proved which page the alert links for each kind in
-    tests/recovery_test.yml, and here every kind is covered and every page linked exists."""
+    """The runbook index lists every incident kind; promtool proved which page each incident alert links for each
+    kind in tests/recovery_test.yml, and here every kind is covered, for both alerts, and every page linked exists."""
     index = (REPO / "docs" / "runbooks" / "README.md").read_text().split("Pages for Prometheus alerts")[0]
     kinds = {kind for row in re.findall(r"^\| (`.+?) \|", index, flags=re.MULTILINE)
              for kind in re.findall(r"`(\w+)`", row)}
     assert "topic_recreated" in kinds and len(kinds) >= 9
-    linked = {alert["exp_labels"]["kind"]: alert["exp_annotations"]["runbook_url"] for case in unit_tests()
-              if case["alertname"] == "K2IncidentOpen" for alert in case["exp_alerts"]}
-    assert set(linked) == kinds
-    for url in linked.values():
-        assert_page_exists(url)
+    for alertname in ("K2IncidentOpen", "K2IncidentNeedsHuman"):
+        linked = {alert["exp_labels"]["kind"]: alert["exp_annotations"]["runbook_url"] for case in unit_tests()
+                  if case["alertname"] == alertname for alert in case["exp_alerts"]}
+        assert set(linked) == kinds, alertname
+        for url in linked.values():
+            assert_page_exists(url)

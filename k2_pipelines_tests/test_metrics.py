@@ -120,6 +120,8 @@ def test_the_scrape_reports_tables_lag_dead_letters_gaps_incidents_and_upkeep(ka
     first_quotes = drain_once(catalog, reader, quotes_target(topics.quotes), default_registry(), Limits(500))
     detected = datetime.now(timezone.utc)
     record_incident(catalog, Incident("offset_drift", topics.trades, detected, "test", "drift", "docs/runbooks/x.md"))
+    record_incident(catalog, Incident("offset_drift", topics.quotes, detected, "test", "drift", "docs/runbooks/x.md")
+                    .escalate("none", "refused", "r3"))
     record_incident(catalog, Incident("run_failed", "r1", detected, "test", "failed", "docs/runbooks/y.md")
                     .resolve("retried", "ok", "r2"))
     write_upkeep_metrics("compact_tables", [("market_data.trades", {"before": 9, "after": 2}, {"before": 900}, 1.5)])
@@ -146,7 +148,9 @@ def test_the_scrape_reports_tables_lag_dead_letters_gaps_incidents_and_upkeep(ka
     gaps = by_labels(found, "k2_sequence_gaps")
     trade_gaps = {dict(k)["kind"]: v for k, v in gaps.items() if dict(k)["table"] == "market_data.trades"}
     assert trade_gaps.keys() <= {"gap_small", "gap_large"} and sum(trade_gaps.values()) == counts["gaps"] > 0
-    assert by_labels(found, "k2_incidents_open") == {(("kind", "offset_drift"),): 1, (("kind", "run_failed"),): 0}
+    assert by_labels(found, "k2_incidents_open") == {  # the resolved run_failed leaves zeros, not vanished series
+        (("kind", "offset_drift"), ("status", "open")): 1, (("kind", "offset_drift"), ("status", "needs_human")): 1,
+        (("kind", "run_failed"), ("status", "open")): 0, (("kind", "run_failed"), ("status", "needs_human")): 0}
     assert by_labels(found, "k2_upkeep_files") == {
         (("job", "compact_tables"), ("stage", "after"), ("table", "market_data.trades")): 2,
         (("job", "compact_tables"), ("stage", "before"), ("table", "market_data.trades")): 9,

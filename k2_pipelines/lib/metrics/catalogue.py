@@ -78,7 +78,8 @@ CONSUMER_LAG = _define("k2_consumer_lag_messages", GAUGE,
                        "Messages of a topic partition past the offsets the table stores", "table", "topic", "partition")
 DEAD_LETTERS = _define("k2_dead_letters", GAUGE, "Rows in market_data.dead_letters", "topic")
 SEQUENCE_GAPS = _define("k2_sequence_gaps", GAUGE, "Rows in market_data.sequence_gaps", "table", "kind")
-INCIDENTS_OPEN = _define("k2_incidents_open", GAUGE, "Incidents open or needing a human", "kind")
+INCIDENTS_OPEN = _define("k2_incidents_open", GAUGE, "Incidents not resolved, by status: open or needs_human",
+                          "kind", "status")
 SCRAPE_ERRORS = _define("k2_metrics_scrape_errors", GAUGE,
                         "Sources the last scrape could not read (catalog, kafka, textfiles): their metrics are missing",
                         "source")

@@ -77,10 +77,11 @@ def _sequence_gaps(table: Table) -> dict[tuple[str, ...], int]:
 
 
 def _open_incidents(catalog: Catalog) -> dict[tuple[str, ...], int]:
-    """Every kind ever seen, 0 when none is open: a series that vanishes cannot be told from a scrape that failed."""
+    """By kind and unresolved status, for every kind ever seen and both statuses, 0 when none: a series that vanishes
+    (e.g. when its incident is resolved) cannot be told from a scrape that failed."""
     found = incidents(catalog)
-    counts = Counter({(i.kind,): 0 for i in found})
-    counts.update((i.kind,) for i in found if i.status in (OPEN, NEEDS_HUMAN))
+    counts = Counter({(i.kind, status): 0 for i in found for status in (OPEN, NEEDS_HUMAN)})
+    counts.update((i.kind, i.status) for i in found if i.status in (OPEN, NEEDS_HUMAN))
     return dict(counts)
 
 
