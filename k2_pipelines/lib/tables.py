@@ -68,7 +68,16 @@ SEQUENCE_GAPS = TableDefinition("sequence_gaps", "sequence_gap", partition_by=((
 QUARANTINE = TableDefinition("quarantine", "quarantined_row", partition_by=(("table_name", IdentityTransform()),))
 INCIDENTS = TableDefinition("incidents", "incident")
 
-ALL_TABLES = (TRADES, QUOTES, REFERENCE_DATA, REJECTS, DEAD_LETTERS, SEQUENCE_GAPS, QUARANTINE, INCIDENTS)
+# gold: bars per interval, one table each (a query reads one interval; each is rebuilt per UTC day on its own)
+_BARS = dict(partition_by=(("bar_start", DayTransform()),), sort_by=("symbol", "bar_start"),
+             properties={"write.parquet.compression-codec": "zstd"})
+OHLCV_1M = TableDefinition("ohlcv_1m", "ohlcv_bar", **_BARS)
+OHLCV_1H = TableDefinition("ohlcv_1h", "ohlcv_bar", **_BARS)
+OHLCV_1D = TableDefinition("ohlcv_1d", "ohlcv_bar", **_BARS)
+OHLCV_TABLES = {"1m": OHLCV_1M, "1h": OHLCV_1H, "1d": OHLCV_1D}
+
+ALL_TABLES = (TRADES, QUOTES, REFERENCE_DATA, REJECTS, DEAD_LETTERS, SEQUENCE_GAPS, QUARANTINE, INCIDENTS,
+              *OHLCV_TABLES.values())
 
 
 def ensure_table(catalog: Catalog, definition: TableDefinition) -> Table:
