@@ -6,6 +6,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
+from k2_pipelines.cli.query import add_parser as add_query_parser
 from k2_pipelines.lib.asx.sample import DEFAULT_START, DEFAULT_SYMBOLS
 from k2_pipelines.lib.drain.kafka_batch import Limits
 from k2_pipelines.lib.kafka.broker import Broker, BrokerError, fetch_jars
@@ -164,6 +165,10 @@ def _bench(args) -> int:
         return bench.bench_dq(args.trades, args.seed, args.cores)
     if args.target == "compact":
         return bench.bench_compact(args.batches, args.rows_per_batch, args.days, args.seed, args.cores, args.runs)
+    if args.target == "query":
+        from k2_pipelines.cli.bench_query import bench_query
+
+        return bench_query(args.trades, args.days, args.symbols, args.small_commits, args.runs, args.seed, args.cores)
     if args.target == "recovery":
         from k2_pipelines.cli.bench_recovery import bench_recovery
 
@@ -280,6 +285,8 @@ def parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="start Kafka, generate a drop, load it, print what happened")
     demo.set_defaults(run=_demo)
 
+    add_query_parser(commands)
+
     dev = commands.add_parser("dev", help="the Dagster UI and daemon (dagster dev) on the embedded defaults")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=3000)
@@ -319,6 +326,16 @@ def parser() -> argparse.ArgumentParser:
     bench_compact.add_argument("--cores", type=int, default=1, help="CPU cores the process is pinned to (default 1)")
     bench_compact.add_argument("--runs", type=int, default=5, help="runs of each scan (the median is reported)")
     bench_compact.set_defaults(run=_bench)
+    bench_query = bench.add_parser("query", help="query latency (p50, p95) on a generated trades table, before and "
+                                   "after compaction")
+    bench_query.add_argument("--trades", type=int, default=10_000_000, help="trades appended in large commits")
+    bench_query.add_argument("--days", type=int, default=10, help="UTC days (partitions) they span")
+    bench_query.add_argument("--symbols", type=int, default=10)
+    bench_query.add_argument("--small-commits", type=int, default=200, help="then drain-sized appends to the last day")
+    bench_query.add_argument("--runs", type=int, default=40, help="runs of each query (cycling through the symbols)")
+    bench_query.add_argument("--seed", type=int, default=7)
+    bench_query.add_argument("--cores", type=int, default=2, help="CPU cores the process is pinned to (default 2)")
+    bench_query.set_defaults(run=_bench)
     bench_recovery = bench.add_parser("recovery", help="time to recovery of the Kafka, catalog and offset-drift "
                                       "runbooks under the real Dagster daemon (about 8 minutes)")
     bench_recovery.set_defaults(run=_bench)

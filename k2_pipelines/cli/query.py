@@ -1,0 +1,113 @@
+"""`k2 query`: trades, quotes, bars, symbols and snapshots from the command line, as table, CSV, JSON or Parquet."""
+
+import argparse
+import csv
+import json
+import sys
+from contextlib import nullcontext
+from datetime import date
+from decimal import Decimal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+FORMATS = ("table", "csv", "json", "parquet")
+
+
+def add_parser(commands) -> None:
+    query = commands.add_parser("query", help="query trades, quotes and bars, now or as of a snapshot")
+    kinds = query.add_subparsers(dest="kind", required=True)
+    for kind, help_text in (("trades", "trades of symbols over a time range"),
+                            ("quotes", "best bid/ask quotes of symbols over a time range"),
+                            ("ohlcv", "OHLCV bars computed from the trades (--gold: read from the gold tables)")):
+        ranged = kinds.add_parser(kind, help=help_text)
+        ranged.add_argument("--symbol", action="append", required=True, help="repeat for several symbols")
+        ranged.add_argument("--start", required=True, help="ISO 8601, UTC unless it says otherwise (inclusive)")
+        ranged.add_argument("--end", required=True, help="ISO 8601 (exclusive)")
+        ranged.add_argument("--limit", type=int, default=1000 if kind != "ohlcv" else 100_000)
+        ranged.add_argument("--as-of", help="a snapshot id (see `k2 query snapshots`) or an ISO 8601 time")
+        _output(ranged)
+    kinds.choices["trades"].add_argument("--newest-first", action="store_true", help="the latest --limit rows")
+    kinds.choices["quotes"].add_argument("--newest-first", action="store_true", help="the latest --limit rows")
+    kinds.choices["ohlcv"].add_argument("--interval", default="1m", help="1m, 5m, 1h or 1d (gold: 1m, 1h, 1d)")
+    kinds.choices["ohlcv"].add_argument("--gold", action="store_true", help="read market_data.ohlcv_<interval>")
+    listed = kinds.add_parser("symbols", help="the symbols a table holds")
+    listed.add_argument("--as-of", help="a snapshot id or an ISO 8601 time")
+    snapshots = kinds.add_parser("snapshots", help="a table's snapshots (what --as-of can name)")
+    for parser in (listed, snapshots):
+        parser.add_argument("--table", default="trades", help="trades, quotes, ohlcv_1m, ... (default trades)")
+        _output(parser)
+    query.set_defaults(run=run_query)
+
+
+def _output(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=FORMATS, default="table")
+    parser.add_argument("--out", help="write to this file (needed for parquet) instead of standard output")
+
+
+def run_query(args) -> int:
+    from k2_pipelines.query import QueryError
+
+    try:
+        if args.format == "parquet" and not args.out:
+            raise QueryError("--format parquet needs --out FILE")
+        _write(_result(args), args.format, args.out)
+    except QueryError as error:
+        print(f"k2 query: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _result(args) -> pa.Table:
+    from k2_pipelines import query
+
+    if args.kind == "symbols":
+        return query.symbols(args.table, args.as_of)
+    if args.kind == "snapshots":
+        return query.snapshots(args.table)
+    ranged = (args.symbol, args.start, args.end)
+    if args.kind == "ohlcv":
+        bars = query.gold_ohlcv if args.gold else query.ohlcv
+        return bars(*ranged, interval=args.interval, as_of=args.as_of, limit=args.limit)
+    events = query.trades if args.kind == "trades" else query.quotes
+    return events(*ranged, limit=args.limit, as_of=args.as_of, newest_first=args.newest_first)
+
+
+def _write(table: pa.Table, form: str, out: str | None) -> None:
+    if form == "parquet":
+        pq.write_table(table, out)
+        return
+    with open(out, "w", newline="") if out else nullcontext(sys.stdout) as handle:
+        rows = [{name: _plain(value) for name, value in row.items()} for row in table.to_pylist(maps_as_pydicts="strict")]
+        if form == "json":
+            json.dump(rows, handle, indent=1)
+            handle.write("\n")
+        elif form == "csv":
+            writer = csv.DictWriter(handle, table.column_names)
+            writer.writeheader()
+            writer.writerows({k: v if isinstance(v, str) or v is None else json.dumps(v) for k, v in row.items()}
+                             for row in rows)
+        else:
+            handle.write(_aligned(table.column_names, rows) + "\n")
+
+
+def _plain(value):
+    """A JSON value: decimals as strings (exact), times in ISO 8601."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, date):  # and datetime
+        return value.isoformat()
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _aligned(columns: list[str], rows: list[dict]) -> str:
+    cells = [list(columns)] + [["" if r[c] is None else r[c] if isinstance(r[c], str) else json.dumps(r[c])
+                                for c in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines + [f"({len(rows):,} rows)"])

@@ -1,0 +1,164 @@
+"""K2's queries: trades, quotes and OHLCV bars of symbols over a time range, now or as of a past snapshot.
+
+Every function returns a pyarrow.Table; times are UTC, start inclusive and end exclusive. The SQL below is fixed
+text: symbols, times, limits and file lists reach DuckDB as parameters only."""
+
+import threading
+from datetime import datetime, timezone
+
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.table import Table
+
+from k2_pipelines.lib import table_stats as stats
+from k2_pipelines.lib.catalog import catalog_properties, load_k2_catalog
+from k2_pipelines.lib.query import validate
+from k2_pipelines.lib.query.engine import TIME_LIMIT_SECONDS, engine
+from k2_pipelines.lib.query.plan import plan, range_filter, snapshot_id, source
+from k2_pipelines.lib.query.symbols import table_symbols
+from k2_pipelines.lib.query.validate import QueryError
+from k2_pipelines.lib.tables import NAMESPACE
+
+GOLD_INTERVALS = ("1m", "1h", "1d")  # the intervals with a gold table (market_data.ohlcv_<interval>)
+BAR_COLUMNS = ("exchange", "symbol", "bar_start", "open", "high", "low", "close", "volume", "vwap", "trade_count",
+               "first_trade_at", "last_trade_at")
+
+# open and close by event time, ties broken by the trade id; the notional summed exactly in decimal (a parallel sum
+# of doubles differs in its last digits from run to run), then vwap as a double: as the gold tables compute them
+_BARS_SQL = """
+SELECT exchange, symbol, time_bucket($width, timestamp) AS bar_start,
+       arg_min(price, (timestamp, trade_id)) AS open, max(price) AS high, min(price) AS low,
+       arg_max(price, (timestamp, trade_id)) AS close, sum(quantity) AS volume,
+       sum(price::DECIMAL(38, 8) * quantity) / sum(quantity) AS vwap, count(*) AS trade_count,
+       min(timestamp) AS first_trade_at, max(timestamp) AS last_trade_at
+FROM {{source}}
+WHERE {where}
+GROUP BY exchange, symbol, bar_start
+ORDER BY bar_start, symbol, exchange
+LIMIT $limit"""
+
+
+def trades(symbols, start, end, limit=1000, as_of=None, newest_first=False, *, catalog: Catalog | None = None,
+           time_limit: float = TIME_LIMIT_SECONDS) -> pa.Table:
+    """The trades of `symbols` in [start, end) in event-time order (newest first: the latest `limit`)."""
+    return _events("trades", "trade_id", symbols, start, end, limit, as_of, newest_first, catalog, time_limit)
+
+
+def quotes(symbols, start, end, limit=1000, as_of=None, newest_first=False, *, catalog: Catalog | None = None,
+           time_limit: float = TIME_LIMIT_SECONDS) -> pa.Table:
+    """The best bid/ask quotes of `symbols` in [start, end), as trades()."""
+    return _events("quotes", "quote_id", symbols, start, end, limit, as_of, newest_first, catalog, time_limit)
+
+
+def ohlcv(symbols, start, end, interval="1m", as_of=None, limit=100_000, *, catalog: Catalog | None = None,
+          time_limit: float = TIME_LIMIT_SECONDS) -> pa.Table:
+    """Bars computed now from the trades in [start, end) (a start inside a bar makes that bar partial)."""
+    width = validate.interval(interval)
+    names, start, end, limit, as_of = _inputs(symbols, start, end, limit, as_of)
+    table, snapshot = _snapshot(_catalog(catalog), "trades", as_of, names)
+    where, params = _where("timestamp", names, start, end)
+    planned = plan(table, snapshot, range_filter("timestamp", names, start, end))
+    return engine().run(_BARS_SQL.format(where=where), {**params, "width": width, "limit": limit}, source(planned),
+                        time_limit)
+
+
+def gold_ohlcv(symbols, start, end, interval="1m", as_of=None, limit=100_000, *, catalog: Catalog | None = None,
+               time_limit: float = TIME_LIMIT_SECONDS) -> pa.Table:
+    """Bars starting in [start, end) read from the gold table market_data.ohlcv_<interval>."""
+    if interval not in GOLD_INTERVALS:
+        raise QueryError(f"no gold table for interval {interval!r:.40} (gold: {', '.join(GOLD_INTERVALS)}); "
+                         "ohlcv() computes any interval from the trades")
+    names, start, end, limit, as_of = _inputs(symbols, start, end, limit, as_of)
+    table, snapshot = _snapshot(_catalog(catalog), f"ohlcv_{interval}", as_of, names)
+    where, params = _where("bar_start", names, start, end)
+    planned = plan(table, snapshot, range_filter("bar_start", names, start, end))
+    sql = f"SELECT {', '.join(BAR_COLUMNS)} FROM {{source}} WHERE {where} ORDER BY bar_start, symbol, exchange " \
+          "LIMIT $limit"
+    return engine().run(sql, {**params, "limit": limit}, source(planned), time_limit)
+
+
+def symbols(table="trades", as_of=None, *, catalog: Catalog | None = None) -> pa.Table:
+    """The symbols `table` holds (as of a snapshot), sorted."""
+    loaded = _load(_catalog(catalog), validate.table(table))
+    found = table_symbols(loaded, snapshot_id(loaded, validate.as_of(as_of)))
+    return pa.table({"symbol": pa.array(sorted(found), pa.string())})
+
+
+def table_stats(*, catalog: Catalog | None = None) -> pa.Table:
+    """Rows, files, bytes and the current snapshot of every K2 table (from metadata: no data is read)."""
+    return pa.Table.from_pylist(stats.table_stats(_catalog(catalog)))
+
+
+def snapshots(table="trades", *, catalog: Catalog | None = None) -> pa.Table:
+    """Every snapshot of `table`, oldest first: what as_of can name."""
+    loaded = _load(_catalog(catalog), validate.table(table))
+    current = loaded.current_snapshot()
+    rows = [{
+        "snapshot_id": s.snapshot_id,
+        "parent_id": s.parent_snapshot_id,
+        "committed_at": datetime.fromtimestamp(s.timestamp_ms / 1000, timezone.utc),
+        "operation": s.summary.operation.value if s.summary else None,
+        "added_records": int((s.summary or {}).get("added-records", 0)),
+        "total_records": int((s.summary or {}).get("total-records", 0)),
+        "current": current is not None and s.snapshot_id == current.snapshot_id,
+    } for s in sorted(loaded.snapshots(), key=lambda s: s.timestamp_ms)]
+    return pa.Table.from_pylist(rows, schema=pa.schema([
+        ("snapshot_id", pa.int64()), ("parent_id", pa.int64()), ("committed_at", pa.timestamp("ms", "UTC")),
+        ("operation", pa.string()), ("added_records", pa.int64()), ("total_records", pa.int64()),
+        ("current", pa.bool_())]))
+
+
+def _events(name, id_column, symbols_, start, end, limit, as_of, newest_first, catalog, time_limit) -> pa.Table:
+    names, start, end, limit, as_of = _inputs(symbols_, start, end, limit, as_of)
+    table, snapshot = _snapshot(_catalog(catalog), name, as_of, names)
+    where, params = _where("timestamp", names, start, end)
+    order = "DESC" if newest_first else "ASC"
+    sql = f"SELECT * FROM {{source}} WHERE {where} ORDER BY timestamp {order}, {id_column} {order} LIMIT $limit"
+    planned = plan(table, snapshot, range_filter("timestamp", names, start, end))
+    return engine().run(sql, {**params, "limit": limit}, source(planned), time_limit)
+
+
+def _inputs(symbols_, start, end, limit, as_of):
+    return (validate.symbols(symbols_), *validate.time_range(start, end), validate.limit(limit),
+            validate.as_of(as_of))
+
+
+def _snapshot(catalog: Catalog, name: str, as_of, names: list[str]) -> tuple[Table, int | None]:
+    """The table and the snapshot to read, once each symbol is known to the table at that snapshot."""
+    table = _load(catalog, name)
+    snapshot = snapshot_id(table, as_of)
+    unknown = [s for s in names if s not in table_symbols(table, snapshot)]
+    if unknown:
+        at = f"as of snapshot {snapshot}" if as_of else "now"
+        raise QueryError(f"{NAMESPACE}.{name} has no symbol {', '.join(unknown)} {at} (see `k2 query symbols`)")
+    return table, snapshot
+
+
+def _where(column: str, names: list[str], start: datetime, end: datetime) -> tuple[str, dict]:
+    """The filter, with one generated parameter name per symbol (an IN list DuckDB pushes into the Parquet scan)."""
+    params = {f"symbol_{i}": name for i, name in enumerate(names)}
+    symbol_in = ", ".join(f"${key}" for key in params)
+    return (f"symbol IN ({symbol_in}) AND {column} >= $start AND {column} < $end",
+            {**params, "start": start, "end": end})
+
+
+def _load(catalog: Catalog, name: str) -> Table:
+    identifier = f"{NAMESPACE}.{name}"
+    if not catalog.table_exists(identifier):
+        raise QueryError(f"there is no table {identifier}")
+    return catalog.load_table(identifier)
+
+
+_catalogs: dict[tuple, Catalog] = {}
+_catalogs_lock = threading.Lock()
+
+
+def _catalog(catalog: Catalog | None) -> Catalog:
+    """The given catalog, else K2's (one per configuration, reused: loading one opens its database)."""
+    if catalog is not None:
+        return catalog
+    key = tuple(sorted(catalog_properties().items()))
+    with _catalogs_lock:
+        if key not in _catalogs:
+            _catalogs[key] = load_k2_catalog()
+        return _catalogs[key]

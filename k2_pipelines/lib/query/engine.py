@@ -1,0 +1,91 @@
+"""DuckDB over the planned Parquet files: one in-process database, a small pool of its connections (one per running
+query, so threads query at once), parameterized SQL only, and a time limit per query."""
+
+import queue
+import threading
+import uuid
+from contextlib import contextmanager
+
+import duckdb
+import pyarrow as pa
+
+from k2_pipelines.lib.query.validate import QueryError
+
+CONNECTIONS = 4
+TIME_LIMIT_SECONDS = 30.0
+INTERRUPT_EVERY_SECONDS = 0.05
+
+
+class Engine:
+    def __init__(self, connections: int = CONNECTIONS):
+        self._database = duckdb.connect()
+        self._database.execute("SET GLOBAL TimeZone = 'UTC'")  # timestamptz in and out, and time_bucket, in UTC
+        self._idle: queue.Queue = queue.Queue()
+        for _ in range(connections):
+            self._idle.put(self._database.cursor())
+
+    @contextmanager
+    def _connection(self):
+        connection = self._idle.get()
+        try:
+            yield connection
+        finally:
+            self._idle.put(connection)
+
+    def run(self, sql: str, params: dict, source: tuple[str, ...] | pa.Table, time_limit: float) -> pa.Table:
+        """`sql` with `{source}` where the rows come from: read_parquet over the files (the list a parameter too),
+        or an Arrow table registered under a name made here. User input reaches DuckDB only through `params`."""
+        with self._connection() as connection:
+            if isinstance(source, pa.Table):
+                view = f"rows_{uuid.uuid4().hex}"
+                connection.register(view, source)
+                try:
+                    return _timed(connection, sql.format(source=view), params, time_limit)
+                finally:
+                    connection.unregister(view)
+            # the columns are the files' own: not hive columns made from Iceberg's partition folders in their paths
+            return _timed(connection, sql.format(source="read_parquet($files, hive_partitioning = false)"),
+                          {**params, "files": list(source)}, time_limit)
+
+
+def _timed(connection, sql: str, params: dict, time_limit: float) -> pa.Table:
+    """Run the query; past `time_limit` seconds interrupt it (never a later query on the same connection)."""
+    lock, finished, interrupted = threading.Lock(), threading.Event(), threading.Event()
+
+    def watch():
+        if finished.wait(time_limit):
+            return
+        # again and again: an interrupt while DuckDB still binds the query is forgotten when its execution starts
+        while True:
+            with lock:
+                if finished.is_set():
+                    return
+                interrupted.set()
+                connection.interrupt()
+            if finished.wait(INTERRUPT_EVERY_SECONDS):
+                return
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        return connection.sql(sql, params=params).to_arrow_table()
+    except duckdb.InterruptException:
+        if interrupted.is_set():
+            raise QueryError(f"the query took longer than its time limit of {time_limit:g} s; narrow the time range "
+                             "or the symbols") from None
+        raise
+    finally:
+        with lock:
+            finished.set()
+
+
+_engine: Engine | None = None
+_engine_lock = threading.Lock()
+
+
+def engine() -> Engine:
+    """The process's engine, made at first use."""
+    global _engine
+    with _engine_lock:
+        if _engine is None:
+            _engine = Engine()
+        return _engine

@@ -1,0 +1,64 @@
+"""PyIceberg's scan planning for a query: the snapshot an as-of names, and the data files a row filter selects
+(partition pruning on the day, then the files' column statistics)."""
+
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urlparse
+
+import pyarrow as pa
+from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, In, LessThan
+from pyiceberg.table import ALWAYS_TRUE, Table
+
+from k2_pipelines.lib.query.validate import AsOf, QueryError
+
+LOCAL_SCHEME = "file://"
+
+
+@dataclass(frozen=True)
+class Plan:
+    table: Table
+    snapshot_id: int | None  # None: the table has no snapshot yet (it is empty)
+    row_filter: BooleanExpression
+    files: tuple[str, ...]  # local paths DuckDB reads
+    # PyIceberg reads instead of DuckDB: a file has delete files (DuckDB's read_parquet would not apply them), or
+    # a file is not local (s3://: DuckDB's httpfs extension is a download at first use, which K2 cannot rely on)
+    pyiceberg_read: bool
+
+
+def snapshot_id(table: Table, as_of: AsOf | None) -> int | None:
+    """The snapshot an as-of names (the current one without it), or a QueryError saying why there is none."""
+    if as_of is None:
+        snapshot = table.current_snapshot()
+        return snapshot.snapshot_id if snapshot else None
+    name = ".".join(table.name())
+    if as_of.snapshot_id is not None:
+        if table.snapshot_by_id(as_of.snapshot_id) is None:
+            raise QueryError(f"{name} has no snapshot {as_of.snapshot_id} (see `k2 query snapshots`)")
+        return as_of.snapshot_id
+    snapshot = table.snapshot_as_of_timestamp(int(as_of.at.timestamp() * 1000))
+    if snapshot is None:
+        raise QueryError(f"{name} had no snapshot yet at {as_of.at.isoformat()}")
+    return snapshot.snapshot_id
+
+
+def range_filter(column: str, symbols: list[str], start: datetime, end: datetime) -> BooleanExpression:
+    return And(In("symbol", symbols), And(GreaterThanOrEqual(column, start.isoformat()),
+                                          LessThan(column, end.isoformat())))
+
+
+def plan(table: Table, snapshot: int | None, row_filter: BooleanExpression = ALWAYS_TRUE) -> Plan:
+    if snapshot is None:
+        return Plan(table, None, row_filter, (), False)
+    tasks = list(table.scan(row_filter=row_filter, snapshot_id=snapshot).plan_files())
+    paths = [task.file.file_path for task in tasks]
+    pyiceberg_read = any(task.delete_files for task in tasks) or any(urlparse(p).scheme not in ("", "file") for p in paths)
+    return Plan(table, snapshot, row_filter, tuple(p.removeprefix(LOCAL_SCHEME) for p in paths), pyiceberg_read)
+
+
+def source(planned: Plan) -> tuple[str, ...] | pa.Table:
+    """What DuckDB reads: the planned files, or PyIceberg's own read of them when DuckDB cannot read them right."""
+    if planned.pyiceberg_read:
+        return planned.table.scan(row_filter=planned.row_filter, snapshot_id=planned.snapshot_id).to_arrow()
+    if not planned.files:  # read_parquet needs a file; an empty result still has the table's columns
+        return planned.table.schema().as_arrow().empty_table()
+    return planned.files

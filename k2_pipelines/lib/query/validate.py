@@ -1,0 +1,111 @@
+"""Query inputs checked and normalized before anything is read: every bad value is a QueryError with a clear message."""
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+EARLIEST = datetime(1990, 1, 1, tzinfo=timezone.utc)  # before any electronic market data K2 could hold
+FUTURE_SLACK = timedelta(days=1)  # exchange clocks and time zones: nothing happened later than a day from now
+# a year per query: an interactive query plans and reads the range's files; longer spans are backfill work
+MAX_RANGE = timedelta(days=366)
+MAX_LIMIT = 1_000_000  # rows returned at once (the result is held in memory, and printed by the CLI)
+MAX_SYMBOLS = 100
+SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/\-]{0,31}")  # exchange symbols: BTCUSDT, BHP, BRK.B, ES:H25
+INTERVALS = {"1m": timedelta(minutes=1), "5m": timedelta(minutes=5), "1h": timedelta(hours=1), "1d": timedelta(days=1)}
+TABLE = re.compile(r"[a-z][a-z0-9_]{0,63}")  # a table of the market_data namespace
+
+
+class QueryError(ValueError):
+    """A query K2 cannot answer as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class AsOf:
+    """A past state of a table: a snapshot id, or the snapshot current at a time."""
+
+    snapshot_id: int | None = None
+    at: datetime | None = None
+
+
+def timestamp(value, name: str) -> datetime:
+    """An aware UTC datetime from a datetime (naive means UTC) or an ISO 8601 string."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise QueryError(f"{name} must be an ISO 8601 time such as 2025-03-03T00:00:00Z, not {_shown(value)}") \
+                from None
+    if not isinstance(value, datetime):
+        raise QueryError(f"{name} must be a datetime or an ISO 8601 string, not {type(value).__name__}")
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def time_range(start, end) -> tuple[datetime, datetime]:
+    """[start, end) in UTC, within the years K2 can hold and at most MAX_RANGE long."""
+    start, end = timestamp(start, "start"), timestamp(end, "end")
+    if end <= start:
+        raise QueryError(f"end ({end.isoformat()}) must be after start ({start.isoformat()})")
+    if start < EARLIEST:
+        raise QueryError(f"start ({start.isoformat()}) is before {EARLIEST.year}: K2 holds no data that old")
+    latest = datetime.now(timezone.utc) + FUTURE_SLACK
+    if end > latest:
+        raise QueryError(f"end ({end.isoformat()}) is in the future (after {latest.isoformat(timespec='seconds')})")
+    if end - start > MAX_RANGE:
+        raise QueryError(f"the range {start.isoformat()} .. {end.isoformat()} is longer than {MAX_RANGE.days} days; "
+                         "query it a year at a time")
+    return start, end
+
+
+def symbols(value) -> list[str]:
+    """One symbol or a list of them, each shaped like an exchange symbol (whether the table has it is checked later)."""
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not names:
+        raise QueryError("give at least one symbol")
+    if len(names) > MAX_SYMBOLS:
+        raise QueryError(f"at most {MAX_SYMBOLS} symbols per query, not {len(names)}")
+    for name in names:
+        if not isinstance(name, str) or not SYMBOL.fullmatch(name):
+            raise QueryError(f"{_shown(name)} is not a symbol (letters, digits and . _ : / -, at most 32 characters)")
+    return sorted(set(names))
+
+
+def limit(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise QueryError(f"limit must be a whole number, not {_shown(value)}")
+    if not 1 <= value <= MAX_LIMIT:
+        raise QueryError(f"limit must be between 1 and {MAX_LIMIT:,}, not {value:,}")
+    return value
+
+
+def interval(value) -> timedelta:
+    if value not in INTERVALS:
+        raise QueryError(f"interval must be one of {', '.join(INTERVALS)}, not {_shown(value)}")
+    return INTERVALS[value]
+
+
+def table(value) -> str:
+    if not isinstance(value, str) or not TABLE.fullmatch(value):
+        raise QueryError(f"{_shown(value)} is not a table name such as trades, quotes or ohlcv_1m")
+    return value
+
+
+def as_of(value) -> AsOf | None:
+    """None (the current snapshot), a snapshot id (int or digits), or a time (datetime or ISO 8601)."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return AsOf(snapshot_id=value)
+    if isinstance(value, str) and re.fullmatch(r"-?\d{1,20}", value.strip()):
+        return AsOf(snapshot_id=int(value))
+    if isinstance(value, (str, datetime)):
+        try:
+            return AsOf(at=timestamp(value, "as_of"))
+        except QueryError:
+            raise QueryError(f"as_of must be a snapshot id or an ISO 8601 time, not {_shown(value)}") from None
+    raise QueryError(f"as_of must be a snapshot id or an ISO 8601 time, not {type(value).__name__}")
+
+
+def _shown(value) -> str:
+    """The value as an error message quotes it: printable and short, whatever it holds."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
