@@ -280,21 +280,25 @@ def _scan_times(catalog, symbol: str, day: datetime, runs: int) -> dict[str, tup
     return {"pyiceberg": _median_seconds(pyiceberg_scan, runs), "duckdb": _median_seconds(duckdb_scan, runs)}
 
 
+def built_in_another_process(build, *args) -> float:
+    """Run `build(*args)` in a forked process (on every core, so that this one's peak memory is what is measured after
+    it); its seconds."""
+    builder = multiprocessing.get_context("fork").Process(target=build, args=args)
+    started = time.perf_counter()
+    builder.start()
+    builder.join()
+    if builder.exitcode:
+        raise RuntimeError(f"building the table failed (exit code {builder.exitcode})")
+    return time.perf_counter() - started
+
+
 def bench_compact(batches: int, rows_per_batch: int, days: int, seed: int, cores: int, runs: int) -> int:
     """A trades table of `batches` drain-sized appends: files, bytes and one-symbol one-day scans before and after
     compaction; compaction's time and peak memory."""
     with tempfile.TemporaryDirectory(prefix="k2-bench-") as scratch:
         root = Path(scratch) / "state"
-        # built in another process, so that this one's peak memory is the compaction's (and the scans'), and on every
-        # core: the table stands for hours of drains, it is not what is measured
-        builder = multiprocessing.get_context("fork").Process(
-            target=_build_micro_batches, args=(root, batches, rows_per_batch, days, seed))
-        started = time.perf_counter()
-        builder.start()
-        builder.join()
-        if builder.exitcode:
-            raise RuntimeError(f"building the table failed (exit code {builder.exitcode})")
-        built = time.perf_counter() - started
+        # the table stands for hours of drains: it is not what is measured
+        built = built_in_another_process(_build_micro_batches, root, batches, rows_per_batch, days, seed)
         _pin(cores)
         catalog = load_catalog_at(root)
         day = COMPACT_START + timedelta(days=days // 2)

@@ -1,7 +1,6 @@
 """`k2 bench query`: the query layer's latency on a generated trades table of 10 million trades or more, built as a
 few large appends and then many drain-sized ones, before and after compaction."""
 
-import multiprocessing
 import statistics
 import tempfile
 import time
@@ -10,7 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from k2_pipelines.cli.bench import COMPACT_START, _peak_rss_mb, _pin, append_micro_batch, generated_trades
+from k2_pipelines.cli.bench import (
+    COMPACT_START,
+    _peak_rss_mb,
+    _pin,
+    append_micro_batch,
+    built_in_another_process,
+    generated_trades,
+)
 from k2_pipelines.lib.catalog import load_catalog_at
 from k2_pipelines.lib.tables import TRADES, ensure_tables
 from k2_pipelines.lib.upkeep.compaction import compact_table
@@ -87,15 +93,8 @@ def bench_query(rows: int, days: int, symbol_count: int, small_commits: int, run
     symbols = _symbols(symbol_count)
     with tempfile.TemporaryDirectory(prefix="k2-bench-") as scratch:
         root = Path(scratch) / "state"
-        # built in another process on every core: the table stands for months of drains, it is not what is measured
-        builder = multiprocessing.get_context("fork").Process(
-            target=_build, args=(root, rows, days, symbols, small_commits, seed))
-        started = time.perf_counter()
-        builder.start()
-        builder.join()
-        if builder.exitcode:
-            raise RuntimeError(f"building the table failed (exit code {builder.exitcode})")
-        built = time.perf_counter() - started
+        # the table stands for months of drains: it is not what is measured
+        built = built_in_another_process(_build, root, rows, days, symbols, small_commits, seed)
         _pin(cores)
         catalog = load_catalog_at(root)
         gold = _gold_day(catalog, COMPACT_START + timedelta(days=days - 1))
