@@ -7,6 +7,7 @@ from k2_pipelines.defs.binance.checks import binance_quotes_quality, binance_tra
 from k2_pipelines.defs.binance.resources import BinanceKafkaResource
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.defs.quality.resources import QualityResource
+from k2_pipelines.defs.recovery.incident_sensors import incident_resolution_sensor
 from k2_pipelines.lib.binance.producer import MarketDataProducer, Topics
 from k2_pipelines.lib.binance.recording import replay
 from k2_pipelines.lib.binance.sample import generate_session
@@ -45,3 +46,10 @@ def skipped(result) -> str | None:
 def drain_run(instance, resources: dict, tags: dict | None = None) -> dg.ExecuteInProcessResult:
     return dg.materialize(DRAIN_ASSETS, instance=instance, resources=resources, tags=tags or {},
                           raise_on_error=False)
+
+
+def resolve_incident(instance, run: dg.ExecuteInProcessResult, resources: dict) -> None:
+    """The incident-resolution sensor seeing `run` succeed, as the daemon delivers it."""
+    incident_resolution_sensor(dg.build_run_status_sensor_context(
+        sensor_name=incident_resolution_sensor.name, dagster_event=run.get_run_success_event(),
+        dagster_instance=instance, dagster_run=run.dagster_run, resources=resources))

@@ -8,19 +8,11 @@ import pytest
 
 from k2_pipelines.defs.binance.sensors import binance_lag_sensor
 from k2_pipelines.defs.recovery.health_sensors import kafka_health_sensor, storage_health_sensor
-from k2_pipelines.defs.recovery.incident_sensors import incident_resolution_sensor
 from k2_pipelines.lib.catalog import load_k2_catalog
 from k2_pipelines.lib.incidents import OPEN, RESOLVED, incidents
 from k2_pipelines.lib.tables import TRADES
 from k2_pipelines_tests.kafka_helpers import unique_topics
-from k2_pipelines_tests.recovery_helpers import drain_run, produce, resources, skipped, tick
-
-
-def _resolve(instance, run: dg.ExecuteInProcessResult, resources: dict):
-    context = dg.build_run_status_sensor_context(
-        sensor_name=incident_resolution_sensor.name, dagster_event=run.get_run_success_event(),
-        dagster_instance=instance, dagster_run=run.dagster_run, resources=resources)
-    return incident_resolution_sensor(context)
+from k2_pipelines_tests.recovery_helpers import drain_run, produce, resolve_incident, resources, skipped, tick
 
 
 def test_a_stopped_broker_opens_an_incident_skips_drains_and_a_catch_up_closes_it(own_broker, catalog, tmp_path):
@@ -51,7 +43,7 @@ def test_a_stopped_broker_opens_an_incident_skips_drains_and_a_catch_up_closes_i
         metadata = catch_up.asset_materializations_for_node("binance_trades")[0].metadata
         assert metadata["incident"].value == opened.incident_id and metadata["lag_after"].value == 0
 
-        _resolve(instance, catch_up, used)
+        resolve_incident(instance, catch_up, used)
         [resolved] = incidents(catalog)
         assert resolved.incident_id == opened.incident_id and resolved.status == RESOLVED
         assert resolved.run_id == catch_up.run_id and resolved.time_to_recovery_seconds > 0
@@ -89,7 +81,7 @@ def test_a_catalog_or_warehouse_moved_away_is_an_incident_recorded_once_it_is_ba
         assert opened.kind == kind and opened.incident_id == request.run_key
         catch_up = drain_run(instance, used, request.tags)
         assert catch_up.success
-        _resolve(instance, catch_up, used)
+        resolve_incident(instance, catch_up, used)
         [resolved] = incidents(catalog)
         assert resolved.status == RESOLVED and resolved.resolved_at > opened.detected_at
 

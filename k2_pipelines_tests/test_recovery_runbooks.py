@@ -20,7 +20,6 @@ from k2_pipelines.defs.quality.resources import QualityResource
 from k2_pipelines.defs.recovery import failed_runs
 from k2_pipelines.defs.recovery.drift_sensor import offset_drift_sensor
 from k2_pipelines.defs.recovery.failed_runs import failed_run_sensor
-from k2_pipelines.defs.recovery.incident_sensors import incident_resolution_sensor
 from k2_pipelines.defs.recovery.quality_sensor import quality_gate_sensor
 from k2_pipelines.defs.recovery.runbooks import quarantine_bad_batch, quarantine_landing_file, realign_consumer_offsets
 from k2_pipelines.lib.avro_codec import AvroEncoder
@@ -34,7 +33,7 @@ from k2_pipelines.lib.paths import state_dir
 from k2_pipelines.lib.schema_registry import default_registry
 from k2_pipelines.lib.tables import QUARANTINE, TRADES
 from k2_pipelines_tests.kafka_helpers import unique_topics
-from k2_pipelines_tests.recovery_helpers import DRAIN_ASSETS, produce, resources, skipped, tick
+from k2_pipelines_tests.recovery_helpers import DRAIN_ASSETS, produce, resolve_incident, resources, skipped, tick
 
 
 def _definitions(used: dict) -> dg.Definitions:
@@ -50,12 +49,6 @@ def _launch(defs: dg.Definitions, instance, request: dg.RunRequest, job_name: st
     job = defs.resolve_job_def(request.job_name or job_name)
     return job.execute_in_process(run_config=request.run_config, tags=request.tags, instance=instance,
                                   raise_on_error=False)
-
-
-def _resolve(instance, run, used: dict) -> None:
-    incident_resolution_sensor(dg.build_run_status_sensor_context(
-        sensor_name=incident_resolution_sensor.name, dagster_event=run.get_run_success_event(),
-        dagster_instance=instance, dagster_run=run.dagster_run, resources=used))
 
 
 def _trade_ids(catalog) -> list[str]:
@@ -88,7 +81,7 @@ def test_a_drain_failing_while_the_broker_is_down_is_retried_with_backoff(own_br
         assert retry.job_name == "drain_binance_trades" and retry.run_key == f"retry:{failed.run_id}"
         retried = _launch(defs, instance, retry)
         assert retried.success
-        _resolve(instance, retried, used)
+        resolve_incident(instance, retried, used)
     [resolved] = incidents(catalog)
     assert resolved.incident_id == opened.incident_id and resolved.status == RESOLVED
     assert resolved.run_id == retried.run_id
