@@ -1,40 +1,43 @@
-"""OHLCV bars from trades, and the idempotent rebuild of one UTC day of a gold bars table.
+"""OHLCV bars from trades (the one definition of a bar, for the gold tables and for bars computed at query time),
+and the idempotent rebuild of one UTC day of a gold bars table.
 
 DuckDB computes the bars: it reads the Arrow trades without a copy, aggregates in parallel, and keeps decimals
 exact (sums of decimal(18,8) are decimal(38,8); price * quantity is decimal(38,16), summed as decimal(38,16): up to
-1e22 of notional per bar, and an overflow is an error, never a silently rounded number). Ordered aggregates give
-open and close by event time in one pass. pyarrow's hash aggregates have no ordered first/last, and polars'
-decimals are still unstable.
+1e22 of notional per bar, and an overflow is an error, never a silently rounded number). arg_min/arg_max give open
+and close by event time in one pass, without sorting. pyarrow's hash aggregates have no ordered first/last, and
+polars' decimals are still unstable.
 """
 
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
 
 from k2_pipelines.lib.asx.load import RUN_ID
+from k2_pipelines.lib.query.engine import engine
+from k2_pipelines.lib.query.validate import interval as interval_width
 from k2_pipelines.lib.replace import replace_atomically, replacement
 from k2_pipelines.lib.tables import OHLCV_TABLES, TRADES
 
-INTERVALS = {"1m": "minute", "1h": "hour", "1d": "day"}  # bar interval -> DuckDB date_trunc part
 TRADE_COLUMNS = ("exchange", "symbol", "timestamp", "price", "quantity", "trade_id")
+REBUILD_TIME_LIMIT_SECONDS = 600.0  # a day of every symbol's trades: seconds even at tens of millions
 
-# ties in event time: open takes the lowest trade_id, close the highest (trade_ids compare as strings). DuckDB keeps
-# the width of decimal(18,8) * decimal(18,8) at 18 digits: the price is widened first. The ratio is a double.
+# open and close by event time, ties broken by the trade id (compared as strings); the notional summed exactly in
+# decimal (price widened first: DuckDB keeps decimal(18,8) * decimal(18,8) at 18 digits), then vwap as a double.
+# time_bucket cuts in UTC: the engine's time zone.
 _BARS_SQL = """
-SELECT exchange, symbol, date_trunc($part, timestamp) AS bar_start,
-       first(price ORDER BY timestamp, trade_id) AS open, max(price) AS high, min(price) AS low,
-       last(price ORDER BY timestamp, trade_id) AS close,
-       sum(quantity) AS volume, sum(price::DECIMAL(38, 8) * quantity) / sum(quantity) AS vwap, count(*) AS trade_count,
+SELECT exchange, symbol, time_bucket($width, timestamp) AS bar_start,
+       arg_min(price, (timestamp, trade_id)) AS open, max(price) AS high, min(price) AS low,
+       arg_max(price, (timestamp, trade_id)) AS close, sum(quantity) AS volume,
+       sum(price::DECIMAL(38, 8) * quantity) / sum(quantity) AS vwap, count(*) AS trade_count,
        min(timestamp) AS first_trade_at, max(timestamp) AS last_trade_at
-FROM trades
+FROM {source}
+WHERE {where}
 GROUP BY exchange, symbol, bar_start
-ORDER BY symbol, bar_start, exchange
-"""
+ORDER BY bar_start, symbol, exchange"""
 
 
 @dataclass(frozen=True)
@@ -51,22 +54,19 @@ class BarsResult:
     commit_attempts: int
 
 
-def _part(interval: str) -> str:
-    if interval not in INTERVALS:
-        raise ValueError(f"unknown bar interval {interval!r}; choose from {sorted(INTERVALS)}")
-    return INTERVALS[interval]
+def bars_sql(where: str = "true") -> str:
+    """The bars of the trades in `{source}` matching `where`, `$width` wide (an interval), in order of bar start.
+    `{source}` and `$width` are the engine's (see lib/query/engine.py); `where` is fixed SQL with parameters."""
+    return _BARS_SQL.replace("{where}", where)
 
 
 def bars(trades: pa.Table, interval: str) -> pa.Table:
-    """One bar per (exchange, symbol, interval start in UTC) of `trades`, sorted by symbol and bar start."""
-    part = _part(interval)
+    """One bar per (exchange, symbol, interval start in UTC) of `trades`, in order of bar start then symbol."""
+    width = interval_width(interval)
     missing = set(TRADE_COLUMNS) - set(trades.column_names)
     if missing:
         raise ValueError(f"trades lack the columns {sorted(missing)}")
-    with duckdb.connect() as connection:
-        connection.execute("SET TimeZone = 'UTC'")  # date_trunc of a timestamptz cuts in the session's zone
-        connection.register("trades", trades.select(TRADE_COLUMNS))
-        return connection.sql(_BARS_SQL, params={"part": part}).to_arrow_table()
+    return engine().run(bars_sql(), {"width": width}, trades.select(TRADE_COLUMNS), REBUILD_TIME_LIMIT_SECONDS)
 
 
 def _counts(symbols: pa.ChunkedArray) -> dict[str, int]:
@@ -93,7 +93,8 @@ def day_trades(catalog: Catalog, day: date) -> pa.Table:
 def rebuild_day(catalog: Catalog, interval: str, day: date, run_id: str) -> BarsResult:
     """Replace the bars of the UTC `day` in market_data.ohlcv_<interval> with bars of the day's trades as they now
     are, in one commit whose snapshot says `k2.run-id` = run_id. A rerun replaces, so it never double-counts."""
-    _part(interval)
+    if interval not in OHLCV_TABLES:
+        raise ValueError(f"no gold table for bar interval {interval!r}; the gold intervals are {sorted(OHLCV_TABLES)}")
     definition = OHLCV_TABLES[interval]
     trades = day_trades(catalog, day)
     rows = bars(trades, interval)

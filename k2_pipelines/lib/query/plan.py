@@ -1,5 +1,5 @@
-"""PyIceberg's scan planning for a query: the snapshot an as-of names, and the data files a row filter selects
-(partition pruning on the day, then the files' column statistics)."""
+"""Scan planning for a query: the snapshot an as-of names, and the data files a row filter selects (partition pruning
+on the day, then the files' column statistics; see manifests.py)."""
 
 from dataclasses import dataclass
 from datetime import datetime
@@ -9,6 +9,7 @@ import pyarrow as pa
 from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, In, LessThan
 from pyiceberg.table import ALWAYS_TRUE, Table
 
+from k2_pipelines.lib.query.manifests import selected_data_files
 from k2_pipelines.lib.query.validate import AsOf, QueryError
 
 LOCAL_SCHEME = "file://"
@@ -20,7 +21,7 @@ class Plan:
     snapshot_id: int | None  # None: the table has no snapshot yet (it is empty)
     row_filter: BooleanExpression
     files: tuple[str, ...]  # local paths DuckDB reads
-    # PyIceberg reads instead of DuckDB: a file has delete files (DuckDB's read_parquet would not apply them), or
+    # PyIceberg reads instead of DuckDB: the snapshot has delete files (DuckDB's read_parquet would not apply them), or
     # a file is not local (s3://: DuckDB's httpfs extension is a download at first use, which K2 cannot rely on)
     pyiceberg_read: bool
 
@@ -49,9 +50,12 @@ def range_filter(column: str, symbols: list[str], start: datetime, end: datetime
 def plan(table: Table, snapshot: int | None, row_filter: BooleanExpression = ALWAYS_TRUE) -> Plan:
     if snapshot is None:
         return Plan(table, None, row_filter, (), False)
-    tasks = list(table.scan(row_filter=row_filter, snapshot_id=snapshot).plan_files())
-    paths = [task.file.file_path for task in tasks]
-    pyiceberg_read = any(task.delete_files for task in tasks) or any(urlparse(p).scheme not in ("", "file") for p in paths)
+    data_files = selected_data_files(table, snapshot, row_filter)
+    if data_files is None:  # delete files: PyIceberg plans and reads, and applies them
+        tasks = table.scan(row_filter=row_filter, snapshot_id=snapshot).plan_files()
+        return Plan(table, snapshot, row_filter, tuple(task.file.file_path for task in tasks), True)
+    paths = [data_file.file_path for data_file in data_files]
+    pyiceberg_read = any(urlparse(p).scheme not in ("", "file") for p in paths)
     return Plan(table, snapshot, row_filter, tuple(p.removeprefix(LOCAL_SCHEME) for p in paths), pyiceberg_read)
 
 

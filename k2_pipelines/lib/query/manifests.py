@@ -1,0 +1,59 @@
+"""The data files of a snapshot that a row filter selects, by PyIceberg's own evaluators (the manifests' partition
+summaries, then each file's partition and column statistics) over manifest entries read once per process.
+
+PyIceberg's plan_files reads every manifest of the snapshot again on every query: a table with a manifest per drain
+took 330 ms to plan with 210 of them. A manifest never changes once written, so after a drain only its new
+manifest is read, and a snapshot's manifest list is read once."""
+
+from pyiceberg.expressions import BooleanExpression
+from pyiceberg.expressions.visitors import (
+    _InclusiveMetricsEvaluator,
+    expression_evaluator,
+    inclusive_projection,
+    manifest_evaluator,
+)
+from pyiceberg.manifest import DataFile, ManifestContent, ManifestFile
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+
+from k2_pipelines.lib.query.cache import BoundedCache
+
+MAX_CACHED_MANIFESTS = 50_000  # a manifest per drain: about a year of 15-minute drains of both tables
+MAX_CACHED_SNAPSHOTS = 1_000  # each a tuple of references to the manifests above
+_entries: BoundedCache[tuple[DataFile, ...]] = BoundedCache(MAX_CACHED_MANIFESTS)
+_manifests: BoundedCache[tuple[ManifestFile, ...]] = BoundedCache(MAX_CACHED_SNAPSHOTS)
+
+
+def selected_data_files(table: Table, snapshot_id: int, row_filter: BooleanExpression) -> list[DataFile] | None:
+    """The live data files of the snapshot that may hold rows matching `row_filter`; None if the snapshot has delete
+    files (then PyIceberg's own scan must plan and read it, to apply them)."""
+    metadata = table.metadata
+    snapshot = metadata.snapshot_by_id(snapshot_id)
+    manifests = _manifests.get_or_make(snapshot.manifest_list, lambda: tuple(snapshot.manifests(table.io)))
+    if any(m.content != ManifestContent.DATA for m in manifests):
+        return None
+    schema = metadata.schema()
+    by_spec: dict[int, tuple] = {}
+    keeps_file = _InclusiveMetricsEvaluator(schema, row_filter, case_sensitive=True).eval
+    selected = []
+    for manifest in manifests:
+        spec_id = manifest.partition_spec_id
+        if spec_id not in by_spec:
+            by_spec[spec_id] = _partition_evaluators(metadata.specs()[spec_id], schema, row_filter)
+        keeps_manifest, keeps_partition = by_spec[spec_id]
+        if keeps_manifest(manifest):
+            selected.extend(f for f in _live_data_files(table, manifest)
+                            if keeps_partition(f.partition) and keeps_file(f))
+    return selected
+
+
+def _partition_evaluators(spec, schema: Schema, row_filter: BooleanExpression):
+    partition_filter = inclusive_projection(schema, spec, case_sensitive=True)(row_filter)
+    partition_schema = Schema(*spec.partition_type(schema).fields)
+    return (manifest_evaluator(spec, schema, partition_filter, case_sensitive=True),
+            expression_evaluator(partition_schema, partition_filter, case_sensitive=True))
+
+
+def _live_data_files(table: Table, manifest: ManifestFile) -> tuple[DataFile, ...]:
+    return _entries.get_or_make(manifest.manifest_path, lambda: tuple(
+        entry.data_file for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True)))
