@@ -173,6 +173,37 @@ def _generated(catalog, days: int, rows_per_day: int) -> tuple[datetime, datetim
     return start, start + timedelta(days=days)
 
 
+def test_rows_come_in_event_order_whatever_the_files_and_a_commit_is_seen_at_once(catalog):
+    """Files written out of time order and ties in event time still give rows ordered by (time, id), as pandas
+    orders them; a query right after a commit sees it (tables and manifests are cached in the process)."""
+    start, rng = datetime(2025, 3, 3, tzinfo=timezone.utc), np.random.default_rng(11)
+    later = generated_trades(rng, 3_000, start + timedelta(hours=1), 3_600, 0)
+    earlier = generated_trades(rng, 3_000, start, 7_200, 3_000)  # overlaps the later batch's hour
+    ties = generated_trades(rng, 20, start + timedelta(minutes=90), 0.000001, 6_000)  # one instant
+    ids = [f"BINANCE-{i}" for i in (9, 10, 8, 100, 11, 7, 99, 1, 2, 3, 30, 31, 32, 33, 4, 5, 6, 60, 61, 62)]
+    ties = ties.set_column(ties.column_names.index("trade_id"), "trade_id", pa.array(ids))  # compared as strings
+    end = start + timedelta(days=1)
+    seen = pd.DataFrame()
+    for batch in (later, earlier, ties):
+        append_micro_batch(catalog, TRADES.identifier, batch, {})
+        seen = pd.concat([seen, batch.to_pandas()])
+        symbols = sorted(set(seen["symbol"]))
+        assert query.trades(symbols, start, end, limit=1_000_000, catalog=catalog)["trade_id"].to_pylist() == \
+            _expected_events(seen, symbols, "trade_id")
+        assert query.trades(symbols[0], start, end, limit=10, newest_first=True, catalog=catalog)[
+            "trade_id"].to_pylist() == _expected_events(seen, [symbols[0]], "trade_id", True, 10)
+
+    table = catalog.load_table(TRADES.identifier)
+    snapshots = [s.snapshot_id for s in table.snapshots()]
+    for symbols, window in (([symbols[0]], (start, start + timedelta(minutes=30))), (symbols, (end, end + timedelta(days=1))),
+                            (symbols[:2], (start + timedelta(minutes=61), start + timedelta(minutes=91)))):
+        for snapshot in snapshots:  # the same files as PyIceberg's own planning, at every snapshot
+            row_filter = range_filter("timestamp", symbols, *window)
+            assert set(plan(table, snapshot, row_filter).files) == {
+                task.file.file_path.removeprefix("file://")
+                for task in table.scan(row_filter=row_filter, snapshot_id=snapshot).plan_files()}
+
+
 def test_concurrent_queries_share_the_pool(catalog):
     start, end = _generated(catalog, 2, 100_000)
     symbols = query.symbols(catalog=catalog)["symbol"].to_pylist()
