@@ -195,10 +195,11 @@ def test_rows_come_in_event_order_whatever_the_files_and_a_commit_is_seen_at_onc
 
     table = catalog.load_table(TRADES.identifier)
     snapshots = [s.snapshot_id for s in table.snapshots()]
-    for symbols, window in (([symbols[0]], (start, start + timedelta(minutes=30))), (symbols, (end, end + timedelta(days=1))),
-                            (symbols[:2], (start + timedelta(minutes=61), start + timedelta(minutes=91)))):
+    for chosen, window in (([symbols[0]], (start, start + timedelta(minutes=30))),
+                           (symbols, (end, end + timedelta(days=1))),
+                           (symbols[:2], (start + timedelta(minutes=61), start + timedelta(minutes=91)))):
         for snapshot in snapshots:  # the same files as PyIceberg's own planning, at every snapshot
-            row_filter = range_filter("timestamp", symbols, *window)
+            row_filter = range_filter("timestamp", chosen, *window)
             assert set(plan(table, snapshot, row_filter).files) == {
                 task.file.file_path.removeprefix("file://")
                 for task in table.scan(row_filter=row_filter, snapshot_id=snapshot).plan_files()}
