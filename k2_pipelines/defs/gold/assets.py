@@ -4,6 +4,7 @@ import dagster as dg
 
 from k2_pipelines.defs.asx.assets import asx_trades
 from k2_pipelines.defs.binance.assets import binance_trades
+from k2_pipelines.defs.gold.gating import held_back, held_back_failure
 from k2_pipelines.defs.gold.partitions import utc_days
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.lib.gold.ohlcv import BarsResult, rebuild_day
@@ -42,15 +43,23 @@ def _bars_asset(interval: str) -> dg.AssetsDefinition:
         backfill_policy=dg.BackfillPolicy.single_run(),  # a range of days in one run, one commit per day
         deps=[_ASX_TRADES, binance_trades],  # downstream of the trades' blocking quality checks
         description=f"{interval} OHLCV bars of every symbol per UTC day in {OHLCV_TABLES[interval].identifier}, "
-                    "rebuilt from market_data.trades: a rerun replaces the day's bars, never adds to them",
+                    "rebuilt from market_data.trades: a rerun replaces the day's bars, never adds to them. A day "
+                    "holding trades whose blocking checks failed (in their load or drain run) fails, unbuilt",
     )
     def build(context: dg.AssetExecutionContext, iceberg: IcebergCatalogResource) -> dg.MaterializeResult:
         keys = context.partition_key_range
         first, last = date.fromisoformat(keys.start), date.fromisoformat(keys.end)
+        days = [first + timedelta(days=offset) for offset in range((last - first).days + 1)]
         catalog = iceberg.catalog()
+        # the trades' checks ran in other runs (loads, drains): all days pass the gate before any is committed
+        gate = held_back(catalog, context.instance, days)
+        for note in gate.notes:
+            context.log.warning(f"not held back, but unchecked: {note}")
+        if gate.holds:
+            raise held_back_failure(f"ohlcv_{interval}", days, gate)
         results = []
-        for offset in range((last - first).days + 1):
-            result = rebuild_day(catalog, interval, first + timedelta(days=offset), context.run.run_id)
+        for day in days:
+            result = rebuild_day(catalog, interval, day, context.run.run_id)
             context.log.info(f"ohlcv_{interval} {result.day}: {result.trades_read:,} trades, "
                              f"{result.bars_written:,} bars, snapshot {result.snapshot_after}")
             results.append(result)

@@ -6,31 +6,32 @@ import time
 from datetime import datetime, timezone
 
 import dagster as dg
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from k2_pipelines.defs.binance.checks import binance_quotes_quality, binance_trades_quality
+from k2_pipelines.defs.quality.evaluations import (
+    FAILED,
+    blocking_keys,
+    blocks,
+    evaluation,
+    failure_detail,
+    validated_run,
+)
 from k2_pipelines.defs.recovery.incident_runs import runbook_page, runbook_run_config
 from k2_pipelines.defs.recovery.runbooks import quarantine_bad_batch
 from k2_pipelines.lib.incidents import Incident
 
-_BLOCKING = {table: [spec.key for spec in checks.check_specs if spec.blocking]
+_BLOCKING = {table: blocking_keys(checks)
              for table, checks in (("trades", binance_trades_quality), ("quotes", binance_quotes_quality))}
 
 
 def _failed_blocking(instance: dg.DagsterInstance, key: dg.AssetCheckKey, after: float):
     """(when, validated run, description) of each failed ERROR evaluation of `key` since `after`."""
-    history = instance.event_log_storage.get_asset_check_execution_history(
-        key, limit=50, status={AssetCheckExecutionRecordStatus.FAILED})
+    history = instance.event_log_storage.get_asset_check_execution_history(key, limit=50, status={FAILED})
     for record in history:
-        if record.create_timestamp <= after or record.event is None:
+        found = evaluation(record)
+        if record.create_timestamp <= after or found is None or not blocks(found):
             continue
-        evaluation = record.event.dagster_event.event_specific_data
-        if evaluation.severity != dg.AssetCheckSeverity.ERROR:
-            continue
-        validated = evaluation.metadata.get("validated_run")
-        failing = evaluation.metadata.get("failing")
-        yield record.create_timestamp, validated.value if validated else record.run_id, \
-            f"{key.name}: {failing.value if failing else '?'} failing rows ({evaluation.description})"
+        yield record.create_timestamp, validated_run(record, found), failure_detail(key, found)
 
 
 @dg.sensor(job=quarantine_bad_batch, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,

@@ -1,6 +1,7 @@
 """Validate what one run wrote: an ASX load (per trading date), a reference-data load, a drained micro-batch."""
 
 from collections import Counter
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -38,14 +39,20 @@ def _listings(catalog: Catalog) -> pa.Table:
         selected_fields=("exchange", "symbol", "listing_date")).to_arrow()
 
 
-def market_load(catalog: Catalog, kind: str, run_id: str | None = None) -> tuple[str, date, date] | None:
-    """(run id, first, last trading date) of that run's market load, or of the newest load when run_id is None."""
+def market_loads(catalog: Catalog, kind: str) -> Iterator[tuple[str, date, date]]:
+    """(run id, first, last trading date) of each market load whose snapshot the table still has, newest first."""
     for snapshot in reversed(catalog.load_table(MARKET_TABLES[kind][0].identifier).snapshots()):
         summary = snapshot.summary or {}
-        if (run_id is None or summary.get(LOAD_RUN_ID) == run_id) and ".." in summary.get(PARTITIONS, ""):
-            first, last = summary[PARTITIONS].split("..")
-            return summary[LOAD_RUN_ID], date.fromisoformat(first), date.fromisoformat(last)
-    return None
+        # a Summary answers None for a key it lacks (`in` is always true): drains', quarantines' and compactions'
+        run_id, partitions = summary.get(LOAD_RUN_ID), summary.get(PARTITIONS) or ""
+        if run_id and ".." in partitions:
+            first, last = partitions.split("..")
+            yield run_id, date.fromisoformat(first), date.fromisoformat(last)
+
+
+def market_load(catalog: Catalog, kind: str, run_id: str | None = None) -> tuple[str, date, date] | None:
+    """(run id, first, last trading date) of that run's market load, or of the newest load when run_id is None."""
+    return next((load for load in market_loads(catalog, kind) if run_id is None or load[0] == run_id), None)
 
 
 def reference_load(catalog: Catalog, run_id: str | None = None) -> str | None:

@@ -1,0 +1,55 @@
+"""The asset-check evaluations Dagster stored, as K2 reads them: which checks block, whose data an evaluation judged,
+and why it failed. Shared by the quality gate sensor (it quarantines bad batches) and the gold bars' gate (it holds
+back days built from them)."""
+
+from collections.abc import Iterator, Set
+
+import dagster as dg
+from dagster._core.storage.asset_check_execution_record import (
+    AssetCheckExecutionRecord,
+    AssetCheckExecutionRecordStatus,
+)
+
+FAILED = AssetCheckExecutionRecordStatus.FAILED
+_PAGE = 100
+
+
+def blocking_keys(checks: dg.AssetChecksDefinition) -> list[dg.AssetCheckKey]:
+    return [spec.key for spec in checks.check_specs if spec.blocking]
+
+
+def history(instance: dg.DagsterInstance, key: dg.AssetCheckKey,
+            status: Set[AssetCheckExecutionRecordStatus] | None = None) -> Iterator[AssetCheckExecutionRecord]:
+    """The executions of `key`, newest first (planned ones too unless `status` says otherwise), a page at a time:
+    callers stop reading once they know enough."""
+    cursor = None
+    while True:
+        records = instance.event_log_storage.get_asset_check_execution_history(key, limit=_PAGE, cursor=cursor,
+                                                                               status=status)
+        yield from records
+        if len(records) < _PAGE:
+            return
+        cursor = records[-1].id
+
+
+def evaluation(record: AssetCheckExecutionRecord) -> dg.AssetCheckEvaluation | None:
+    """What a completed execution found; None while it is only planned (or never ran: the run died first)."""
+    if record.status == AssetCheckExecutionRecordStatus.PLANNED or record.event is None:
+        return None
+    return record.event.dagster_event.event_specific_data
+
+
+def validated_run(record: AssetCheckExecutionRecord, found: dg.AssetCheckEvaluation) -> str:
+    """The run whose data was judged: K2's checks say so in `validated_run` (a check run on its own judges the
+    newest load or drain, not its own run)."""
+    validated = found.metadata.get("validated_run")
+    return validated.value if validated else record.run_id
+
+
+def blocks(found: dg.AssetCheckEvaluation) -> bool:
+    return not found.passed and found.severity == dg.AssetCheckSeverity.ERROR
+
+
+def failure_detail(key: dg.AssetCheckKey, found: dg.AssetCheckEvaluation) -> str:
+    failing = found.metadata.get("failing")
+    return f"{key.name}: {failing.value if failing else '?'} failing rows ({found.description})"
