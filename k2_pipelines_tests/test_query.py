@@ -235,6 +235,8 @@ def test_a_query_past_its_time_limit_is_stopped_with_a_clear_error(catalog):
     symbols = query.symbols(catalog=catalog)["symbol"].to_pylist()
     with pytest.raises(query.QueryError, match="longer than its time limit of 0.005 s"):
         query.ohlcv(symbols, start, end, "1m", time_limit=0.005, catalog=catalog)
+    with pytest.raises(query.QueryError, match="longer than its time limit of 0.005 s"):  # a streamed result too
+        query.trades(symbols, start, end, limit=1_000_000, time_limit=0.005, catalog=catalog)
     # the pool's connections answer the next queries
     bars = query.ohlcv(symbols[0], start, start + timedelta(hours=1), "1m", catalog=catalog)
     assert bars.num_rows == 60

@@ -19,7 +19,7 @@ from k2_pipelines.cli.bench import (
 )
 from k2_pipelines.lib.catalog import load_catalog_at
 from k2_pipelines.lib.tables import TRADES, ensure_tables
-from k2_pipelines.lib.upkeep.compaction import compact_table
+from k2_pipelines.lib.upkeep.compaction import compact_table, sorted_by_sort_order
 from k2_pipelines.query import gold_ohlcv, ohlcv, trades
 
 BULK_BATCH_ROWS = 1_000_000  # a commit of the bulk build (few large commits: the build is fast)
@@ -31,15 +31,17 @@ def _symbols(count: int) -> tuple[str, ...]:
 
 
 def _build(root: Path, rows: int, days: int, symbols: tuple[str, ...], small_commits: int, seed: int) -> None:
-    """`rows` trades over `days` UTC days in large commits, then `small_commits` micro-batches into the last day."""
+    """`rows` trades over `days` UTC days in large commits sorted as compaction leaves them (they stand for history
+    already compacted), then `small_commits` micro-batches into the last day, as drains write them."""
     catalog = load_catalog_at(root)
     ensure_tables(catalog)
     rng, batches = np.random.default_rng(seed), -(-rows // BULK_BATCH_ROWS)
     seconds = days * 86_400 / batches
+    table = catalog.load_table(TRADES.identifier)
     for batch in range(batches):
         size = min(BULK_BATCH_ROWS, rows - batch * BULK_BATCH_ROWS)
-        append_micro_batch(catalog, TRADES.identifier, generated_trades(
-            rng, size, COMPACT_START + timedelta(seconds=batch * seconds), seconds, batch * BULK_BATCH_ROWS, symbols),
+        append_micro_batch(catalog, TRADES.identifier, sorted_by_sort_order(table, generated_trades(
+            rng, size, COMPACT_START + timedelta(seconds=batch * seconds), seconds, batch * BULK_BATCH_ROWS, symbols)),
             {})
     last_day, seconds = COMPACT_START + timedelta(days=days - 1), 86_400 / max(small_commits, 1)
     for batch in range(small_commits):

@@ -107,8 +107,8 @@ def _events(name, id_column, symbols_, start, end, limit, as_of, newest_first, c
     if not newest_first:
         # DuckDB returns a scan's rows in the files' order, which after compaction (files sorted by symbol and time)
         # is already event-time order: a check costs 1 ms where sorting 140,000 rows costs 15
-        rows = engine().run(f"SELECT * FROM {{source}} WHERE {where} LIMIT $limit", {**params, "limit": limit + 1},
-                            source(planned), time_limit)
+        rows = engine().run(f"SELECT * FROM {{source}} WHERE {where}", params, source(planned), time_limit,
+                            max_rows=limit + 1)
         if rows.num_rows <= limit:  # every match: put them in order here
             return _in_event_order(rows, id_column)
     return engine().run(ordered.format(order="DESC" if newest_first else "ASC", source="{source}"),

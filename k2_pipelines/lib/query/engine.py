@@ -14,6 +14,7 @@ from k2_pipelines.lib.query.validate import QueryError
 CONNECTIONS = 4
 TIME_LIMIT_SECONDS = 30.0
 INTERRUPT_EVERY_SECONDS = 0.05
+STREAM_BATCH_ROWS = 1_000_000
 
 
 class Engine:
@@ -32,23 +33,38 @@ class Engine:
         finally:
             self._idle.put(connection)
 
-    def run(self, sql: str, params: dict, source: tuple[str, ...] | pa.Table, time_limit: float) -> pa.Table:
+    def run(self, sql: str, params: dict, source: tuple[str, ...] | pa.Table, time_limit: float,
+            max_rows: int | None = None) -> pa.Table:
         """`sql` with `{source}` where the rows come from: read_parquet over the files (the list a parameter too),
-        or an Arrow table registered under a name made here. User input reaches DuckDB only through `params`."""
+        or an Arrow table registered under a name made here. User input reaches DuckDB only through `params`.
+        With `max_rows`, the first max_rows rows of the result in its order (see _first_rows)."""
         with self._connection() as connection:
             if isinstance(source, pa.Table):
                 view = f"rows_{uuid.uuid4().hex}"
                 connection.register(view, source)
                 try:
-                    return _timed(connection, sql.format(source=view), params, time_limit)
+                    return _timed(connection, sql.format(source=view), params, time_limit, max_rows)
                 finally:
                     connection.unregister(view)
             # the columns are the files' own: not hive columns made from Iceberg's partition folders in their paths
             return _timed(connection, sql.format(source="read_parquet($files, hive_partitioning = false)"),
-                          {**params, "files": list(source)}, time_limit)
+                          {**params, "files": list(source)}, time_limit, max_rows)
 
 
-def _timed(connection, sql: str, params: dict, time_limit: float) -> pa.Table:
+def _first_rows(relation, max_rows: int) -> pa.Table:
+    """The result streamed until max_rows rows: unlike a LIMIT clause (40 ms where the scan alone takes 30 for
+    140,000 rows), it keeps DuckDB's scan parallel, and it stops the scan early when the rows are there."""
+    reader = relation.to_arrow_reader(min(max_rows, STREAM_BATCH_ROWS))
+    batches, rows = [], 0
+    for batch in reader:
+        batches.append(batch)
+        rows += batch.num_rows
+        if rows >= max_rows:
+            break
+    return pa.Table.from_batches(batches, schema=reader.schema).slice(0, max_rows)
+
+
+def _timed(connection, sql: str, params: dict, time_limit: float, max_rows: int | None) -> pa.Table:
     """Run the query; past `time_limit` seconds interrupt it (never a later query on the same connection)."""
     lock, finished, interrupted = threading.Lock(), threading.Event(), threading.Event()
 
@@ -67,7 +83,8 @@ def _timed(connection, sql: str, params: dict, time_limit: float) -> pa.Table:
 
     threading.Thread(target=watch, daemon=True).start()
     try:
-        return connection.sql(sql, params=params).to_arrow_table()
+        relation = connection.sql(sql, params=params)
+        return relation.to_arrow_table() if max_rows is None else _first_rows(relation, max_rows)
     except duckdb.InterruptException:
         if interrupted.is_set():
             raise QueryError(f"the query took longer than its time limit of {time_limit:g} s; narrow the time range "
