@@ -2,14 +2,17 @@
 
 import os
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
+import numpy as np
 import pyarrow.compute as pc
 from prometheus_client.parser import text_string_to_metric_families
 
+from k2_pipelines.cli.bench import append_micro_batch, generated_trades
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.defs.upkeep import sensors as upkeep_sensors
+from k2_pipelines.defs.upkeep.compaction_sensor import SMALL_FILES_TRIGGER, small_files_sensor
 from k2_pipelines.defs.upkeep.jobs import compact_tables, expire_snapshots_job, remove_orphan_files_job
 from k2_pipelines.defs.upkeep.sensors import orphan_cleanup_sensor
 from k2_pipelines.lib.drain.checkpoint import stored_checkpoint
@@ -21,7 +24,7 @@ from k2_pipelines.lib.tables import TRADES
 from k2_pipelines.lib.upkeep.orphans import MIN_ORPHAN_AGE
 from k2_pipelines_tests.helpers import run_asx_load
 from k2_pipelines_tests.kafka_helpers import drain_all, replay_session
-from k2_pipelines_tests.recovery_helpers import tick
+from k2_pipelines_tests.recovery_helpers import skipped, tick
 
 RESOURCES = {"iceberg": IcebergCatalogResource()}
 
@@ -104,3 +107,31 @@ def test_a_failed_load_triggers_orphan_removal_once_the_safety_age_has_passed(ca
     assert incident.kind == "orphan_files" and incident.status == RESOLVED and failed.run_id in incident.subject
     assert report["incident_status"] == RESOLVED
     assert pc.sum(catalog.load_table(TRADES.identifier).inspect.files()["record_count"]).as_py() == rows.num_rows
+
+
+def test_small_files_piling_up_in_a_partition_launch_a_compaction(catalog):
+    rng, start = np.random.default_rng(3), datetime(2025, 3, 3, tzinfo=timezone.utc)
+
+    def drain(batch: int) -> None:  # a micro-batch a minute into one UTC day: one small file each
+        append_micro_batch(catalog, TRADES.identifier, generated_trades(
+            rng, 200, start + timedelta(minutes=batch), 60, batch * 200), {})
+
+    with dg.instance_for_test() as instance:
+        for batch in range(SMALL_FILES_TRIGGER - 1):
+            drain(batch)
+        assert "holds 32 small files" in skipped(tick(small_files_sensor, instance, RESOURCES))
+        drain(SMALL_FILES_TRIGGER - 1)
+        request = tick(small_files_sensor, instance, RESOURCES)
+        assert request.run_config == {"ops": {"compact": {"config": {"tables": ["trades"]}}}}
+        assert tick(small_files_sensor, instance, RESOURCES).run_key == request.run_key  # same snapshot, same key
+
+        pending = instance.create_run_for_job(compact_tables, run_config=request.run_config)  # not started yet
+        assert f"compaction run {pending.run_id} is queued" in skipped(tick(small_files_sensor, instance, RESOURCES))
+        instance.report_run_canceled(pending)
+
+        rows = catalog.load_table(TRADES.identifier).scan().to_arrow().num_rows
+        report = _metadata(compact_tables.execute_in_process(run_config=request.run_config, tags=request.tags,
+                                                             resources=RESOURCES, instance=instance), "compact")
+        assert (report["files_before"], report["files_after"]) == (SMALL_FILES_TRIGGER, 1)
+        assert catalog.load_table(TRADES.identifier).scan().to_arrow().num_rows == rows
+        assert "no partition of trades, quotes holds" in skipped(tick(small_files_sensor, instance, RESOURCES))

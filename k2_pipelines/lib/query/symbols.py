@@ -6,7 +6,7 @@ new files, and per snapshot (immutable too)."""
 import pyarrow.compute as pc
 from pyiceberg.table import Table
 
-from k2_pipelines.lib.query.cache import BoundedCache
+from k2_pipelines.lib.bounded_cache import BoundedCache
 from k2_pipelines.lib.query.engine import TIME_LIMIT_SECONDS, engine
 from k2_pipelines.lib.query.plan import plan
 

@@ -11,7 +11,7 @@ from pyiceberg.table import Table
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from k2_pipelines.lib.query.cache import BoundedCache
+from k2_pipelines.lib.bounded_cache import BoundedCache
 
 MAX_CACHED_TABLES = 256  # metadata versions kept: a few per table between commits
 _by_location: BoundedCache[Table] = BoundedCache(MAX_CACHED_TABLES)

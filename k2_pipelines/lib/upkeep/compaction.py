@@ -11,7 +11,8 @@ reload replaced them) is dropped and its new files deleted: no row is lost or du
 import logging
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,11 +84,22 @@ def _file_bytes(task: FileScanTask) -> int:
     return task.file.file_size_in_bytes
 
 
+def is_small(data_file: DataFile, target_file_bytes: int = TARGET_FILE_BYTES) -> bool:
+    """Whether compaction would rewrite the file."""
+    return data_file.file_size_in_bytes < SMALL_FILE_RATIO * target_file_bytes
+
+
+def most_small_files_in_a_partition(data_files: Iterable[DataFile]) -> int:
+    """The largest count of small files in one partition: what a query of that partition opens, file by file."""
+    counts = Counter((f.spec_id, f.partition) for f in data_files if is_small(f))
+    return max(counts.values(), default=0)
+
+
 def plan_bins(tasks: list[FileScanTask], target_file_bytes: int) -> list[Bin]:
     """Per partition, the small files bin-packed by size on disk; bins of one file would gain nothing."""
     small = defaultdict(list)
     for task in tasks:
-        if _file_bytes(task) < SMALL_FILE_RATIO * target_file_bytes:
+        if is_small(task.file, target_file_bytes):
             small[(task.file.spec_id, task.file.partition)].append(task)
     return [
         Bin(partition, packed)

@@ -16,7 +16,7 @@ from pyiceberg.manifest import DataFile, ManifestContent, ManifestFile
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 
-from k2_pipelines.lib.query.cache import BoundedCache
+from k2_pipelines.lib.bounded_cache import BoundedCache
 
 MAX_CACHED_MANIFESTS = 50_000  # a manifest per drain: about a year of 15-minute drains of both tables
 MAX_CACHED_SNAPSHOTS = 1_000  # each a tuple of references to the manifests above
