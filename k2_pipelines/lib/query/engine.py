@@ -89,7 +89,7 @@ def _timed(connection, sql: str, params: dict, time_limit: float, max_rows: int 
     try:
         relation = connection.sql(sql, params=params)
         return relation.to_arrow_table() if max_rows is None else _first_rows(relation, max_rows)
-    except duckdb.InterruptException:
+    except (duckdb.InterruptException, OSError):  # OSError: the interrupt as a streamed result's reader reports it
         if interrupted.is_set():
             raise QueryError(f"the query took longer than its time limit of {time_limit:g} s; narrow the time range "
                              "or the symbols") from None
