@@ -43,6 +43,7 @@ from k2_pipelines.lib.drain.checkpoint import RUN_ID as DRAIN_RUN_ID
 from k2_pipelines.lib.gold.ohlcv import utc_day_range
 from k2_pipelines.lib.quality.validations import market_loads
 from k2_pipelines.lib.quarantine import SOURCE_RUN_ID
+from k2_pipelines.lib.query.plan import plan
 from k2_pipelines.lib.run_rows import rows_written_by_run
 from k2_pipelines.lib.tables import TRADES
 
@@ -93,7 +94,8 @@ def _asx_dates(table: Table, day: date) -> list[date]:
         high = min(end, local_midnight_utc(trading_date + timedelta(days=1)))
         row_filter = And(EqualTo("exchange", ASX),
                          And(GreaterThanOrEqual("timestamp", low.isoformat()), LessThan("timestamp", high.isoformat())))
-        if any(True for _ in table.scan(row_filter=row_filter, selected_fields=("trade_id",)).plan_files()):
+        snapshot = table.current_snapshot()
+        if snapshot and plan(table, snapshot.snapshot_id, row_filter).files:  # manifests read once per process
             found.append(trading_date)
     return found
 
