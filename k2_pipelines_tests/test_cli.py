@@ -1,5 +1,7 @@
 import json
 
+import dagster as dg
+
 from k2_pipelines.cli import main
 from k2_pipelines.lib.tables import ALL_TABLES
 from k2_pipelines_tests.helpers import lines_by_date, run_asx_load
@@ -52,3 +54,22 @@ def test_upkeep_runs_on_demand_and_incidents_are_listed(k2_home, landing, capsys
     assert "FAILED" in capsys.readouterr().out
     assert main(["incidents", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
+
+
+def test_gold_build_command_builds_a_range_or_says_why_days_are_held_back(k2_home, landing, capsys, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(k2_home / "dagster"))
+    assert main(["asx", "load", "--start", "2014-03-10", "--end", "2014-03-12"]) == 0
+    assert main(["gold", "build", "--start", "2014-03-09", "--end", "2014-03-12"]) == 0
+    out = capsys.readouterr().out
+    for interval in ("1m", "1h", "1d"):  # once per asset, not once per day of the range
+        assert out.count(f"ohlcv_{interval} 2014-03-09..2014-03-12: ") == 1
+    assert "succeeded" in out
+
+    with dg.DagsterInstance.get() as instance:  # the persistent instance the command records in
+        failing = {"resources": {"quality": {"config": {"future_tolerance_seconds": -1e10}}}}
+        assert not run_asx_load("2014-03-11", raise_on_error=False, instance=instance, run_config=failing).success
+    capsys.readouterr()
+    assert main(["gold", "build", "--start", "2014-03-11"]) == 1
+    out = capsys.readouterr().out
+    assert "held back 1 of the run's 1 UTC day(s) (2014-03-11)" in out and "failed not_in_future" in out
+    assert "FAILED" in out

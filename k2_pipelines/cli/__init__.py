@@ -101,6 +101,15 @@ def _asx_load(args) -> int:
     return 0 if result.success else 1
 
 
+def _gold_build(args) -> int:
+    from k2_pipelines.cli.gold import report, run_build_ohlcv
+
+    end = args.end or args.start
+    result = run_build_ohlcv(args.start, end)
+    report(result, args.start, end)
+    return 0 if result.success else 1
+
+
 def _metrics_serve(args) -> int:
     from k2_pipelines.cli.metrics import serve
 
@@ -246,6 +255,12 @@ def parser() -> argparse.ArgumentParser:
     load.add_argument("--start", type=date.fromisoformat, required=True, help="first trading date (YYYY-MM-DD)")
     load.add_argument("--end", type=date.fromisoformat, help="last trading date (default: --start)")
     load.set_defaults(run=_asx_load)
+
+    gold = commands.add_parser("gold", help="gold OHLCV bars").add_subparsers(dest="action", required=True)
+    build = gold.add_parser("build", help="rebuild the bars (1m, 1h, 1d) of UTC days START..END in one run")
+    build.add_argument("--start", type=date.fromisoformat, required=True, help="first UTC day (YYYY-MM-DD)")
+    build.add_argument("--end", type=date.fromisoformat, help="last UTC day (default: --start)")
+    build.set_defaults(run=_gold_build)
 
     metrics = commands.add_parser("metrics", help="Prometheus metrics").add_subparsers(dest="action", required=True)
     metrics_serve = metrics.add_parser("serve", help="table metrics from Iceberg, consumer lag from Kafka, and the "

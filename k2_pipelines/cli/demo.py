@@ -1,13 +1,16 @@
 """`make demo`: the embedded stack end to end, then what it did and where to look."""
 
 from collections import defaultdict
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta, timezone
+from textwrap import indent
+from time import perf_counter
 
 import dagster as dg
 
 from k2_pipelines.cli.asx import run_asx_load
 from k2_pipelines.cli.dagster_home import prepare_dagster_home
 from k2_pipelines.cli.drain import run_drain_jobs
+from k2_pipelines.cli.gold import report, run_build_ohlcv, trade_day_ranges
 from k2_pipelines.cli.stream import print_counts, replay_into_kafka
 from k2_pipelines.cli.upkeep import run_upkeep
 from k2_pipelines.lib.asx.landing import landing_files, trading_dates
@@ -82,6 +85,15 @@ def run_demo() -> int:
     compacted = run_upkeep("compact", {"tables": ["trades", "quotes"]}) == 0
 
     catalog = load_k2_catalog()
+    print("7. built the gold OHLCV bars of every UTC day with trades (build_ohlcv, also hourly for yesterday and today):")
+    built, ranges = True, trade_day_ranges(catalog)
+    for first_day, last_day in ranges:
+        bars_run = run_build_ohlcv(first_day, last_day)
+        report(bars_run, first_day, last_day)
+        built &= bars_run.success
+    print("8. queried them (k2_pipelines.query; the same as `k2 query`):")
+    show_queries(catalog, DEMO_BINANCE_SYMBOLS[0], ranges[-1][1])  # the Binance session's day: the newest
+
     print("\nIceberg tables (k2 tables):")
     print(format_stats(table_stats(catalog)))
     print("\nASX rows per trading date (partition):")
@@ -107,7 +119,30 @@ Next:
   k2 dq report   the newest data-quality results (--asset A, --partition P, --html for the reports' paths)
   k2 stream binance --symbols BTCUSDT,ETHUSDT   the live stream (needs internet); k2 replay binance FILE
   k2 drain binance --until-caught-up             drain outside Dagster; in `make dev` the lag sensor drains
+  k2 query trades|quotes|ohlcv --symbol S --start T --end T [--as-of SNAPSHOT|TIME] [--format csv|json|parquet]
+  k2 gold build --start D [--end D]              rebuild the bars of UTC days (a backfill of build_ohlcv)
   k2 upkeep compact|expire|orphans [--dry-run]   table upkeep; k2 incidents  what the recovery sensors did
                                                  (runbooks: docs/runbooks/)
 """)
-    return 0 if result.success and drained and compacted else 1
+    return 0 if result.success and drained and compacted and built else 1
+
+
+def show_queries(catalog, symbol: str, day: date) -> None:
+    """The symbol's latest trades of the UTC day and its hour bars, with how long each query took."""
+    from k2_pipelines.cli.query import as_text
+    from k2_pipelines.query import gold_ohlcv, trades
+
+    start = datetime.combine(day, time(), timezone.utc)
+    end = start + timedelta(days=1)
+    queries = {
+        f"latest 3 {symbol} trades of {day}": lambda: trades(symbol, start, end, 3, newest_first=True, catalog=catalog)
+        .select(["trade_id", "timestamp", "price", "quantity", "side"]),
+        f"first 3 {symbol} hour bars of {day} (market_data.ohlcv_1h)": lambda: gold_ohlcv(
+            symbol, start, end, "1h", limit=3, catalog=catalog)
+        .select(["bar_start", "open", "high", "low", "close", "volume", "trade_count"]),
+    }
+    for label, query in queries.items():
+        started = perf_counter()
+        rows = query()
+        print(f"  {label} ({(perf_counter() - started) * 1000:.0f} ms):")
+        print(indent(as_text(rows), "    "))

@@ -78,7 +78,7 @@ def _write(table: pa.Table, form: str, out: str | None) -> None:
         pq.write_table(table, out)
         return
     with open(out, "w", newline="") if out else nullcontext(sys.stdout) as handle:
-        rows = [{name: _plain(value) for name, value in row.items()} for row in table.to_pylist(maps_as_pydicts="strict")]
+        rows = _rows(table)
         if form == "json":
             json.dump(rows, handle, indent=1)
             handle.write("\n")
@@ -89,6 +89,15 @@ def _write(table: pa.Table, form: str, out: str | None) -> None:
                              for row in rows)
         else:
             handle.write(_aligned(table.column_names, rows) + "\n")
+
+
+def as_text(table: pa.Table) -> str:
+    """The table in aligned columns, as `k2 query` prints it."""
+    return _aligned(table.column_names, _rows(table))
+
+
+def _rows(table: pa.Table) -> list[dict]:
+    return [{name: _plain(value) for name, value in row.items()} for row in table.to_pylist(maps_as_pydicts="strict")]
 
 
 def _plain(value):
@@ -110,4 +119,4 @@ def _aligned(columns: list[str], rows: list[dict]) -> str:
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines + [f"({len(rows):,} rows)"])
+    return "\n".join(lines + [f"({len(rows):,} row{'' if len(rows) == 1 else 's'})"])
