@@ -119,7 +119,7 @@ def test_small_files_piling_up_in_a_partition_launch_a_compaction(catalog):
     with dg.instance_for_test() as instance:
         for batch in range(SMALL_FILES_TRIGGER - 1):
             drain(batch)
-        assert "holds 32 small files" in skipped(tick(small_files_sensor, instance, RESOURCES))
+        assert f"holds {SMALL_FILES_TRIGGER} small files" in skipped(tick(small_files_sensor, instance, RESOURCES))
         drain(SMALL_FILES_TRIGGER - 1)
         request = tick(small_files_sensor, instance, RESOURCES)
         assert request.run_config == {"ops": {"compact": {"config": {"tables": ["trades"]}}}}
