@@ -1,6 +1,6 @@
 """`k2 gold build`: rebuild the OHLCV bars of a range of UTC days in one build_ohlcv run (a CLI backfill)."""
 
-from datetime import date, timedelta
+from datetime import date
 
 import dagster as dg
 import pyarrow as pa
@@ -9,6 +9,7 @@ from pyiceberg.catalog import Catalog
 
 from k2_pipelines.cli.dagster_home import prepare_dagster_home
 from k2_pipelines.defs.asx.sensors import RANGE_END_TAG, RANGE_START_TAG
+from k2_pipelines.lib.day_ranges import consecutive_day_ranges
 from k2_pipelines.lib.tables import TRADES
 
 
@@ -39,11 +40,4 @@ def report(result: dg.ExecuteInProcessResult, first: date, last: date) -> None:
 def trade_day_ranges(catalog: Catalog) -> list[tuple[date, date]]:
     """The runs of consecutive UTC days that hold trades (from the timestamps: for the demo's small tables)."""
     times = catalog.load_table(TRADES.identifier).scan(selected_fields=("timestamp",)).to_arrow()["timestamp"]
-    days = sorted(pc.unique(times.cast(pa.date32())).to_pylist())
-    ranges: list[tuple[date, date]] = []
-    for day in days:
-        if ranges and day - ranges[-1][1] == timedelta(days=1):
-            ranges[-1] = (ranges[-1][0], day)
-        else:
-            ranges.append((day, day))
-    return ranges
+    return consecutive_day_ranges(pc.unique(times.cast(pa.date32())).to_pylist())

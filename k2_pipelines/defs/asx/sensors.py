@@ -1,5 +1,5 @@
 import json
-from datetime import date, timedelta
+from datetime import date
 
 import dagster as dg
 
@@ -7,20 +7,11 @@ from k2_pipelines.defs.asx.jobs import asx_load_job
 from k2_pipelines.defs.asx.partitions import asx_trading_days
 from k2_pipelines.defs.asx.resources import AsxLandingResource
 from k2_pipelines.lib.asx.landing import digest, fingerprint, landing_files, trading_dates
+from k2_pipelines.lib.day_ranges import consecutive_day_ranges
 
 # Dagster's tags for a run over a partition range (what the UI sets for a single-run backfill)
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
-
-
-def _contiguous_ranges(keys: list[str]) -> list[tuple[str, str]]:
-    ranges: list[list[str]] = []
-    for key in sorted(keys):
-        if ranges and date.fromisoformat(key) - date.fromisoformat(ranges[-1][1]) == timedelta(days=1):
-            ranges[-1][1] = key
-        else:
-            ranges.append([key, key])
-    return [(start, end) for start, end in ranges]
 
 
 def plan_runs(
@@ -38,7 +29,9 @@ def plan_runs(
         affected.update(landing_state.get(path, {}).get("dates", []), previous.get(path, {}).get("dates", []))
     skipped = sorted(key for key in affected if not first_key <= key <= last_key)
     requests = []
-    for start, end in _contiguous_ranges([key for key in affected if first_key <= key <= last_key]):
+    wanted = [date.fromisoformat(key) for key in affected if first_key <= key <= last_key]
+    for first, last in consecutive_day_ranges(wanted):
+        start, end = first.isoformat(), last.isoformat()
         sources = [f"{path}={state['fp']}" for path, state in landing_state.items()
                    if not state["dates"] or any(start <= key <= end for key in state["dates"])]
         run_key = f"asx:{start}..{end}:{digest(sources)}"

@@ -39,6 +39,7 @@ from k2_pipelines.defs.quality.evaluations import (
 )
 from k2_pipelines.lib.asx.layouts import EXCHANGE as ASX
 from k2_pipelines.lib.asx.load import local_midnight_utc
+from k2_pipelines.lib.day_ranges import consecutive_day_ranges
 from k2_pipelines.lib.drain.checkpoint import RUN_ID as DRAIN_RUN_ID
 from k2_pipelines.lib.gold.ohlcv import utc_day_range
 from k2_pipelines.lib.quality.validations import market_loads
@@ -213,14 +214,8 @@ def _binance(table: Table, instance: dg.DagsterInstance, days: list[date], gate:
 
 
 def _spans(days: list[date]) -> str:
-    """2014-03-10..2014-03-12, 2014-03-15 for a sorted list of days."""
-    spans: list[list[date]] = []
-    for day in days:
-        if spans and day - spans[-1][-1] == timedelta(days=1):
-            spans[-1].append(day)
-        else:
-            spans.append([day])
-    return ", ".join(f"{s[0]}..{s[-1]}" if len(s) > 1 else str(s[0]) for s in spans)
+    """2014-03-10..2014-03-12, 2014-03-15"""
+    return ", ".join(f"{first}..{last}" if last > first else str(first) for first, last in consecutive_day_ranges(days))
 
 
 def held_back_failure(asset: str, days: list[date], gate: Gate) -> dg.Failure:
