@@ -14,7 +14,7 @@ from pyiceberg.expressions.visitors import (
 )
 from pyiceberg.manifest import DataFile, ManifestContent, ManifestFile
 from pyiceberg.schema import Schema
-from pyiceberg.table import Table
+from pyiceberg.table import ALWAYS_TRUE, Table
 
 from k2_pipelines.lib.bounded_cache import BoundedCache
 
@@ -45,6 +45,14 @@ def selected_data_files(table: Table, snapshot_id: int, row_filter: BooleanExpre
             selected.extend(f for f in _live_data_files(table, manifest)
                             if keeps_partition(f.partition) and keeps_file(f))
     return selected
+
+
+def live_data_files(table: Table, snapshot_id: int) -> list[DataFile]:
+    """Every live data file of the snapshot (with delete files, as PyIceberg's own planning lists them)."""
+    data_files = selected_data_files(table, snapshot_id, ALWAYS_TRUE)
+    if data_files is None:
+        return [task.file for task in table.scan(snapshot_id=snapshot_id).plan_files()]
+    return data_files
 
 
 def _partition_evaluators(spec, schema: Schema, row_filter: BooleanExpression):

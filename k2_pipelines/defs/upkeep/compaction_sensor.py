@@ -7,12 +7,11 @@ SMALL_FILES_TRIGGER small files is compacted now. Compaction commits with compar
 """
 
 import dagster as dg
-from pyiceberg.table import ALWAYS_TRUE
 
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.defs.upkeep.jobs import compact_tables
 from k2_pipelines.lib.health import UNREACHABLE
-from k2_pipelines.lib.snapshot_files import selected_data_files
+from k2_pipelines.lib.snapshot_files import live_data_files
 from k2_pipelines.lib.tables import QUOTES, TRADES
 from k2_pipelines.lib.upkeep.compaction import most_small_files_in_a_partition
 
@@ -24,12 +23,7 @@ _IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Da
 
 def _most_small_files(table) -> int:
     snapshot = table.current_snapshot()
-    if snapshot is None:
-        return 0
-    data_files = selected_data_files(table, snapshot.snapshot_id, ALWAYS_TRUE)
-    if data_files is None:  # delete files: PyIceberg's own planning applies them
-        data_files = [task.file for task in table.scan(snapshot_id=snapshot.snapshot_id).plan_files()]
-    return most_small_files_in_a_partition(data_files)
+    return most_small_files_in_a_partition(live_data_files(table, snapshot.snapshot_id)) if snapshot else 0
 
 
 @dg.sensor(job=compact_tables, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING,

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaException
 from prometheus_client.registry import Collector
 from pyiceberg.catalog import Catalog
-from pyiceberg.manifest import ManifestContent
 from pyiceberg.table import Table
 
 from k2_pipelines.lib.drain.checkpoint import stored_checkpoint
@@ -23,9 +22,10 @@ from k2_pipelines.lib.drain.kafka_batch import TopicReader
 from k2_pipelines.lib.incidents import NEEDS_HUMAN, OPEN, incidents
 from k2_pipelines.lib.metrics import catalogue as m
 from k2_pipelines.lib.metrics.upkeep import textfile_families
+from k2_pipelines.lib.snapshot_files import live_data_files
 from k2_pipelines.lib.table_stats import newest_event_time, table_stats
 from k2_pipelines.lib.tables import DEAD_LETTERS, INCIDENTS, NAMESPACE, QUOTES, SEQUENCE_GAPS, TRADES
-from k2_pipelines.lib.upkeep.compaction import SMALL_FILE_RATIO, TARGET_FILE_BYTES
+from k2_pipelines.lib.upkeep.compaction import is_small
 
 log = logging.getLogger(__name__)
 SOURCES = ("catalog", "kafka", "textfiles")
@@ -46,9 +46,7 @@ def _small_files(table: Table) -> int:
     snapshot = table.current_snapshot()
     if snapshot is None:
         return 0
-    return sum(entry.data_file.file_size_in_bytes < SMALL_FILE_RATIO * TARGET_FILE_BYTES
-               for manifest in snapshot.manifests(table.io) if manifest.content == ManifestContent.DATA
-               for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True))
+    return sum(map(is_small, live_data_files(table, snapshot.snapshot_id)))  # manifests read once per process
 
 
 def _newest_event_us(table: Table) -> float | None:
