@@ -20,11 +20,7 @@ from k2_pipelines.lib.query.plan import plan, range_filter, snapshot_id, source
 from k2_pipelines.lib.query.symbols import table_symbols
 from k2_pipelines.lib.query.tables import current_table
 from k2_pipelines.lib.query.validate import QueryError
-from k2_pipelines.lib.tables import NAMESPACE
-
-GOLD_INTERVALS = ("1m", "1h", "1d")  # the intervals with a gold table (market_data.ohlcv_<interval>)
-BAR_COLUMNS = ("exchange", "symbol", "bar_start", "open", "high", "low", "close", "volume", "vwap", "trade_count",
-               "first_trade_at", "last_trade_at")
+from k2_pipelines.lib.tables import NAMESPACE, OHLCV_TABLES
 
 
 def trades(symbols, start, end, limit=1000, as_of=None, newest_first=False, *, catalog: Catalog | None = None,
@@ -54,14 +50,14 @@ def ohlcv(symbols, start, end, interval="1m", as_of=None, limit=100_000, *, cata
 def gold_ohlcv(symbols, start, end, interval="1m", as_of=None, limit=100_000, *, catalog: Catalog | None = None,
                time_limit: float = TIME_LIMIT_SECONDS) -> pa.Table:
     """Bars starting in [start, end) read from the gold table market_data.ohlcv_<interval>."""
-    if interval not in GOLD_INTERVALS:
-        raise QueryError(f"no gold table for interval {interval!r:.40} (gold: {', '.join(GOLD_INTERVALS)}); "
+    if interval not in OHLCV_TABLES:
+        raise QueryError(f"no gold table for interval {interval!r:.40} (gold: {', '.join(OHLCV_TABLES)}); "
                          "ohlcv() computes any interval from the trades")
     names, start, end, limit, as_of = _inputs(symbols, start, end, limit, as_of)
     table, snapshot = _snapshot(_catalog(catalog), f"ohlcv_{interval}", as_of, names)
     where, params = _where("bar_start", names, start, end)
     planned = plan(table, snapshot, range_filter("bar_start", names, start, end))
-    sql = f"SELECT {', '.join(BAR_COLUMNS)} FROM {{source}} WHERE {where} ORDER BY bar_start, symbol, exchange " \
+    sql = f"SELECT * EXCLUDE (run_id) FROM {{source}} WHERE {where} ORDER BY bar_start, symbol, exchange " \
           "LIMIT $limit"
     return engine().run(sql, {**params, "limit": limit}, source(planned), time_limit)
 
