@@ -39,3 +39,5 @@ def test_every_runbook_and_upkeep_job_has_its_sensor_or_schedule():
     for job in ("compact_tables", "expire_snapshots", "remove_orphan_files"):
         assert definitions.resolve_schedule_def(f"{job}_nightly").job_name == job
         assert definitions.resolve_job_def(job).tags["k2/upkeep"]
+    assert definitions.resolve_schedule_def("prune_runs_hourly").job_name == "prune_runs"
+    assert definitions.resolve_job_def("prune_runs").tags["k2/upkeep"]

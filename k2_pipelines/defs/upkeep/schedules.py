@@ -1,6 +1,7 @@
 import dagster as dg
 
 from k2_pipelines.defs.upkeep.jobs import compact_tables, expire_snapshots_job, remove_orphan_files_job
+from k2_pipelines.defs.upkeep.prune_runs import prune_runs
 
 # nightly in Sydney, after the ASX close and before its open; one after the other (dagster.yaml runs one at a time)
 upkeep_schedules = [
@@ -9,3 +10,6 @@ upkeep_schedules = [
     for job, cron in ((compact_tables, "0 1 * * *"), (expire_snapshots_job, "0 2 * * *"),
                       (remove_orphan_files_job, "0 3 * * *"))
 ]
+# hourly: an hour of drains is a few hundred runs, so each prune is short and the instance never grows a day's worth
+prune_runs_hourly = dg.ScheduleDefinition(name="prune_runs_hourly", job=prune_runs, cron_schedule="40 * * * *",
+                                          default_status=dg.DefaultScheduleStatus.RUNNING)
