@@ -52,6 +52,9 @@ def test_upkeep_runs_on_demand_and_incidents_are_listed(k2_home, landing, capsys
     assert "| market_data.trades |" in out and "| market_data.quotes |" in out
     assert main(["upkeep", "orphans", "--tables", "nope"]) == 1  # an unknown table: a failed run, nothing touched
     assert "FAILED" in capsys.readouterr().out
+    assert main(["upkeep", "prune-runs", "--keep-days", "0", "--dry-run"]) == 0
+    out = capsys.readouterr().out  # the compaction's run, not the ASX load's (a partition's load is kept)
+    assert "prune_runs run" in out and "deleted_succeeded 1, deleted_failed_or_canceled 0" in out
     assert main(["incidents", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
 

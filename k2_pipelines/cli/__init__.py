@@ -157,6 +157,13 @@ def _upkeep(args) -> int:
     return run_upkeep(args.action, config)
 
 
+def _prune_runs(args) -> int:
+    from k2_pipelines.cli.upkeep import run_upkeep
+
+    given = {"keep_days": args.keep_days, "keep_failed_days": args.keep_failed_days}
+    return run_upkeep("prune-runs", {"dry_run": args.dry_run} | {k: v for k, v in given.items() if v is not None})
+
+
 def _incidents(args) -> int:
     from k2_pipelines.cli.upkeep import list_incidents
 
@@ -291,6 +298,12 @@ def parser() -> argparse.ArgumentParser:
     upkeep.choices["expire"].add_argument("--older-than-days", type=float, default=7.0)
     upkeep.choices["orphans"].add_argument("--older-than-hours", type=float, default=72.0,
                                            help="the safety age (never under one hour)")
+    prune = upkeep.add_parser("prune-runs", help="delete old finished drain and upkeep runs from the Dagster instance, "
+                              "keeping what the recovery sensors and open incidents need (prune_runs)")
+    prune.add_argument("--keep-days", type=float, help="successful runs (default 2)")
+    prune.add_argument("--keep-failed-days", type=float, help="failed and canceled runs (default 14)")
+    prune.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")
+    prune.set_defaults(run=_prune_runs)
 
     incidents = commands.add_parser("incidents", help="what the recovery sensors detected, did, and how it ended")
     incidents.add_argument("--status", choices=["open", "resolved", "needs_human"])

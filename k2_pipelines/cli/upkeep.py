@@ -1,4 +1,4 @@
-"""`k2 upkeep compact|expire|orphans` runs the upkeep jobs on demand (recorded in the persistent instance, as a
+"""`k2 upkeep compact|expire|orphans|prune-runs` runs the upkeep jobs on demand (recorded in the persistent instance, as a
 launch from the UI would be); `k2 incidents` lists what the recovery sensors found and did."""
 
 import json
@@ -8,7 +8,7 @@ import dagster as dg
 from k2_pipelines.cli.dagster_home import prepare_dagster_home
 
 JOBS = {"compact": ("compact_tables", "compact"), "expire": ("expire_snapshots", "expire"),
-        "orphans": ("remove_orphan_files", "remove_orphans")}
+        "orphans": ("remove_orphan_files", "remove_orphans"), "prune-runs": ("prune_runs", "prune")}
 
 
 def run_upkeep(action: str, config: dict) -> int:
@@ -26,7 +26,8 @@ def run_upkeep(action: str, config: dict) -> int:
     [output] = [e for e in result.all_node_events if e.is_successful_output]
     metadata = output.step_output_data.metadata
     print(f"{job_name} run {result.run_id}" + (" (dry run: nothing changed)" if config.get("dry_run") else ""))
-    print(metadata["by_table"].value)
+    print(metadata["by_table"].value if "by_table" in metadata else  # prune_runs counts runs, not table files
+          ", ".join(f"{key} {value.value:,}" for key, value in metadata.items() if key.startswith(("deleted", "kept"))))
     return 0
 
 
