@@ -12,6 +12,7 @@ from k2_pipelines.lib.binance.producer import MarketDataProducer, Topics
 from k2_pipelines.lib.binance.recording import replay
 from k2_pipelines.lib.binance.sample import generate_session
 from k2_pipelines.lib.catalog import load_k2_catalog
+from k2_pipelines.lib.drain.checkpoint import stored_checkpoint, symbol_state
 from k2_pipelines.lib.drain.drain import KILL_AT, DrainResult, DrainTarget, drain_once, reader_for
 from k2_pipelines.lib.drain.kafka_batch import Limits
 from k2_pipelines.lib.schema_registry import default_registry
@@ -76,6 +77,13 @@ def table_ids(catalog, target: DrainTarget, snapshot_id: int | None = None) -> l
     rows = catalog.load_table(target.table.identifier).scan(selected_fields=("symbol", target.id_column),
                                                             snapshot_id=snapshot_id).to_arrow()
     return list(zip(rows.column("symbol").to_pylist(), rows.column(target.id_column).to_pylist()))
+
+
+def stored_state(catalog, target: DrainTarget) -> tuple[dict[int, int], dict, dict]:
+    """The table's stored drain checkpoint: (offsets, sequences, ceilings)."""
+    checkpoint = stored_checkpoint(catalog.load_table(target.table.identifier), target.topic)
+    state = symbol_state(catalog, target.topic, checkpoint)
+    return checkpoint.offsets, state.sequences, state.ceilings
 
 
 def drain_process(kafka_broker, topic: str, *extra: str, kill_at: str | None = None) -> subprocess.Popen:

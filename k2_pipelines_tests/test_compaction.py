@@ -39,7 +39,7 @@ def _append_days(catalog, days: int, batches_per_day: int, rows: int, seed: int 
             number = day * batches_per_day + batch
             start = COMPACT_START + timedelta(days=day, hours=batch)
             trades = generated_trades(rng, rows, start, 3_600, seed * 10**7 + number * rows)
-            checkpoint = checkpoint_properties(TOPIC, {0: (number + 1) * rows}, {}, {}, f"run-{number}")
+            checkpoint = checkpoint_properties(TOPIC, {0: (number + 1) * rows}, 0, f"run-{number}")
             append_micro_batch(catalog, TRADES.identifier, trades, checkpoint)
 
 

@@ -25,7 +25,7 @@ from k2_pipelines.lib.drain.dead_letter_replay import replay_dead_letters
 from k2_pipelines.lib.drain.drain import trades_target
 from k2_pipelines.lib.incidents import NEEDS_HUMAN, RESOLVED, incidents
 from k2_pipelines.lib.schema_registry import EmbeddedRegistry, default_registry, frame
-from k2_pipelines_tests.kafka_helpers import drain_all, end_offsets, replay_session, table_ids
+from k2_pipelines_tests.kafka_helpers import drain_all, end_offsets, replay_session, stored_state, table_ids
 from k2_pipelines_tests.recovery_helpers import tick
 
 LATE = 40  # trades written with a schema the registry K2 reads does not have yet
@@ -106,7 +106,7 @@ def test_dead_letters_land_once_their_schema_is_registered(kafka_broker, catalog
     assert sorted(d["error_class"] for d in dead) == \
         ["AvroDecodeError", "NotWireFormat"] + ["UnknownSchemaId"] * (LATE + 2)
     assert len(table_ids(catalog, target)) == counts["trades"]
-    checkpoint = stored_checkpoint(catalog.load_table(target.table.identifier), target.topic)
+    offsets, sequences, ceilings = stored_state(catalog, target)
 
     before = _snapshots(catalog)
     unresolved = replay_dead_letters(catalog, target, registry, "replay-0")  # the schema is still unknown
@@ -131,10 +131,10 @@ def test_dead_letters_land_once_their_schema_is_registered(kafka_broker, catalog
     main = catalog.load_table(target.table.identifier)
     assert main.current_snapshot().snapshot_id == replayed.snapshot_after
     assert main.current_snapshot().summary[RUN_ID] == run_id
-    carried = stored_checkpoint(main, target.topic)  # the drain's checkpoint, ceilings raised to the replayed ids
-    assert carried.snapshot_id == replayed.snapshot_after
-    assert (carried.offsets, carried.sequences) == (checkpoint.offsets, checkpoint.sequences)
-    assert carried.ceilings == checkpoint.ceilings | {drained["symbol"]: FIRST_LATE_ID + LATE - 1}
+    assert stored_checkpoint(main, target.topic).snapshot_id == replayed.snapshot_after
+    # the drain's checkpoint, ceilings raised to the replayed ids
+    assert stored_state(catalog, target) == (offsets, sequences,
+                                             ceilings | {drained["symbol"]: FIRST_LATE_ID + LATE - 1})
 
     again = replay_dead_letters(catalog, target, registry, "replay-2")
     assert (again.dead_letters_seen, again.landed, again.duplicates, again.still_dead) == (2, 0, 0, 2)
@@ -180,9 +180,9 @@ def test_a_replay_that_loses_to_a_drain_plans_again_from_its_checkpoint(kafka_br
     assert replayed.commit_attempts == 2 and (replayed.landed, replayed.still_dead) == (LATE, 0)
     ids = table_ids(catalog, target)
     assert len(ids) == len(set(ids)) == trades.counts["trades"] + LATE + len(newer)
-    carried = stored_checkpoint(catalog.load_table(target.table.identifier), target.topic)
-    assert sum(carried.offsets.values()) == end_offsets(kafka_broker.bootstrap, target.topic)  # the drain's offsets
-    assert carried.ceilings[trades.drained["symbol"]] == FIRST_LATE_ID + LATE + len(newer) - 1
+    carried_offsets, _, carried_ceilings = stored_state(catalog, target)
+    assert sum(carried_offsets.values()) == end_offsets(kafka_broker.bootstrap, target.topic)  # the drain's offsets
+    assert carried_ceilings[trades.drained["symbol"]] == FIRST_LATE_ID + LATE + len(newer) - 1
     assert not _dead_letters(catalog, target.topic)
 
 

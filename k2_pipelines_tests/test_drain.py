@@ -21,7 +21,7 @@ from k2_pipelines.lib.drain.drain import quotes_target, trades_target
 from k2_pipelines.lib.drain.kafka_batch import Limits
 from k2_pipelines.lib.schema_registry import default_registry, frame
 from k2_pipelines.lib.upkeep.orphans import MIN_ORPHAN_AGE, remove_orphan_files
-from k2_pipelines_tests.kafka_helpers import drain_all, drain_process, replay_session, table_ids
+from k2_pipelines_tests.kafka_helpers import drain_all, drain_process, replay_session, stored_state, table_ids
 
 
 def test_a_faulty_session_lands_once_with_every_break_classified(kafka_broker, catalog, tmp_path):
@@ -127,7 +127,7 @@ def test_poison_messages_are_dead_letters_and_their_neighbours_land(kafka_broker
 def test_drains_killed_anywhere_lose_and_duplicate_nothing(kafka_broker, catalog, tmp_path):
     _, counts, topics = replay_session(kafka_broker, tmp_path, 40_000, set())
     kills = 0
-    for point in ["files-written", "before-commit", "iceberg-committed"] * 3:  # the moments that matter most
+    for point in ["files-written", "state-written", "before-commit", "iceberg-committed"] * 2:  # those that matter most
         process = drain_process(kafka_broker, topics.trades, "--max-messages", "900", kill_at=point)
         assert process.wait(120) == -9, process.stdout.read().decode()
         kills += 1
@@ -142,6 +142,11 @@ def test_drains_killed_anywhere_lose_and_duplicate_nothing(kafka_broker, catalog
     assert finished.wait(300) == 0, finished.stdout.read().decode()
     ids = table_ids(catalog, trades_target(topics.trades))
     assert len(ids) == len(set(ids)) == counts["trades"]
+    _, sequences, ceilings = stored_state(catalog, trades_target(topics.trades))
+    highest = {}
+    for symbol, trade_id in ids:
+        highest[symbol] = max(highest.get(symbol, 0), int(trade_id.rsplit("-", 1)[1]))
+    assert ceilings == highest and sequences.keys() == highest.keys()  # the state of every commit that landed
     orphans = remove_orphan_files(catalog, "market_data.trades", datetime.now(timezone.utc) - MIN_ORPHAN_AGE).orphans
     print(f"{kills} kills left {orphans} orphaned files")
     assert orphans  # the kills between writing and committing left files no snapshot references

@@ -30,7 +30,7 @@ def _rows(source: str, first: int, count: int) -> pa.Table:
 
 
 def _checkpoint(topic: str, offset: int) -> dict[str, str]:
-    return checkpoint_properties(topic, {0: offset}, {}, {}, f"run-{topic}-{offset}")
+    return checkpoint_properties(topic, {0: offset}, 0, f"run-{topic}-{offset}")
 
 
 def _append(catalog, rows: pa.Table, properties: dict[str, str]) -> int:

@@ -250,7 +250,7 @@ def _build_micro_batches(root: Path, batches: int, rows_per_batch: int, days: in
                                 batch * rows_per_batch)
         offsets = {0: (batch + 1) * rows_per_batch}
         append_micro_batch(catalog, TRADES_TABLE.identifier, rows,
-                           checkpoint_properties("bench.trades", offsets, {}, {}, f"bench-{batch}"))
+                           checkpoint_properties("bench.trades", offsets, 0, f"bench-{batch}"))
 
 
 def _median_seconds(query, runs: int) -> tuple[float, int]:

@@ -3,6 +3,10 @@
 PyIceberg commits one table at a time. With a SQL catalog every table's current metadata pointer is a row in
 `iceberg_tables`, so swapping all pointers in one database transaction (each a compare-and-set on the metadata
 the transaction was built from) makes a multi-table commit atomic: rows and their rejects land together.
+
+Like PyIceberg's own commit path, which this one bypasses, a committed table deletes the metadata json files that
+dropped out of its metadata log (`write.metadata.delete-after-commit.enabled`, keeping
+`write.metadata.previous-versions-max`): without it a table keeps one file per commit until orphan removal.
 """
 
 from pyiceberg.catalog.sql import IcebergTables, SqlCatalog
@@ -48,4 +52,6 @@ def commit_atomically(catalog: SqlCatalog, transactions: list[Transaction]) -> l
             )
             if moved.rowcount != 1:
                 raise CommitFailedException(f"{namespace}.{name} was updated by another process; nothing committed")
+    for current, updated in staged:
+        catalog._delete_old_metadata(updated.io, current.metadata, updated.metadata)
     return [catalog.load_table(current.name()) for current, _ in staged]

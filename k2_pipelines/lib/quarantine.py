@@ -27,7 +27,15 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table
 
 from k2_pipelines.lib.atomic_commit import commit_atomically
-from k2_pipelines.lib.drain.checkpoint import RUN_ID, Checkpoint, checkpoint_properties, stored_checkpoint
+from k2_pipelines.lib.drain.checkpoint import (
+    RUN_ID,
+    Checkpoint,
+    next_checkpoint,
+    state_files,
+    state_transaction,
+    stored_checkpoint,
+    symbol_state,
+)
 from k2_pipelines.lib.drain.drain import DrainTarget
 from k2_pipelines.lib.drain.replays import id_numbers, repeats
 from k2_pipelines.lib.drain.sequences import record_keys
@@ -175,8 +183,9 @@ def quarantine_run(catalog: Catalog, target: DrainTarget, source_run_id: str, re
             files, written_for = write_rows(catalog, QUARANTINE.identifier, _quarantine_rows(
                 plan.rows, target, source_run_id, reason, detail, quarantine_run_id)), plan.rows
         cp = plan.checkpoint
-        properties = checkpoint_properties(target.topic, cp.offsets, cp.sequences, cp.ceilings, quarantine_run_id) \
-            | {SOURCE_RUN_ID: source_run_id}
+        state = symbol_state(catalog, target.topic, cp)
+        after = next_checkpoint(target.topic, cp.offsets, quarantine_run_id, cp, state, state.sequences, state.ceilings)
+        properties = after.properties | {SOURCE_RUN_ID: source_run_id}
         main_transaction = main.transaction()
         if plan.live_files:
             with main_transaction.update_snapshot(snapshot_properties=properties).overwrite() as overwrite:
@@ -186,9 +195,12 @@ def quarantine_run(catalog: Catalog, target: DrainTarget, source_run_id: str, re
             main_transaction.delete(_id_filter(plan.merged, target.id_column), snapshot_properties=properties)
         quarantine_transaction = quarantine.transaction()
         append_files(quarantine_transaction, files, {RUN_ID: quarantine_run_id, SOURCE_RUN_ID: source_run_id})
+        # only a checkpoint of the old form has state to write: it moves to the state table
+        state_changes = state_transaction(catalog, target.topic, after, state_files(catalog, after), quarantine_run_id)
         result.commit_attempts = attempt
         try:
-            committed = commit_atomically(catalog, [main_transaction, quarantine_transaction])
+            committed = commit_atomically(catalog, [main_transaction, quarantine_transaction]
+                                          + ([state_changes] if state_changes else []))
         except CommitFailedException as conflict:
             wait_after_lost_race(attempt, conflict, "planning again")
             continue

@@ -64,7 +64,8 @@ def _snapshot_id(table) -> int | None:
 
 
 def append_files(transaction: Transaction, data_files: list[DataFile], snapshot_properties: dict[str, str]) -> None:
-    with transaction.update_snapshot(snapshot_properties=snapshot_properties).fast_append() as append:
+    """Append files in a merge append: small manifests are merged as `commit.manifest.*` says (lib/tables.py)."""
+    with transaction.update_snapshot(snapshot_properties=snapshot_properties).merge_append() as append:
         for data_file in data_files:
             append.append_data_file(data_file)
 

@@ -14,6 +14,15 @@ from k2_pipelines.lib.avro_iceberg import iceberg_schema, load_avro
 
 NAMESPACE = "market_data"
 
+# every table: PyIceberg and K2's atomic commits delete metadata json files that drop out of the metadata log (a drain
+# every 30 s writes ~2,880 a day), and appends merge small manifests (one per commit otherwise, read by every plan)
+_BOUNDED_METADATA = {
+    "write.metadata.delete-after-commit.enabled": "true",
+    "write.metadata.previous-versions-max": "32",
+    "commit.manifest-merge.enabled": "true",
+    "commit.manifest.min-count-to-merge": "16",
+}
+
 
 @dataclass(frozen=True)
 class TableDefinition:
@@ -21,11 +30,15 @@ class TableDefinition:
     avro_schema: str
     partition_by: tuple[tuple[str, object], ...] = ()
     sort_by: tuple[str, ...] = ()
-    properties: dict[str, str] = field(default_factory=dict)
+    properties: dict[str, str] = field(default_factory=dict)  # besides _BOUNDED_METADATA, which every table has
 
     @property
     def identifier(self) -> str:
         return f"{NAMESPACE}.{self.name}"
+
+    @property
+    def table_properties(self) -> dict[str, str]:
+        return _BOUNDED_METADATA | self.properties
 
     def schema(self) -> Schema:
         return iceberg_schema(load_avro(self.avro_schema))
@@ -68,6 +81,7 @@ REJECTS = TableDefinition("rejects", "reject", partition_by=(("source", Identity
 
 DEAD_LETTERS = TableDefinition("dead_letters", "dead_letter", partition_by=(("topic", IdentityTransform()),))
 SEQUENCE_GAPS = TableDefinition("sequence_gaps", "sequence_gap", partition_by=(("table_name", IdentityTransform()),))
+DRAIN_STATE = TableDefinition("drain_state", "drain_state", partition_by=(("topic", IdentityTransform()),))
 QUARANTINE = TableDefinition("quarantine", "quarantined_row", partition_by=(("table_name", IdentityTransform()),))
 INCIDENTS = TableDefinition("incidents", "incident")
 
@@ -79,7 +93,7 @@ OHLCV_1H = TableDefinition("ohlcv_1h", "ohlcv_bar", **_BARS)
 OHLCV_1D = TableDefinition("ohlcv_1d", "ohlcv_bar", **_BARS)
 OHLCV_TABLES = {"1m": OHLCV_1M, "1h": OHLCV_1H, "1d": OHLCV_1D}
 
-ALL_TABLES = (TRADES, QUOTES, REFERENCE_DATA, REJECTS, DEAD_LETTERS, SEQUENCE_GAPS, QUARANTINE, INCIDENTS,
+ALL_TABLES = (TRADES, QUOTES, REFERENCE_DATA, REJECTS, DEAD_LETTERS, SEQUENCE_GAPS, DRAIN_STATE, QUARANTINE, INCIDENTS,
               *OHLCV_TABLES.values())
 
 
@@ -97,7 +111,7 @@ def ensure_table(catalog: Catalog, definition: TableDefinition) -> Table:
             schema=schema,
             partition_spec=definition.partition_spec(schema),
             sort_order=definition.sort_order(schema),
-            properties=definition.properties,
+            properties=definition.table_properties,
         )
     except TableAlreadyExistsError:  # another process created it meanwhile
         table = catalog.load_table(definition.identifier)
@@ -105,9 +119,10 @@ def ensure_table(catalog: Catalog, definition: TableDefinition) -> Table:
 
 
 def _with_properties(table: Table, definition: TableDefinition) -> Table:
-    if any(table.properties.get(key) != value for key, value in definition.properties.items()):
+    properties = definition.table_properties
+    if any(table.properties.get(key) != value for key, value in properties.items()):
         with table.transaction() as transaction:  # tables made by an older K2 take the definition's properties
-            transaction.set_properties(definition.properties)
+            transaction.set_properties(properties)
     return table
 
 

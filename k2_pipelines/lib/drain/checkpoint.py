@@ -1,53 +1,152 @@
-"""What a drain has consumed, stored in the Iceberg snapshot of the same commit that added the rows.
+"""What a drain has consumed, committed atomically with the rows it describes.
 
-Each drain commit's snapshot summary holds, per topic, the next offset to read in each partition, the run id, the
-last sequence seen per symbol, and per symbol the highest id number committed (see replays.py). A drain starts
-from the newest snapshot holding them (walking ancestry, so that snapshots from other writers, such as compaction,
-are skipped).
+The drained table's snapshot summary holds, per topic, the next offset to read in each partition, the run id and a
+checkpoint number: O(partitions) whatever the number of symbols. The per-symbol state (last sequence and its event
+time, the highest id number committed: see replays.py) lives in market_data.drain_state, in the same commit: one
+row per symbol the commit changed, numbered with the checkpoint. A symbol's state at checkpoint N is its row with the
+highest number at or below N. Once a topic's state spans MAX_STATE_FILES files, the next commit rewrites it as one
+file of each symbol's latest row, so reading it costs O(symbols), never O(commits).
+
+A drain starts from the newest snapshot holding offsets (walking ancestry, so that snapshots from other writers,
+such as compaction, are skipped). Snapshots written by K2 before the state table held the whole state as JSON in the
+summary: that state is read from there, and the next commit writes all of it to the state table.
 """
 
 import json
+import warnings
 from dataclasses import dataclass, field
 
-from pyiceberg.table import Table
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.expressions import And, EqualTo, LessThanOrEqual
+from pyiceberg.io.pyarrow import ArrowScan
+from pyiceberg.manifest import DataFile
+from pyiceberg.table import Table, Transaction
 from pyiceberg.table.snapshots import ancestors_of
 
+from k2_pipelines.lib.drain.sequences import first_occurrences
+from k2_pipelines.lib.replace import append_files, write_rows
+from k2_pipelines.lib.tables import DRAIN_STATE
+
 OFFSETS_PREFIX = "k2.drain.offsets."  # + topic
-_SEQUENCES = "k2.drain.sequences."
-_CEILINGS = "k2.drain.id-ceilings."
+STATE_PREFIX = "k2.drain.state."  # + topic: the checkpoint number of the state in market_data.drain_state
+_LEGACY_SEQUENCES = "k2.drain.sequences."  # + topic: the whole state as JSON, before market_data.drain_state
+_LEGACY_CEILINGS = "k2.drain.id-ceilings."
 RUN_ID = "k2.drain.run-id"
+MAX_STATE_FILES = 16
+
+Sequences = dict[str, tuple[int, int]]  # symbol -> (highest sequence, its event time in us)
+Ceilings = dict[str, int]  # symbol -> highest id number committed
+
+
+@dataclass(frozen=True)
+class SymbolState:
+    sequences: Sequences = field(default_factory=dict)
+    ceilings: Ceilings = field(default_factory=dict)
+    files: int = 0  # state files it was read from
+    in_state_table: bool = True  # False: read from a summary of the old form, not yet in market_data.drain_state
 
 
 @dataclass(frozen=True)
 class Checkpoint:
     offsets: dict[int, int] = field(default_factory=dict)  # partition -> next offset to read
-    sequences: dict[str, tuple[int, int]] = field(default_factory=dict)  # symbol -> (sequence, event time in us)
-    ceilings: dict[str, int] = field(default_factory=dict)  # symbol -> highest id number committed
+    number: int = 0  # of the state in market_data.drain_state (0: none there)
     snapshot_id: int | None = None  # the snapshot that holds it
     run_id: str | None = None
+    legacy_state: SymbolState | None = None  # the state of a summary of the old form
 
 
 def stored_checkpoint(table: Table, topic: str) -> Checkpoint:
     for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
         summary = snapshot.summary or {}
         offsets = summary.get(OFFSETS_PREFIX + topic)
-        if offsets is not None:
-            return Checkpoint(
-                offsets={int(partition): offset for partition, offset in json.loads(offsets).items()},
-                sequences={symbol: tuple(state) for symbol, state in json.loads(summary.get(_SEQUENCES + topic, "{}"))
-                           .items()},
-                ceilings=json.loads(summary.get(_CEILINGS + topic, "{}")),
-                snapshot_id=snapshot.snapshot_id,
-                run_id=summary.get(RUN_ID),
-            )
+        if offsets is None:
+            continue
+        legacy, sequences = None, summary.get(_LEGACY_SEQUENCES + topic)
+        if sequences is not None:
+            legacy = SymbolState({symbol: tuple(state) for symbol, state in json.loads(sequences).items()},
+                                 json.loads(summary.get(_LEGACY_CEILINGS + topic) or "{}"), in_state_table=False)
+        return Checkpoint({int(partition): offset for partition, offset in json.loads(offsets).items()},
+                          int(summary.get(STATE_PREFIX + topic) or 0), snapshot.snapshot_id, summary.get(RUN_ID), legacy)
     return Checkpoint()
 
 
-def checkpoint_properties(topic: str, offsets: dict[int, int], sequences: dict[str, tuple[int, int]],
-                          ceilings: dict[str, int], run_id: str) -> dict[str, str]:
-    return {
-        OFFSETS_PREFIX + topic: json.dumps({str(p): o for p, o in sorted(offsets.items())}),
-        _SEQUENCES + topic: json.dumps({s: list(state) for s, state in sorted(sequences.items())}),
-        _CEILINGS + topic: json.dumps(dict(sorted(ceilings.items()))),
-        RUN_ID: run_id,
-    }
+def _latest_rows(state_table: Table, topic: str, number: int) -> tuple[pa.Table, int]:
+    """Each symbol's row with the highest checkpoint number at or below `number`, and how many files held them."""
+    row_filter = And(EqualTo("topic", topic), LessThanOrEqual("checkpoint", number))
+    tasks = list(state_table.scan(row_filter=row_filter).plan_files())
+    rows = ArrowScan(state_table.metadata, state_table.io, state_table.schema(), row_filter).to_table(tasks) \
+        .sort_by([("checkpoint", "descending")])
+    return rows.filter(pa.array(first_occurrences(rows.column("symbol").combine_chunks()))), len(tasks)
+
+
+def symbol_state(catalog: Catalog, topic: str, checkpoint: Checkpoint) -> SymbolState:
+    """The per-symbol state at `checkpoint` (read from the state table: load it after the drained table)."""
+    if checkpoint.legacy_state is not None:
+        return checkpoint.legacy_state
+    if not checkpoint.number:
+        return SymbolState()
+    rows, files = _latest_rows(catalog.load_table(DRAIN_STATE.identifier), topic, checkpoint.number)
+    symbols, sequence = rows.column("symbol").to_pylist(), rows.column("sequence").to_pylist()
+    times = rows.column("sequence_time").cast(pa.int64()).to_pylist()
+    sequences = {s: (n, t) for s, n, t in zip(symbols, sequence, times) if n is not None}
+    ceilings = {s: c for s, c in zip(symbols, rows.column("id_ceiling").to_pylist()) if c is not None}
+    return SymbolState(sequences, ceilings, files)
+
+
+@dataclass(frozen=True)
+class NextCheckpoint:
+    """What a commit stores: the drained table's summary properties and the state rows to commit with it."""
+    properties: dict[str, str]
+    rows: pa.Table | None  # the state rows to append (None: the state did not change)
+    rewrite: bool  # the rows are the topic's whole state: they replace its files
+
+
+def checkpoint_properties(topic: str, offsets: dict[int, int], number: int, run_id: str) -> dict[str, str]:
+    """The drained table's snapshot summary properties of a checkpoint."""
+    return {OFFSETS_PREFIX + topic: json.dumps({str(p): o for p, o in sorted(offsets.items())}),
+            STATE_PREFIX + topic: str(number), RUN_ID: run_id}
+
+
+def next_checkpoint(topic: str, offsets: dict[int, int], run_id: str, checkpoint: Checkpoint, before: SymbolState,
+                    sequences: Sequences, ceilings: Ceilings) -> NextCheckpoint:
+    """The checkpoint after a commit that leaves the symbols' state at (sequences, ceilings)."""
+    rewrite = not before.in_state_table or before.files >= MAX_STATE_FILES
+    symbols = sorted(sequences.keys() | ceilings.keys())
+    if not rewrite:
+        symbols = [s for s in symbols if sequences.get(s) != before.sequences.get(s)
+                   or ceilings.get(s) != before.ceilings.get(s)]
+    number = checkpoint.number + 1 if symbols else checkpoint.number
+    properties = checkpoint_properties(topic, offsets, number, run_id)
+    if not symbols:
+        return NextCheckpoint(properties, None, False)
+    state = [sequences.get(s) for s in symbols]
+    rows = pa.table({
+        "topic": pa.array([topic] * len(symbols), pa.string()),
+        "symbol": pa.array(symbols, pa.string()),
+        "checkpoint": pa.array([number] * len(symbols), pa.int64()),
+        "sequence": pa.array([s[0] if s else None for s in state], pa.int64()),
+        "sequence_time": pa.array([s[1] if s else None for s in state], pa.timestamp("us", tz="UTC")),
+        "id_ceiling": pa.array([ceilings.get(s) for s in symbols], pa.int64()),
+        "run_id": pa.array([run_id] * len(symbols), pa.string()),
+    })
+    return NextCheckpoint(properties, rows, rewrite)
+
+
+def state_files(catalog: Catalog, after: NextCheckpoint) -> list[DataFile]:
+    """The state rows of `after` written as data files of the state table, not yet committed."""
+    return write_rows(catalog, DRAIN_STATE.identifier, after.rows) if after.rows is not None else []
+
+
+def state_transaction(catalog: Catalog, topic: str, after: NextCheckpoint, data_files: list[DataFile],
+                      run_id: str) -> Transaction | None:
+    """The state table's part of a commit (None if the state did not change): load it after the drained table."""
+    if not data_files:
+        return None
+    transaction = catalog.load_table(DRAIN_STATE.identifier).transaction()
+    if after.rewrite:
+        with warnings.catch_warnings():  # state of the old form replaces nothing in the table
+            warnings.filterwarnings("ignore", "Delete operation did not match any records")
+            transaction.delete(EqualTo("topic", topic), snapshot_properties={RUN_ID: run_id})
+    append_files(transaction, data_files, {RUN_ID: run_id})
+    return transaction

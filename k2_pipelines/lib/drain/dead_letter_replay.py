@@ -8,7 +8,7 @@ does (in the batch, then against committed and quarantined rows: replays.py) and
 landed, or repeat such a row, are deleted; the rest stay as they were. Rows and deletions are one atomic commit.
 
 The main table's snapshot carries the drain's checkpoint forward (same offsets and sequences, id ceilings raised
-to the replayed ids), so that the next drain's dedupe sees the replayed rows. A drain committing meanwhile makes
+to the replayed ids, in the state table in the same commit), so that the next drain's dedupe sees the replayed rows. A drain committing meanwhile makes
 the compare-and-set fail, and the replay is planned again from the new checkpoint.
 """
 
@@ -26,7 +26,16 @@ from pyiceberg.expressions import And, EqualTo, In, Or
 from pyiceberg.table import Table
 
 from k2_pipelines.lib.atomic_commit import commit_atomically
-from k2_pipelines.lib.drain.checkpoint import RUN_ID, Checkpoint, checkpoint_properties, stored_checkpoint
+from k2_pipelines.lib.drain.checkpoint import (
+    RUN_ID,
+    Checkpoint,
+    SymbolState,
+    next_checkpoint,
+    state_files,
+    state_transaction,
+    stored_checkpoint,
+    symbol_state,
+)
 from k2_pipelines.lib.drain.decode import decode_batch
 from k2_pipelines.lib.drain.drain import DrainTarget
 from k2_pipelines.lib.drain.kafka_batch import KafkaBatch
@@ -55,6 +64,7 @@ class ReplayResult:
 @dataclass
 class _Plan:
     checkpoint: Checkpoint
+    state: SymbolState
     rows: pa.Table  # to append
     numbers: np.ndarray  # their id numbers
     resolved: pa.Table  # (partition, offset) of the dead letters to delete: landed or duplicates
@@ -70,23 +80,25 @@ def _as_batch(letters: pa.Table) -> KafkaBatch:
                       letters.column("partition").to_numpy(), letters.column("offset").to_numpy(), {}, {}, {})
 
 
-def _plan(main: Table, dead_letters: Table, quarantine: Table, target: DrainTarget, registry,
+def _plan(catalog: Catalog, main: Table, dead_letters: Table, target: DrainTarget, registry,
           result: ReplayResult) -> _Plan:
     checkpoint = stored_checkpoint(main, target.topic)
+    state = symbol_state(catalog, target.topic, checkpoint)
+    quarantine = catalog.load_table(QUARANTINE.identifier)
     letters = dead_letters.scan(row_filter=EqualTo("topic", target.topic),
                                 selected_fields=("partition", "offset", "key", "value")).to_arrow() \
         .sort_by([("partition", "ascending"), ("offset", "ascending")])  # arrival order per partition
     decoded = decode_batch(_as_batch(letters), registry, main.schema().as_arrow(), target.record_name)
     rows = decoded.rows
     keys, numbers = record_keys(rows, target.id_column), id_numbers(rows, target.id_column)
-    landing = first_occurrences(keys) & ~repeats(main, rows, keys, numbers, target.id_column, checkpoint.ceilings) \
-        & ~quarantined(quarantine, target.table.identifier, rows, numbers, target.id_column, checkpoint.ceilings)
+    landing = first_occurrences(keys) & ~repeats(main, rows, keys, numbers, target.id_column, state.ceilings) \
+        & ~quarantined(quarantine, target.table.identifier, rows, numbers, target.id_column, state.ceilings)
     still_dead = Counter(error_class for _, _, error_class, _ in decoded.dead)
     result.dead_letters_seen, result.landed = letters.num_rows, int(landing.sum())
     result.duplicates, result.still_dead = rows.num_rows - result.landed, len(decoded.dead)
     result.still_dead_by_class = dict(sorted(still_dead.items()))
     landed = rows if landing.all() else rows.filter(pa.array(landing))
-    return _Plan(checkpoint, landed, numbers[landing],
+    return _Plan(checkpoint, state, landed, numbers[landing],
                  letters.select(["partition", "offset"]).take(pa.array(decoded.positions, pa.int64())))
 
 
@@ -108,7 +120,7 @@ def replay_dead_letters(catalog: Catalog, target: DrainTarget, registry, run_id:
     result = ReplayResult(target.topic, target.table.identifier, run_id, dry_run)
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         main, dead_letters = catalog.load_table(target.table.identifier), catalog.load_table(DEAD_LETTERS.identifier)
-        plan = _plan(main, dead_letters, catalog.load_table(QUARANTINE.identifier), target, registry, result)
+        plan = _plan(catalog, main, dead_letters, target, registry, result)
         result.snapshot_after = _snapshot_id(main)
         if dry_run or not plan.resolved.num_rows:
             break
@@ -117,10 +129,11 @@ def replay_dead_letters(catalog: Catalog, target: DrainTarget, registry, run_id:
         transactions[0].delete(delete_filter=_among(plan.resolved, target.topic), snapshot_properties={RUN_ID: run_id})
         if plan.rows.num_rows:
             transactions.append(main.transaction())
-            append_files(transactions[1], write_rows(catalog, target.table.identifier, plan.rows),
-                         checkpoint_properties(target.topic, plan.checkpoint.offsets, plan.checkpoint.sequences,
-                                               ceilings_after(plan.rows, plan.numbers, plan.checkpoint.ceilings),
-                                               run_id))
+            after = next_checkpoint(target.topic, plan.checkpoint.offsets, run_id, plan.checkpoint, plan.state,
+                                    plan.state.sequences, ceilings_after(plan.rows, plan.numbers, plan.state.ceilings))
+            append_files(transactions[1], write_rows(catalog, target.table.identifier, plan.rows), after.properties)
+            state_changes = state_transaction(catalog, target.topic, after, state_files(catalog, after), run_id)
+            transactions += [state_changes] if state_changes else []
         try:
             committed = commit_atomically(catalog, transactions)
         except CommitFailedException as conflict:

@@ -1,10 +1,11 @@
 """One exactly-once micro-batch from a Kafka topic into an Iceberg table.
 
-1. Start from the offsets stored in the table's newest drain snapshot (not from Kafka's group offsets).
+1. Start from the offsets stored in the table's newest drain snapshot (not from Kafka's group offsets), and the
+   symbols' state at that checkpoint (checkpoint.py).
 2. Read a bounded batch, decode it in bulk; bad messages become dead letters, duplicates (and repeats of
    quarantined rows) are dropped, sequence breaks are recorded.
 3. Write the data files (rows, dead letters, sequence breaks), then commit them in one catalog transaction whose
-   snapshot of the main table stores the batch's end offsets. The commit is a compare-and-set: if any table moved
+   snapshot of the main table stores the batch's end offsets (and the state table the symbols' new state). The commit is a compare-and-set: if any table moved
    meanwhile, the stored offsets are read again; if they moved, another drain committed this range and the batch
    is abandoned (its files are orphans for cleanup); if not, the commit is planned again.
 4. Only then commit the consumer group's offsets, for lag monitoring.
@@ -26,7 +27,16 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.manifest import DataFile
 
 from k2_pipelines.lib.atomic_commit import commit_atomically
-from k2_pipelines.lib.drain.checkpoint import RUN_ID, Checkpoint, checkpoint_properties, stored_checkpoint
+from k2_pipelines.lib.drain.checkpoint import (
+    RUN_ID,
+    Checkpoint,
+    NextCheckpoint,
+    next_checkpoint,
+    state_files,
+    state_transaction,
+    stored_checkpoint,
+    symbol_state,
+)
 from k2_pipelines.lib.drain.decode import decode_batch
 from k2_pipelines.lib.drain.kafka_batch import KafkaBatch, Limits, TopicReader
 from k2_pipelines.lib.drain.replays import ceilings_after, id_numbers, quarantined, repeats
@@ -146,8 +156,9 @@ def _break_rows(breaks: list[Break], target: DrainTarget, exchange: dict[str, st
 
 
 def _commit(catalog: Catalog, target: DrainTarget, checkpoint: Checkpoint, files: dict[str, list[DataFile]],
-            properties: dict[str, str], result: DrainResult) -> None:
-    """Append every table's files in one transaction; the main table's snapshot carries the checkpoint."""
+            after: NextCheckpoint, state: list[DataFile], result: DrainResult) -> None:
+    """Append every table's files in one transaction; the main table's snapshot carries the checkpoint, the state
+    table the symbols' state it numbers."""
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         result.commit_attempts = attempt
         tables = {identifier: catalog.load_table(identifier) for identifier in files}
@@ -160,10 +171,11 @@ def _commit(catalog: Catalog, target: DrainTarget, checkpoint: Checkpoint, files
             if identifier != target.table.identifier and not files[identifier]:
                 continue
             transaction = table.transaction()
-            snapshot_properties = properties if identifier == target.table.identifier else {
-                RUN_ID: result.run_id}
-            append_files(transaction, files[identifier], snapshot_properties)
+            append_files(transaction, files[identifier], after.properties if identifier == target.table.identifier
+                         else {RUN_ID: result.run_id})
             transactions.append(transaction)
+        state_changes = state_transaction(catalog, target.topic, after, state, result.run_id)
+        transactions += [state_changes] if state_changes else []
         _crash_point("before-commit")
         try:
             committed = commit_atomically(catalog, transactions)
@@ -183,6 +195,7 @@ def drain_once(catalog: Catalog, reader: TopicReader, target: DrainTarget, regis
     result = DrainResult(target.topic, target.table.identifier, run_id)
     main = catalog.load_table(target.table.identifier)
     checkpoint = stored_checkpoint(main, target.topic)
+    state = symbol_state(catalog, target.topic, checkpoint)
     result.snapshot_before = main.current_snapshot().snapshot_id if main.current_snapshot() else None
     batch = reader.read(checkpoint.offsets, limits)
     result.offsets_from, result.offsets_to, result.lag_after = batch.start, batch.end, batch.lag_after
@@ -197,9 +210,9 @@ def drain_once(catalog: Catalog, reader: TopicReader, target: DrainTarget, regis
     rows = decoded.rows
     keys, numbers = record_keys(rows, target.id_column), id_numbers(rows, target.id_column)
     first = first_occurrences(keys)
-    committed = repeats(main, rows, keys, numbers, target.id_column, checkpoint.ceilings)
+    committed = repeats(main, rows, keys, numbers, target.id_column, state.ceilings)
     held = quarantined(catalog.load_table(QUARANTINE.identifier), target.table.identifier, rows, numbers,
-                       target.id_column, checkpoint.ceilings)
+                       target.id_column, state.ceilings)
     result.duplicates_in_batch = int((~first).sum())
     result.duplicates_committed = int((first & committed).sum())
     result.quarantined_repeats = int((first & held & ~committed).sum())
@@ -209,7 +222,7 @@ def drain_once(catalog: Catalog, reader: TopicReader, target: DrainTarget, regis
     sequenced = _where(rows, rows.column("source_sequence").is_valid().to_numpy(zero_copy_only=False))
     breaks, sequences = classify(
         sequenced.column("symbol").combine_chunks(), sequenced.column("source_sequence").to_numpy(),
-        sequenced.column("timestamp").cast(pa.int64()).to_numpy(), checkpoint.sequences, target.rules)
+        sequenced.column("timestamp").cast(pa.int64()).to_numpy(), state.sequences, target.rules)
     pairs = rows.group_by(["symbol", "exchange"]).aggregate([])
     exchange = dict(zip(pairs.column("symbol").to_pylist(), pairs.column("exchange").to_pylist()))
 
@@ -221,9 +234,11 @@ def drain_once(catalog: Catalog, reader: TopicReader, target: DrainTarget, regis
                                              _break_rows(breaks, target, exchange, run_id, now_us)),
     }
     _crash_point("files-written")
-    properties = checkpoint_properties(target.topic, batch.end, sequences,
-                                       ceilings_after(rows, numbers, checkpoint.ceilings), run_id)
-    _commit(catalog, target, checkpoint, files, properties, result)
+    after = next_checkpoint(target.topic, batch.end, run_id, checkpoint, state, sequences,
+                            ceilings_after(rows, numbers, state.ceilings))
+    state_written = state_files(catalog, after)
+    _crash_point("state-written")
+    _commit(catalog, target, checkpoint, files, after, state_written, result)
     _crash_point("iceberg-committed")
     try:
         reader.consumer.commit(offsets=[TopicPartition(target.topic, p, o) for p, o in batch.end.items()],

@@ -48,8 +48,16 @@ class TableFiles:
         return {e.data_file.file_path: e.data_file.file_size_in_bytes for e in manifest.fetch_manifest_entry(self.io)}
 
     def sizes(self, files: dict[str, int | None]) -> dict[str, int]:
-        """`files` with every size known, asking the file system for those the metadata does not record."""
+        """`files` with every size known, asking the file system for those the metadata does not record. Metadata
+        json files already gone are left out: a commit since deleted them from its metadata log."""
         missing = [path for path, size in files.items() if size is None and path not in self._sizes]
-        for path, size in zip(missing, ExecutorFactory.get_or_create().map(lambda p: len(self.io.new_input(p)), missing)):
+        for path, size in zip(missing, ExecutorFactory.get_or_create().map(self._size_if_present, missing)):
             self._sizes[path] = size
-        return {path: self._sizes[path] if size is None else size for path, size in files.items()}
+        return {path: self._sizes[path] if size is None else size for path, size in files.items()
+                if size is not None or self._sizes[path] is not None}
+
+    def _size_if_present(self, path: str) -> int | None:
+        try:
+            return len(self.io.new_input(path))
+        except FileNotFoundError:
+            return None
