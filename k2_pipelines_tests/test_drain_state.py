@@ -2,7 +2,9 @@
 carried forward."""
 
 import json
+import os
 from datetime import datetime, timedelta, timezone
+from urllib.parse import urlparse
 
 from pyiceberg.expressions import EqualTo
 
@@ -12,12 +14,27 @@ from k2_pipelines.lib.drain.drain import drain_once, reader_for, trades_target
 from k2_pipelines.lib.drain.kafka_batch import Limits
 from k2_pipelines.lib.replace import append_files
 from k2_pipelines.lib.schema_registry import default_registry
-from k2_pipelines.lib.tables import DRAIN_STATE
+from k2_pipelines.lib.tables import DRAIN_STATE, DRAINED_TABLES
+from k2_pipelines.lib.upkeep.expiry import expire_snapshots
+from k2_pipelines.lib.upkeep.table_files import TableFiles
 from k2_pipelines_tests.kafka_helpers import drain_all, replay_session, stored_state, table_ids
 
 
 def _state_files(catalog, topic: str) -> int:
     return len(list(catalog.load_table(DRAIN_STATE.identifier).scan(row_filter=EqualTo("topic", topic)).plan_files()))
+
+
+def _assert_state_is_what_the_rows_say(catalog, target) -> None:
+    """Per symbol the highest sequence (with its time) and id of the rows landed (Binance's ids are its sequences)."""
+    rows = catalog.load_table(target.table.identifier).scan(
+        selected_fields=("symbol", "source_sequence", "timestamp")).to_arrow().to_pylist()
+    highest = {}
+    for row in rows:
+        time_us = (row["timestamp"] - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
+        highest[row["symbol"]] = max(highest.get(row["symbol"], (0, 0)), (row["source_sequence"], time_us))
+    _, sequences, ceilings = stored_state(catalog, target)
+    assert sequences == highest
+    assert ceilings == {symbol: sequence for symbol, (sequence, _) in highest.items()}
 
 
 def test_summaries_hold_offsets_and_state_files_stay_bounded(kafka_broker, catalog, tmp_path):
@@ -32,15 +49,7 @@ def test_summaries_hold_offsets_and_state_files_stay_bounded(kafka_broker, catal
     ids = table_ids(catalog, target)
     assert len(ids) == len(set(ids)) == counts["trades"]
 
-    # the state after 40-odd commits is what the rows say: per symbol the highest sequence (with its time) and id
-    rows = main.scan(selected_fields=("symbol", "source_sequence", "timestamp", "trade_id")).to_arrow().to_pylist()
-    highest = {}
-    for row in rows:
-        time_us = (row["timestamp"] - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
-        highest[row["symbol"]] = max(highest.get(row["symbol"], (0, 0)), (row["source_sequence"], time_us))
-    _, sequences, ceilings = stored_state(catalog, target)
-    assert sequences == highest
-    assert ceilings == {symbol: sequence for symbol, (sequence, _) in highest.items()}  # Binance's ids: sequences
+    _assert_state_is_what_the_rows_say(catalog, target)
 
 
 def test_a_checkpoint_of_the_old_form_is_read_and_carried_forward(kafka_broker, catalog, tmp_path):
@@ -75,3 +84,38 @@ def test_a_checkpoint_of_the_old_form_is_read_and_carried_forward(kafka_broker, 
     _, sequences_after, ceilings_after = stored_state(catalog, target)
     assert sequences_after["OLDUSDT"] == sequences_only_there["OLDUSDT"] and ceilings_after["OLDUSDT"] == 41
     assert all(ceilings_after[s] >= c for s, c in ceilings.items())
+
+
+def _metadata_files(table) -> list[str]:
+    folder = urlparse(table.metadata_location).path.rsplit("/", 1)[0]
+    return [name for name in os.listdir(folder) if name.endswith(".metadata.json")]
+
+
+def test_drains_resume_after_any_expiry_and_metadata_stays_bounded(kafka_broker, catalog, tmp_path):
+    _, counts, topics = replay_session(kafka_broker, tmp_path, 20_000, {"gaps", "out_of_order"})
+    target = trades_target(topics.trades)
+    reader, drains = reader_for(kafka_broker.bootstrap, target), 0
+    while messages := drain_once(catalog, reader, target, default_registry(), Limits(max_messages=130)).messages:
+        drains += 1
+        if drains == 1:
+            held, held_rows = catalog.load_table(target.table.identifier), messages  # as a long query holds it
+        if drains == 40:  # 39 commits later its metadata json is gone, and it reads all the same
+            assert not os.path.exists(urlparse(held.metadata_location).path)
+            assert held.scan().to_arrow().num_rows == held_rows
+        if drains > 40 and drains % 5 == 0:  # everything expiry may take, from every table a drain writes
+            for definition in DRAINED_TABLES:
+                expire_snapshots(catalog, definition.identifier, datetime.now(timezone.utc) + timedelta(minutes=5))
+    reader.close()
+    assert drains > 50
+    ids = table_ids(catalog, target)
+    assert len(ids) == len(set(ids)) == counts["trades"]
+    _assert_state_is_what_the_rows_say(catalog, target)
+    for definition in DRAINED_TABLES:
+        table = catalog.load_table(definition.identifier)
+        previous_max = int(table.properties["write.metadata.previous-versions-max"])
+        assert len(table.metadata.metadata_log) <= previous_max
+        assert len(_metadata_files(table)) <= previous_max + 1  # the log and the current file, nothing older
+        assert all(os.path.exists(urlparse(path).path) for path in TableFiles(table.io).referenced(
+            table.metadata, table.metadata_location))
+        manifests = table.current_snapshot().manifests(table.io) if table.current_snapshot() else []
+        assert len(manifests) <= int(table.properties["commit.manifest.min-count-to-merge"])

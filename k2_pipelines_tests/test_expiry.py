@@ -10,7 +10,8 @@ from pyiceberg.expressions import EqualTo
 from pyiceberg.table.snapshots import ancestors_of
 
 from k2_pipelines.lib.atomic_commit import commit_atomically
-from k2_pipelines.lib.drain.checkpoint import checkpoint_properties, stored_checkpoint
+from k2_pipelines.lib.drain.checkpoint import RUN_ID, checkpoint_properties, stored_checkpoint
+from k2_pipelines.lib.incidents import Incident, record_incident, runs_named_by_open_incidents
 from k2_pipelines.lib.replace import append_files, replace_atomically, replacement, write_rows
 from k2_pipelines.lib.tables import REJECTS
 from k2_pipelines.lib.upkeep.expiry import expire_snapshots
@@ -130,3 +131,23 @@ def test_expiry_racing_a_drain_like_writer_loses_no_file_and_no_offset(catalog):
         [f"base-{n}" for n in range(20)] + [f"w-{n}" for n in range(writes * 10, writes * 10 + 3)])
     assert all(_exists(uri) for uri in _referenced(table))
     assert sum(e.files_deleted for e in expiries) > 0 and len(table.snapshots()) == 1  # the current one holds the offsets
+
+
+def test_snapshots_of_a_run_an_open_incident_names_are_kept_until_it_is_resolved(catalog):
+    run_id = "0b5c8f8e-6c1f-4a5e-9d4e-2f1a7c3b9e10"  # a Dagster run id
+    theirs = _append(catalog, _rows("bad", 0, 3), _checkpoint("t", 3) | {RUN_ID: run_id})
+    _append(catalog, _rows("later", 0, 3), _checkpoint("t", 6))
+    incident = Incident("quality_check_failed", f"market_data.rejects batch of run {run_id}",
+                        datetime.now(timezone.utc), "test", "a blocking check failed", "docs/runbooks/x.md")
+    record_incident(catalog, incident)
+
+    kept = expire_snapshots(catalog, REJECTS.identifier, datetime.now(timezone.utc) + LATER,
+                            kept_runs=runs_named_by_open_incidents(catalog))
+    assert theirs not in kept.snapshots_expired
+    assert catalog.load_table(REJECTS.identifier).snapshot_by_id(theirs) is not None
+
+    record_incident(catalog, incident.resolve("quarantined", "done", None))
+    assert not runs_named_by_open_incidents(catalog)
+    gone = expire_snapshots(catalog, REJECTS.identifier, datetime.now(timezone.utc) + LATER,
+                            kept_runs=runs_named_by_open_incidents(catalog))
+    assert theirs in gone.snapshots_expired

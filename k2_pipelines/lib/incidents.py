@@ -1,6 +1,7 @@
 """Incidents: what a sensor detected, what its runbook did and how it ended, one row per incident in
 market_data.incidents (rewritten as the incident moves from open to resolved)."""
 
+import re
 import uuid
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
@@ -81,3 +82,13 @@ def incidents(catalog: Catalog, status: str | None = None, kind: str | None = No
     found = [Incident.from_record(r | {k: r[k].isoformat() for k in ("detected_at", "resolved_at") if r[k]})
              for r in rows]
     return sorted(found, key=lambda i: i.detected_at)
+
+
+_RUN_ID = re.compile(r"\b[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\b")  # Dagster's and k2 drain's
+
+
+def runs_named_by_open_incidents(catalog: Catalog) -> frozenset[str]:
+    """Run ids that an incident not yet resolved names: what its runbook may still need of them."""
+    unresolved = incidents(catalog, status=OPEN) + incidents(catalog, status=NEEDS_HUMAN)
+    return frozenset(run_id for incident in unresolved for text in (incident.subject, incident.detail)
+                     for run_id in _RUN_ID.findall(text))

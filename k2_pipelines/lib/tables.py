@@ -93,6 +93,8 @@ OHLCV_1H = TableDefinition("ohlcv_1h", "ohlcv_bar", **_BARS)
 OHLCV_1D = TableDefinition("ohlcv_1d", "ohlcv_bar", **_BARS)
 OHLCV_TABLES = {"1m": OHLCV_1M, "1h": OHLCV_1H, "1d": OHLCV_1D}
 
+# every drain commit writes to these (its rows, dead letters, sequence breaks, state): ~2,880 snapshots a day each
+DRAINED_TABLES = (TRADES, QUOTES, DEAD_LETTERS, SEQUENCE_GAPS, DRAIN_STATE)
 ALL_TABLES = (TRADES, QUOTES, REFERENCE_DATA, REJECTS, DEAD_LETTERS, SEQUENCE_GAPS, DRAIN_STATE, QUARANTINE, INCIDENTS,
               *OHLCV_TABLES.values())
 

@@ -8,15 +8,16 @@ import dagster as dg
 
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.defs.recovery.incident_runs import RunbookConfig, incident_metadata
-from k2_pipelines.lib.incidents import record_incident
+from k2_pipelines.lib.incidents import record_incident, runs_named_by_open_incidents
 from k2_pipelines.lib.metrics import write_upkeep_metrics
-from k2_pipelines.lib.tables import ALL_TABLES
+from k2_pipelines.lib.tables import ALL_TABLES, DRAINED_TABLES
 from k2_pipelines.lib.upkeep.compaction import compact_table
-from k2_pipelines.lib.upkeep.expiry import expire_snapshots
+from k2_pipelines.lib.upkeep.expiry import DRAINED_RETENTION_HOURS, expire_snapshots
 from k2_pipelines.lib.upkeep.orphans import MIN_ORPHAN_AGE, remove_orphan_files
 
 UPKEEP_TAG = "k2/upkeep"  # dagster.yaml runs one upkeep job at a time
 _ALL = [definition.name for definition in ALL_TABLES]
+DRAINED = {definition.identifier for definition in DRAINED_TABLES}
 
 
 class UpkeepConfig(dg.Config):
@@ -30,6 +31,7 @@ class CompactConfig(UpkeepConfig):
 
 class ExpireConfig(UpkeepConfig):
     older_than_days: float = 7.0
+    drained_older_than_hours: float = DRAINED_RETENTION_HOURS
 
 
 class OrphanConfig(UpkeepConfig, RunbookConfig):
@@ -84,8 +86,13 @@ def compact(context: dg.OpExecutionContext, config: CompactConfig, iceberg: Iceb
 
 @dg.op
 def expire(context: dg.OpExecutionContext, config: ExpireConfig, iceberg: IcebergCatalogResource) -> dg.Output:
-    catalog, older_than = iceberg.catalog(), datetime.now(timezone.utc) - timedelta(days=config.older_than_days)
-    results = [expire_snapshots(catalog, identifier, older_than, config.dry_run) for identifier in _identifiers(config)]
+    catalog, now = iceberg.catalog(), datetime.now(timezone.utc)
+    kept_runs = runs_named_by_open_incidents(catalog)
+    results = [expire_snapshots(catalog, identifier, now - (timedelta(hours=config.drained_older_than_hours)
+                                                            if identifier in DRAINED else
+                                                            timedelta(days=config.older_than_days)),
+                                config.dry_run, kept_runs)
+               for identifier in _identifiers(config)]
     return dg.Output(None, metadata=_report(context, results, _SIZES) | {
         "snapshots_expired": sum(len(r.snapshots_expired) for r in results),
         "files_deleted": sum(r.files_deleted for r in results), "dry_run": config.dry_run})
@@ -132,8 +139,9 @@ compact_tables = _upkeep_job(
     "compact_tables", compact, "Bin-pack small data files per partition into files near the target size, rows "
                                "sorted by the table's sort order; same rows before and after (count and checksum)")
 expire_snapshots_job = _upkeep_job(
-    "expire_snapshots", expire, "Expire snapshots older than N days, always keeping the drains' stored offsets, and "
-                                "delete the files only they referenced")
+    "expire_snapshots", expire, "Expire snapshots older than N days (N hours for the drained tables), always keeping "
+                                "the drains' stored offsets and what open incidents name, and delete the files only "
+                                "they referenced")
 remove_orphan_files_job = _upkeep_job(
     "remove_orphan_files", remove_orphans, "Delete files under the tables' locations that no snapshot references and "
                                            "that are older than the safety age and every run in flight")

@@ -4,10 +4,8 @@ PyIceberg's expiry only edits the metadata; the files that no snapshot reference
 Only files referenced before the commit and not by the table as committed are deleted: never anything unknown
 (a concurrent writer's uncommitted files are not ours), never a manifest a newer snapshot still lists.
 
-Old metadata json files: PyIceberg 0.12 deletes those that drop out of the metadata log (beyond
-`write.metadata.previous-versions-max`) only when `write.metadata.delete-after-commit.enabled` is set and only on its
-own single-table commit path, which K2's drains and loads (lib/atomic_commit) bypass. So the log entries the expiry
-commit itself drops are deleted here; older ones, dropped by other commits, are left to orphan removal.
+Snapshots a run named by an open incident committed are kept too: its runbook (a quarantine, say) still needs them.
+Old metadata json files are deleted by every commit as they drop out of the metadata log (lib/atomic_commit).
 """
 
 import contextlib
@@ -19,7 +17,7 @@ from datetime import datetime
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
-from pyiceberg.table.snapshots import ancestors_of
+from pyiceberg.table.snapshots import Snapshot, ancestors_of
 from pyiceberg.table.update.snapshot import ExpireSnapshots
 
 from k2_pipelines.lib.atomic_commit import commit_atomically
@@ -28,6 +26,8 @@ from k2_pipelines.lib.replace import COMMIT_ATTEMPTS, wait_after_lost_race
 from k2_pipelines.lib.upkeep.table_files import TableFiles, cutoff_ms
 
 log = logging.getLogger(__name__)
+# the retention of DRAINED_TABLES: each snapshot stays in every metadata json the table writes (~1 KB each)
+DRAINED_RETENTION_HOURS = 3.0
 
 
 @dataclass
@@ -62,22 +62,29 @@ def kept_for_offsets(table: Table) -> set[int]:
     return kept
 
 
-def _plan(table: Table, cutoff: int) -> tuple[list[int], list[int]]:
-    """(snapshots to expire, snapshots as old but kept for drain offsets)."""
+def _committed_by(snapshot: Snapshot, runs: frozenset[str]) -> bool:
+    summary = snapshot.summary.additional_properties if snapshot.summary else {}
+    return any(value in runs for key, value in summary.items() if key.endswith(".run-id"))
+
+
+def _plan(table: Table, cutoff: int, kept_runs: frozenset[str]) -> tuple[list[int], list[int]]:
+    """(snapshots to expire, snapshots as old but kept for drain offsets or for `kept_runs`)."""
     protected = {ref.snapshot_id for ref in table.metadata.refs.values()}  # branch and tag heads: the current one
-    old = [s.snapshot_id for s in table.snapshots() if s.timestamp_ms < cutoff and s.snapshot_id not in protected]
+    old = [s.snapshot_id for s in table.snapshots() if s.timestamp_ms < cutoff and s.snapshot_id not in protected
+           and not _committed_by(s, kept_runs)]
     pinned = kept_for_offsets(table)
     return [i for i in old if i not in pinned], [i for i in old if i in pinned]
 
 
-def expire_snapshots(catalog: Catalog, identifier: str, older_than: datetime, dry_run: bool = False) -> ExpiryResult:
-    """Expire the snapshots older than `older_than` except the current one and those drains resume from; delete
-    the files referenced before and not after. A dry run commits and deletes nothing and reports what would go
+def expire_snapshots(catalog: Catalog, identifier: str, older_than: datetime, dry_run: bool = False,
+                     kept_runs: frozenset[str] = frozenset()) -> ExpiryResult:
+    """Expire the snapshots older than `older_than` except the current one, those drains resume from and those that
+    runs in `kept_runs` committed; delete the files referenced before and not after. A dry run commits and deletes nothing and reports what would go
     (its files_after leaves out the metadata json the commit would write)."""
     started, cutoff = time.perf_counter(), cutoff_ms(older_than)
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         table = catalog.load_table(identifier)
-        expired, pinned = _plan(table, cutoff)
+        expired, pinned = _plan(table, cutoff, kept_runs)
         # not table.maintenance.expire_snapshots(): it commits with no requirement, and PyIceberg's retries would
         # apply the removal to whatever the table has become; the same builder on our own transaction is committed
         # as a compare-and-set on the metadata it was planned from
