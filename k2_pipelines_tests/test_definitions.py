@@ -1,6 +1,9 @@
+import importlib
+
 import dagster as dg
 
 from k2_pipelines.definitions import defs
+from k2_pipelines.defs.binance import sensors as binance_sensors
 
 
 def test_definitions_load_and_validate():
@@ -41,3 +44,13 @@ def test_every_runbook_and_upkeep_job_has_its_sensor_or_schedule():
         assert definitions.resolve_job_def(job).tags["k2/upkeep"]
     assert definitions.resolve_schedule_def("prune_runs_hourly").job_name == "prune_runs"
     assert definitions.resolve_job_def("prune_runs").tags["k2/upkeep"]
+
+
+def test_the_drain_cadence_is_set_by_the_environment(monkeypatch):
+    monkeypatch.setenv("K2_DRAIN_INTERVAL_SECONDS", "120")
+    try:
+        assert importlib.reload(binance_sensors).binance_lag_sensor.minimum_interval_seconds == 120
+    finally:
+        monkeypatch.delenv("K2_DRAIN_INTERVAL_SECONDS")
+        importlib.reload(binance_sensors)
+    assert binance_sensors.binance_lag_sensor.minimum_interval_seconds == 30
