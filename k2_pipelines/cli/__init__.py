@@ -189,6 +189,10 @@ def _bench(args) -> int:
         from k2_pipelines.cli.bench_recovery import bench_recovery
 
         return bench_recovery()
+    if args.target == "runs":
+        from k2_pipelines.cli.bench_runs import bench_runs
+
+        return bench_runs(args.runs, args.batch, args.compiled_bytecode)
     return bench.bench_asx(args.trades, args.seed, args.cores)
 
 
@@ -367,6 +371,13 @@ def parser() -> argparse.ArgumentParser:
     bench_recovery = bench.add_parser("recovery", help="time to recovery of the Kafka, catalog and offset-drift "
                                       "runbooks under the real Dagster daemon (about 8 minutes)")
     bench_recovery.set_defaults(run=_bench)
+    bench_runs = bench.add_parser("runs", help="what a drain run costs Dagster (launch to end, CPU, storage) under "
+                                  "dagster dev, and the drain cadence that keeps that under 10%% of one core")
+    bench_runs.add_argument("--runs", type=int, default=10)
+    bench_runs.add_argument("--batch", type=int, default=1_000, help="messages each run drains")
+    bench_runs.add_argument("--compiled-bytecode", action="store_true",
+                            help="compile the venv and K2 first (a scratch pycache prefix), as uv --compile-bytecode")
+    bench_runs.set_defaults(run=_bench)
     return root
 
 
