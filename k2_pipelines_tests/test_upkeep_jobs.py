@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from k2_pipelines.cli.bench import append_micro_batch, generated_trades
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.defs.upkeep import sensors as upkeep_sensors
-from k2_pipelines.defs.upkeep.compaction_sensor import SMALL_FILES_TRIGGER, small_files_sensor
+from k2_pipelines.defs.upkeep.compaction_sensor import SENSOR_TARGET_FILE_MB, SMALL_FILES_TRIGGER, small_files_sensor
 from k2_pipelines.defs.upkeep.jobs import compact_tables, expire_snapshots_job, remove_orphan_files_job
 from k2_pipelines.defs.upkeep.sensors import orphan_cleanup_sensor
 from k2_pipelines.lib.drain.checkpoint import stored_checkpoint
@@ -70,7 +70,7 @@ def test_compaction_and_expiry_jobs_keep_rows_and_offsets_and_report_sizes(kafka
     assert metrics[("k2_upkeep_files", trades)] == done["files_after"]
     assert metrics[("k2_upkeep_bytes", trades)] == done["bytes_after"]
 
-    expired = _upkeep(expire_snapshots_job, "expire", tables=["trades"], older_than_days=0)
+    expired = _upkeep(expire_snapshots_job, "expire", tables=["trades"], drained_older_than_hours=0)
     assert expired["snapshots_expired"] > 0 and expired["files_deleted"] > 0
     assert expired["files_after"] < expired["files_before"]
     assert _rows(catalog).equals(before)
@@ -122,7 +122,8 @@ def test_small_files_piling_up_in_a_partition_launch_a_compaction(catalog):
         assert f"holds {SMALL_FILES_TRIGGER} small files" in skipped(tick(small_files_sensor, instance, RESOURCES))
         drain(SMALL_FILES_TRIGGER - 1)
         request = tick(small_files_sensor, instance, RESOURCES)
-        assert request.run_config == {"ops": {"compact": {"config": {"tables": ["trades"]}}}}
+        assert request.run_config == {"ops": {"compact": {"config": {"tables": ["trades"],
+                                                                     "target_file_mb": SENSOR_TARGET_FILE_MB}}}}
         assert tick(small_files_sensor, instance, RESOURCES).run_key == request.run_key  # same snapshot, same key
 
         pending = instance.create_run_for_job(compact_tables, run_config=request.run_config)  # not started yet

@@ -193,6 +193,10 @@ def _bench(args) -> int:
         from k2_pipelines.cli.bench_runs import bench_runs
 
         return bench_runs(args.runs, args.batch, args.compiled_bytecode)
+    if args.target == "soak":
+        from k2_pipelines.cli.bench_soak import bench_soak
+
+        return bench_soak(args.symbols, args.commits, args.batch, args.seed, args.out)
     return bench.bench_asx(args.trades, args.seed, args.cores)
 
 
@@ -378,6 +382,14 @@ def parser() -> argparse.ArgumentParser:
     bench_runs.add_argument("--compiled-bytecode", action="store_true",
                             help="compile the venv and K2 first (a scratch pycache prefix), as uv --compile-bytecode")
     bench_runs.set_defaults(run=_bench)
+    bench_soak = bench.add_parser("soak", help="months of 30-s drains in compressed time, upkeep included: commit "
+                                                 "time, metadata, manifests, planning and queries every C/10 commits")
+    bench_soak.add_argument("--symbols", type=int, default=2_000)
+    bench_soak.add_argument("--commits", type=int, default=10_000)
+    bench_soak.add_argument("--batch", type=int, default=1_000, help="trades per commit (one commit stands for 30 s)")
+    bench_soak.add_argument("--seed", type=int, default=7)
+    bench_soak.add_argument("--out", type=Path, default=Path(".k2/bench/soak"), help="where soak.csv and soak.png go")
+    bench_soak.set_defaults(run=_bench)
     return root
 
 

@@ -25,7 +25,7 @@ from k2_pipelines.cli.stream import replay_into_kafka
 from k2_pipelines.lib.asx.layouts import TRADES
 from k2_pipelines.lib.asx.load import load_market_days
 from k2_pipelines.lib.asx.sample import DEFAULT_START, trading_days
-from k2_pipelines.lib.atomic_commit import commit_atomically
+from k2_pipelines.lib.atomic_commit import commit_atomically, new_transaction
 from k2_pipelines.lib.avro_codec import AvroDecoder
 from k2_pipelines.lib.binance.producer import Topics
 from k2_pipelines.lib.catalog import load_catalog_at
@@ -236,7 +236,7 @@ def generated_trades(rng: np.random.Generator, rows: int, start: datetime, secon
 
 def append_micro_batch(catalog, identifier: str, rows: pa.Table, properties: dict[str, str]) -> None:
     """Append `rows` as a drain commits a batch: its own files, a fast append, a compare-and-set commit."""
-    transaction = catalog.load_table(identifier).transaction()
+    transaction = new_transaction(catalog.load_table(identifier))
     append_files(transaction, write_rows(catalog, identifier, rows), properties)
     commit_atomically(catalog, [transaction])
 

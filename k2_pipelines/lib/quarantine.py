@@ -15,18 +15,17 @@ import time
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from functools import reduce
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.expressions import AlwaysTrue, And, EqualTo, In, Or
+from pyiceberg.expressions import AlwaysTrue, And, EqualTo, In
 from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table
 
-from k2_pipelines.lib.atomic_commit import commit_atomically
+from k2_pipelines.lib.atomic_commit import commit_atomically, new_transaction
 from k2_pipelines.lib.drain.checkpoint import (
     RUN_ID,
     Checkpoint,
@@ -37,7 +36,7 @@ from k2_pipelines.lib.drain.checkpoint import (
     symbol_state,
 )
 from k2_pipelines.lib.drain.drain import DrainTarget
-from k2_pipelines.lib.drain.replays import id_numbers, repeats
+from k2_pipelines.lib.drain.replays import any_of, id_numbers, repeats
 from k2_pipelines.lib.drain.sequences import record_keys
 from k2_pipelines.lib.replace import COMMIT_ATTEMPTS, append_files, wait_after_lost_race, write_rows
 from k2_pipelines.lib.run_rows import run_data_files
@@ -114,9 +113,9 @@ def _plan(table: Table, target: DrainTarget, run_files: list[DataFile], added_by
 def _id_filter(rows: pa.Table, id_column: str):
     """Exactly these rows: per exchange and symbol, their ids (ids are unique per symbol, not overall)."""
     groups = rows.group_by(["exchange", "symbol"]).aggregate([(id_column, "list")])
-    return reduce(Or, [And(And(EqualTo("exchange", g["exchange"]), EqualTo("symbol", g["symbol"])),
-                           In(id_column, set(g[f"{id_column}_list"])))
-                       for g in groups.to_pylist()])
+    return any_of([And(And(EqualTo("exchange", g["exchange"]), EqualTo("symbol", g["symbol"])),
+                       In(id_column, set(g[f"{id_column}_list"])))
+                   for g in groups.to_pylist()])
 
 
 def _json_value(value):
@@ -186,14 +185,14 @@ def quarantine_run(catalog: Catalog, target: DrainTarget, source_run_id: str, re
         state = symbol_state(catalog, target.topic, cp)
         after = next_checkpoint(target.topic, cp.offsets, quarantine_run_id, cp, state, state.sequences, state.ceilings)
         properties = after.properties | {SOURCE_RUN_ID: source_run_id}
-        main_transaction = main.transaction()
+        main_transaction = new_transaction(main)
         if plan.live_files:
             with main_transaction.update_snapshot(snapshot_properties=properties).overwrite() as overwrite:
                 for data_file in plan.live_files:
                     overwrite.delete_data_file(data_file)
         if plan.merged.num_rows:
             main_transaction.delete(_id_filter(plan.merged, target.id_column), snapshot_properties=properties)
-        quarantine_transaction = quarantine.transaction()
+        quarantine_transaction = new_transaction(quarantine)
         append_files(quarantine_transaction, files, {RUN_ID: quarantine_run_id, SOURCE_RUN_ID: source_run_id})
         # only a checkpoint of the old form has state to write: it moves to the state table
         state_changes = state_transaction(catalog, target.topic, after, state_files(catalog, after), quarantine_run_id)

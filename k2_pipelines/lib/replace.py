@@ -18,7 +18,7 @@ from pyiceberg.expressions import BooleanExpression
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Transaction
 
-from k2_pipelines.lib.atomic_commit import commit_atomically
+from k2_pipelines.lib.atomic_commit import commit_atomically, new_transaction
 from k2_pipelines.lib.partitioned_write import write_data_files
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def replace_atomically(catalog: Catalog, replacements: list[Replacement], snapsh
         before = {name: _snapshot_id(table) for name, table in tables.items()}
         transactions = []
         for r in replacements:
-            transaction = tables[r.table].transaction()
+            transaction = new_transaction(tables[r.table])
             with warnings.catch_warnings():  # a first load replaces nothing, which is fine
                 warnings.filterwarnings("ignore", "Delete operation did not match any records")
                 transaction.delete(delete_filter=r.row_filter, snapshot_properties=snapshot_properties)

@@ -16,6 +16,10 @@ from k2_pipelines.lib.tables import QUOTES, TRADES
 from k2_pipelines.lib.upkeep.compaction import most_small_files_in_a_partition
 
 SMALL_FILES_TRIGGER = 16  # 8 minutes of drains under lag; one symbol's day still reads in 50 ms (README, Performance)
+# what this sensor's compactions pack files to. A file near the nightly target (128 MB) takes most of a day of drains,
+# so at that target each run would rewrite the day's earlier output again (a cost growing all day); at this one a run
+# rewrites at most this much, and the nightly compaction packs the day's files into large ones
+SENSOR_TARGET_FILE_MB = 8
 _WATCHED = (TRADES, QUOTES)
 _IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
               dg.DagsterRunStatus.STARTED]
@@ -23,7 +27,8 @@ _IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Da
 
 def _most_small_files(table) -> int:
     snapshot = table.current_snapshot()
-    return most_small_files_in_a_partition(live_data_files(table, snapshot.snapshot_id)) if snapshot else 0
+    return most_small_files_in_a_partition(live_data_files(table, snapshot.snapshot_id),
+                                           SENSOR_TARGET_FILE_MB * 2**20) if snapshot else 0
 
 
 @dg.sensor(job=compact_tables, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING,
@@ -45,5 +50,6 @@ def small_files_sensor(context: dg.SensorEvaluationContext, iceberg: IcebergCata
     # one request per state of the tables: a tick that sees the same snapshots asks for nothing new
     snapshots = ",".join(f"{name}@{tables[name].current_snapshot().snapshot_id}" for name in sorted(piled))
     return dg.RunRequest(run_key=f"small-files:{snapshots}",
-                         run_config={"ops": {"compact": {"config": {"tables": sorted(piled)}}}},
+                         run_config={"ops": {"compact": {"config": {"tables": sorted(piled),
+                                                                    "target_file_mb": SENSOR_TARGET_FILE_MB}}}},
                          tags={"k2/trigger": "small_files"})

@@ -35,7 +35,7 @@ def _set_price(frame: str, price: str) -> str:
     return json.dumps(message, separators=(",", ":"))
 
 
-def _trade(symbol: str, trade_id: int, price: float, quantity: float, time_ms: int, buyer_is_maker: bool) -> dict:
+def trade_frame(symbol: str, trade_id: int, price: float, quantity: float, time_ms: int, buyer_is_maker: bool) -> dict:
     return {"stream": f"{symbol.lower()}@trade", "data": {
         "e": "trade", "E": time_ms + 1, "s": symbol, "t": trade_id, "p": f"{price:.8f}", "q": f"{quantity:.8f}",
         "T": time_ms, "m": buyer_is_maker, "M": True}}
@@ -76,8 +76,8 @@ def generate_session(out: Path, symbols: list[str], frames: int, seed: int, faul
                 trade_ids[symbol] += 1 + skipped
                 counts["gaps"] += skipped > 0
                 counts["gap_ids"] += skipped
-                message = _trade(symbol, trade_ids[symbol], price, float(rng.lognormal(-3, 1.5)), clock_ms,
-                                 bool(rng.random() < 0.5))
+                message = trade_frame(symbol, trade_ids[symbol], price, float(rng.lognormal(-3, 1.5)), clock_ms,
+                                      bool(rng.random() < 0.5))
                 counts["trades"] += 1
             else:
                 update_ids[symbol] += int(rng.integers(1, 4))

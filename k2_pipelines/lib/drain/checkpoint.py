@@ -24,6 +24,7 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table.snapshots import ancestors_of
 
+from k2_pipelines.lib.atomic_commit import new_transaction
 from k2_pipelines.lib.drain.sequences import first_occurrences
 from k2_pipelines.lib.replace import append_files, write_rows
 from k2_pipelines.lib.tables import DRAIN_STATE
@@ -143,7 +144,7 @@ def state_transaction(catalog: Catalog, topic: str, after: NextCheckpoint, data_
     """The state table's part of a commit (None if the state did not change): load it after the drained table."""
     if not data_files:
         return None
-    transaction = catalog.load_table(DRAIN_STATE.identifier).transaction()
+    transaction = new_transaction(catalog.load_table(DRAIN_STATE.identifier))
     if after.rewrite:
         with warnings.catch_warnings():  # state of the old form replaces nothing in the table
             warnings.filterwarnings("ignore", "Delete operation did not match any records")

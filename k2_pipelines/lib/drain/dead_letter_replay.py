@@ -25,7 +25,7 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import And, EqualTo, In, Or
 from pyiceberg.table import Table
 
-from k2_pipelines.lib.atomic_commit import commit_atomically
+from k2_pipelines.lib.atomic_commit import commit_atomically, new_transaction
 from k2_pipelines.lib.drain.checkpoint import (
     RUN_ID,
     Checkpoint,
@@ -125,10 +125,10 @@ def replay_dead_letters(catalog: Catalog, target: DrainTarget, registry, run_id:
         if dry_run or not plan.resolved.num_rows:
             break
         result.commit_attempts = attempt
-        transactions = [dead_letters.transaction()]
+        transactions = [new_transaction(dead_letters)]
         transactions[0].delete(delete_filter=_among(plan.resolved, target.topic), snapshot_properties={RUN_ID: run_id})
         if plan.rows.num_rows:
-            transactions.append(main.transaction())
+            transactions.append(new_transaction(main))
             after = next_checkpoint(target.topic, plan.checkpoint.offsets, run_id, plan.checkpoint, plan.state,
                                     plan.state.sequences, ceilings_after(plan.rows, plan.numbers, plan.state.ceilings))
             append_files(transactions[1], write_rows(catalog, target.table.identifier, plan.rows), after.properties)

@@ -26,7 +26,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.manifest import DataFile
 
-from k2_pipelines.lib.atomic_commit import commit_atomically
+from k2_pipelines.lib.atomic_commit import commit_atomically, new_transaction
 from k2_pipelines.lib.drain.checkpoint import (
     RUN_ID,
     Checkpoint,
@@ -170,7 +170,7 @@ def _commit(catalog: Catalog, target: DrainTarget, checkpoint: Checkpoint, files
         for identifier, table in tables.items():
             if identifier != target.table.identifier and not files[identifier]:
                 continue
-            transaction = table.transaction()
+            transaction = new_transaction(table)
             append_files(transaction, files[identifier], after.properties if identifier == target.table.identifier
                          else {RUN_ID: result.run_id})
             transactions.append(transaction)

@@ -18,7 +18,7 @@ from functools import reduce
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThanOrEqual, Or
+from pyiceberg.expressions import And, BooleanExpression, EqualTo, GreaterThanOrEqual, LessThanOrEqual, Or
 from pyiceberg.table import Table
 
 from k2_pipelines.lib.avro_arrow import join
@@ -68,10 +68,19 @@ def ceilings_after(rows: pa.Table, numbers: np.ndarray, ceilings: Ceilings) -> C
     return after
 
 
+def any_of(expressions: list[BooleanExpression]) -> BooleanExpression:
+    """Or of all `expressions` as a balanced tree: PyIceberg's visitors recurse, and a chain of one per symbol (a
+    batch over thousands of symbols) would pass Python's recursion limit."""
+    while len(expressions) > 1:
+        expressions = [Or(*expressions[i:i + 2]) if i + 1 < len(expressions) else expressions[i]
+                       for i in range(0, len(expressions), 2)]
+    return expressions[0]
+
+
 def _id_ranges(rows: pa.Table, id_column: str, by: tuple[str, ...]):
     """A filter for the rows whose key could be among `rows`': per value of the `by` columns, ids between theirs."""
     spans = rows.group_by(list(by)).aggregate([(id_column, "min"), (id_column, "max")])
-    return reduce(Or, [And(reduce(And, [EqualTo(column, span[column]) for column in by]),
+    return any_of([And(reduce(And, [EqualTo(column, span[column]) for column in by]),
                            And(GreaterThanOrEqual(id_column, span[f"{id_column}_min"]),
                                LessThanOrEqual(id_column, span[f"{id_column}_max"])))
                        for span in spans.to_pylist()])

@@ -30,7 +30,7 @@ from pyiceberg.table.sorting import NullOrder, SortDirection
 from pyiceberg.typedef import Record
 from pyiceberg.utils.bin_packing import PackingIterator
 
-from k2_pipelines.lib.atomic_commit import commit_atomically
+from k2_pipelines.lib.atomic_commit import commit_atomically, new_transaction
 from k2_pipelines.lib.partitioned_write import write_data_files
 from k2_pipelines.lib.replace import COMMIT_ATTEMPTS, wait_after_lost_race
 
@@ -89,9 +89,9 @@ def is_small(data_file: DataFile, target_file_bytes: int = TARGET_FILE_BYTES) ->
     return data_file.file_size_in_bytes < SMALL_FILE_RATIO * target_file_bytes
 
 
-def most_small_files_in_a_partition(data_files: Iterable[DataFile]) -> int:
+def most_small_files_in_a_partition(data_files: Iterable[DataFile], target_file_bytes: int = TARGET_FILE_BYTES) -> int:
     """The largest count of small files in one partition: what a query of that partition opens, file by file."""
-    counts = Counter((f.spec_id, f.partition) for f in data_files if is_small(f))
+    counts = Counter((f.spec_id, f.partition) for f in data_files if is_small(f, target_file_bytes))
     return max(counts.values(), default=0)
 
 
@@ -187,7 +187,7 @@ def _commit(catalog: Catalog, identifier: str, rewrites: list[Rewrite]) -> _Comm
         rewrites = [r for r in rewrites if intact[id(r)]]
         if not rewrites:
             return _Committed([], table, None, attempt)
-        transaction = table.transaction()
+        transaction = new_transaction(table)
         with transaction.update_snapshot(snapshot_properties={OPERATION: "compact"}).overwrite() as overwrite:
             for rewrite in rewrites:
                 for task in rewrite.bin.inputs:

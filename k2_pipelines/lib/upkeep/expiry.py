@@ -20,14 +20,14 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot, ancestors_of
 from pyiceberg.table.update.snapshot import ExpireSnapshots
 
-from k2_pipelines.lib.atomic_commit import commit_atomically
+from k2_pipelines.lib.atomic_commit import commit_atomically, new_transaction
 from k2_pipelines.lib.drain.checkpoint import OFFSETS_PREFIX, stored_checkpoint
 from k2_pipelines.lib.replace import COMMIT_ATTEMPTS, wait_after_lost_race
 from k2_pipelines.lib.upkeep.table_files import TableFiles, cutoff_ms
 
 log = logging.getLogger(__name__)
 # the retention of DRAINED_TABLES: each snapshot stays in every metadata json the table writes (~1 KB each)
-DRAINED_RETENTION_HOURS = 3.0
+DRAINED_RETENTION_HOURS = 2.0
 
 
 @dataclass
@@ -88,7 +88,7 @@ def expire_snapshots(catalog: Catalog, identifier: str, older_than: datetime, dr
         # not table.maintenance.expire_snapshots(): it commits with no requirement, and PyIceberg's retries would
         # apply the removal to whatever the table has become; the same builder on our own transaction is committed
         # as a compare-and-set on the metadata it was planned from
-        transaction = table.transaction()
+        transaction = new_transaction(table)
         if expired:
             expire = ExpireSnapshots(transaction)
             # not by_ids: it checks each id against a fresh copy of the whole metadata, quadratic in snapshots (about
