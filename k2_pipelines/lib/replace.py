@@ -19,6 +19,7 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.table import Transaction
 
 from k2_pipelines.lib.atomic_commit import commit_atomically, new_transaction
+from k2_pipelines.lib.catalog import load_table
 from k2_pipelines.lib.partitioned_write import write_data_files
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def conform(rows: pa.Table, schema: pa.Schema) -> pa.Table:
 
 def write_rows(catalog: Catalog, identifier: str, rows: pa.Table, file_groups: pa.Array | None = None) -> list[DataFile]:
     """Write `rows` as data files of the table, not yet committed (see write_data_files for file_groups)."""
-    table = catalog.load_table(identifier)
+    table = load_table(catalog, identifier)
     return write_data_files(table.metadata, table.io, conform(rows, table.schema().as_arrow()), uuid.uuid4(), file_groups)
 
 
@@ -82,7 +83,7 @@ def wait_after_lost_race(attempt: int, conflict: CommitFailedException, next_ste
 def replace_atomically(catalog: Catalog, replacements: list[Replacement], snapshot_properties: dict[str, str]) -> CommitOutcome:
     """Commit every replacement in one catalog transaction: each slice is deleted and its new files added."""
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
-        tables = {r.table: catalog.load_table(r.table) for r in replacements}
+        tables = {r.table: load_table(catalog, r.table) for r in replacements}
         before = {name: _snapshot_id(table) for name, table in tables.items()}
         transactions = []
         for r in replacements:

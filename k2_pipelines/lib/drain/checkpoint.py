@@ -17,16 +17,20 @@ import warnings
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
-from pyiceberg.expressions import And, EqualTo, LessThanOrEqual
+from pyiceberg.expressions import AlwaysTrue, EqualTo
 from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.manifest import DataFile
-from pyiceberg.table import Table, Transaction
+from pyiceberg.table import FileScanTask, Table, Transaction
 from pyiceberg.table.snapshots import ancestors_of
 
 from k2_pipelines.lib.atomic_commit import new_transaction
+from k2_pipelines.lib.bounded_cache import BoundedCache
+from k2_pipelines.lib.catalog import load_table
 from k2_pipelines.lib.drain.sequences import first_occurrences
 from k2_pipelines.lib.replace import append_files, write_rows
+from k2_pipelines.lib.snapshot_files import selected_data_files
 from k2_pipelines.lib.tables import DRAIN_STATE
 
 OFFSETS_PREFIX = "k2.drain.offsets."  # + topic
@@ -35,6 +39,7 @@ _LEGACY_SEQUENCES = "k2.drain.sequences."  # + topic: the whole state as JSON, b
 _LEGACY_CEILINGS = "k2.drain.id-ceilings."
 RUN_ID = "k2.drain.run-id"
 MAX_STATE_FILES = 16
+_state_files: BoundedCache[pa.Table] = BoundedCache(4 * MAX_STATE_FILES)  # a few topics' worth
 
 Sequences = dict[str, tuple[int, int]]  # symbol -> (highest sequence, its event time in us)
 Ceilings = dict[str, int]  # symbol -> highest id number committed
@@ -73,12 +78,20 @@ def stored_checkpoint(table: Table, topic: str) -> Checkpoint:
 
 
 def _latest_rows(state_table: Table, topic: str, number: int) -> tuple[pa.Table, int]:
-    """Each symbol's row with the highest checkpoint number at or below `number`, and how many files held them."""
-    row_filter = And(EqualTo("topic", topic), LessThanOrEqual("checkpoint", number))
-    tasks = list(state_table.scan(row_filter=row_filter).plan_files())
-    rows = ArrowScan(state_table.metadata, state_table.io, state_table.schema(), row_filter).to_table(tasks) \
-        .sort_by([("checkpoint", "descending")])
-    return rows.filter(pa.array(first_occurrences(rows.column("symbol").combine_chunks()))), len(tasks)
+    """Each symbol's row with the highest checkpoint number at or below `number`, and how many files held them.
+    A state file never changes, so a process reads each one once (a drain loop reads only the files added since)."""
+    snapshot = state_table.current_snapshot()
+    files = selected_data_files(state_table, snapshot.snapshot_id, EqualTo("topic", topic)) if snapshot else []
+    if files is None:  # delete files (another engine's): PyIceberg's scan applies them
+        rows = state_table.scan(row_filter=EqualTo("topic", topic)).to_arrow()
+        files = list(state_table.scan(row_filter=EqualTo("topic", topic)).plan_files())
+    else:
+        scan = ArrowScan(state_table.metadata, state_table.io, state_table.schema(), AlwaysTrue())
+        parts = [_state_files.get_or_make(f.file_path, lambda f=f: scan.to_table([FileScanTask(f)])) for f in files]
+        rows = pa.concat_tables(parts) if parts else state_table.schema().as_arrow().empty_table()
+    rows = rows.filter(pc.and_(pc.equal(rows.column("topic"), topic), pc.less_equal(rows.column("checkpoint"), number)))
+    rows = rows.sort_by([("checkpoint", "descending")])
+    return rows.filter(pa.array(first_occurrences(rows.column("symbol").combine_chunks()))), len(files)
 
 
 def symbol_state(catalog: Catalog, topic: str, checkpoint: Checkpoint) -> SymbolState:
@@ -87,7 +100,7 @@ def symbol_state(catalog: Catalog, topic: str, checkpoint: Checkpoint) -> Symbol
         return checkpoint.legacy_state
     if not checkpoint.number:
         return SymbolState()
-    rows, files = _latest_rows(catalog.load_table(DRAIN_STATE.identifier), topic, checkpoint.number)
+    rows, files = _latest_rows(load_table(catalog, DRAIN_STATE.identifier), topic, checkpoint.number)
     symbols, sequence = rows.column("symbol").to_pylist(), rows.column("sequence").to_pylist()
     times = rows.column("sequence_time").cast(pa.int64()).to_pylist()
     sequences = {s: (n, t) for s, n, t in zip(symbols, sequence, times) if n is not None}
@@ -144,7 +157,7 @@ def state_transaction(catalog: Catalog, topic: str, after: NextCheckpoint, data_
     """The state table's part of a commit (None if the state did not change): load it after the drained table."""
     if not data_files:
         return None
-    transaction = new_transaction(catalog.load_table(DRAIN_STATE.identifier))
+    transaction = new_transaction(load_table(catalog, DRAIN_STATE.identifier))
     if after.rewrite:
         with warnings.catch_warnings():  # state of the old form replaces nothing in the table
             warnings.filterwarnings("ignore", "Delete operation did not match any records")

@@ -27,6 +27,7 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.manifest import DataFile
 
 from k2_pipelines.lib.atomic_commit import commit_atomically, new_transaction
+from k2_pipelines.lib.catalog import load_table
 from k2_pipelines.lib.drain.checkpoint import (
     RUN_ID,
     Checkpoint,
@@ -161,7 +162,7 @@ def _commit(catalog: Catalog, target: DrainTarget, checkpoint: Checkpoint, files
     table the symbols' state it numbers."""
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         result.commit_attempts = attempt
-        tables = {identifier: catalog.load_table(identifier) for identifier in files}
+        tables = {identifier: load_table(catalog, identifier) for identifier in files}
         main = tables[target.table.identifier]
         if stored_checkpoint(main, target.topic).offsets != checkpoint.offsets:
             raise DrainAbandoned(f"{target.table.identifier} already holds offsets past {checkpoint.offsets} of "
@@ -193,7 +194,7 @@ def drain_once(catalog: Catalog, reader: TopicReader, target: DrainTarget, regis
     limits = limits or Limits()
     run_id = run_id or uuid.uuid4().hex
     result = DrainResult(target.topic, target.table.identifier, run_id)
-    main = catalog.load_table(target.table.identifier)
+    main = load_table(catalog, target.table.identifier)
     checkpoint = stored_checkpoint(main, target.topic)
     state = symbol_state(catalog, target.topic, checkpoint)
     result.snapshot_before = main.current_snapshot().snapshot_id if main.current_snapshot() else None
@@ -211,7 +212,7 @@ def drain_once(catalog: Catalog, reader: TopicReader, target: DrainTarget, regis
     keys, numbers = record_keys(rows, target.id_column), id_numbers(rows, target.id_column)
     first = first_occurrences(keys)
     committed = repeats(main, rows, keys, numbers, target.id_column, state.ceilings)
-    held = quarantined(catalog.load_table(QUARANTINE.identifier), target.table.identifier, rows, numbers,
+    held = quarantined(load_table(catalog, QUARANTINE.identifier), target.table.identifier, rows, numbers,
                        target.id_column, state.ceilings)
     result.duplicates_in_batch = int((~first).sum())
     result.duplicates_committed = int((first & committed).sum())
