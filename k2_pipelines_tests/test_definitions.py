@@ -49,8 +49,8 @@ def test_every_runbook_and_upkeep_job_has_its_sensor_or_schedule():
 def test_the_drain_cadence_is_set_by_the_environment(monkeypatch):
     monkeypatch.setenv("K2_DRAIN_INTERVAL_SECONDS", "120")
     try:
-        assert importlib.reload(binance_sensors).binance_lag_sensor.minimum_interval_seconds == 120
+        assert importlib.reload(binance_sensors).DRAIN_INTERVAL_SECONDS == 120
     finally:
         monkeypatch.delenv("K2_DRAIN_INTERVAL_SECONDS")
         importlib.reload(binance_sensors)
-    assert binance_sensors.binance_lag_sensor.minimum_interval_seconds == 30
+    assert binance_sensors.DRAIN_INTERVAL_SECONDS == 300

@@ -1,7 +1,10 @@
 """The drain assets, jobs and lag sensor in Dagster."""
 
+import re
+
 import dagster as dg
 
+from k2_pipelines.defs.binance import sensors as binance_sensors
 from k2_pipelines.defs.binance.assets import binance_quotes, binance_trades
 from k2_pipelines.defs.binance.resources import BinanceKafkaResource
 from k2_pipelines.defs.binance.schedules import drain_schedules
@@ -15,8 +18,8 @@ from k2_pipelines_tests.conftest import free_port
 from k2_pipelines_tests.kafka_helpers import unique_topics
 
 
-def test_the_sensor_launches_a_drain_per_lagging_table_and_materializations_report_it(kafka_broker, catalog,
-                                                                                       tmp_path):
+def test_the_sensor_launches_drains_by_the_batch_policy_and_materializations_report_it(kafka_broker, catalog,
+                                                                                        tmp_path, monkeypatch):
     session = tmp_path / "session.jsonl"
     counts = generate_session(session, ["BTCUSDT", "ETHUSDT"], 3_000, seed=2, faults={"malformed"})
     topics = unique_topics()
@@ -43,8 +46,16 @@ def test_the_sensor_launches_a_drain_per_lagging_table_and_materializations_repo
         assert set(trades["offsets"].value) == {"0", "1", "2"} and trades["snapshot_after"].value != "None"
         assert "BTCUSDT" in trades["rows_by_symbol"].value
 
+        # the batch policy: trades lag, but less than a full batch, and were drained just now
+        waiting = binance_lag_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        assert re.search(r"lag \d+, drained \d+ s ago \(every 300 s", waiting.skip_message)
+        monkeypatch.setattr(binance_sensors, "FULL_BATCH_MESSAGES", counts["trades"] - 1_000)  # a full batch waits
+        full = binance_lag_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        assert [r.job_name for r in full.run_requests] == ["drain_binance_trades"]  # quotes caught up
+        monkeypatch.setattr(binance_sensors, "FULL_BATCH_MESSAGES", counts["trades"])
+        monkeypatch.setattr(binance_sensors, "DRAIN_INTERVAL_SECONDS", 0)  # the newest drain is old enough
         later = binance_lag_sensor(dg.build_sensor_context(instance=instance, resources=resources))
-        assert [r.job_name for r in later.run_requests] == ["drain_binance_trades"]  # quotes caught up
+        assert [r.job_name for r in later.run_requests] == ["drain_binance_trades"]
         assert later.run_requests[0].run_key != next(r.run_key for r in tick.run_requests
                                                      if r.job_name == "drain_binance_trades")
 

@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from confluent_kafka import KafkaException
 
@@ -17,6 +18,7 @@ class Lag:
     messages: int | None  # None: the topic's offsets could not be read
     stored: dict[int, int]  # the offsets stored in Iceberg
     note: str
+    drained_at: datetime | None = None  # when the snapshot holding them was committed (None: never drained)
 
     @property
     def run_key(self) -> str:
@@ -31,9 +33,14 @@ def lag(stored: dict[int, int], marks: dict[int, tuple[int, int]]) -> int:
 def table_lag(table: str, iceberg: IcebergCatalogResource, binance_kafka: BinanceKafkaResource) -> Lag:
     target = binance_kafka.target(table)
     try:
-        stored = stored_checkpoint(iceberg.catalog().load_table(target.table.identifier), target.topic).offsets
+        drained = iceberg.catalog().load_table(target.table.identifier)
+        checkpoint = stored_checkpoint(drained, target.topic)
     except UNREACHABLE as error:  # the storage health sensor opens the incident
         return Lag(table, None, {}, f"cannot read the offsets stored in {target.table.identifier}: {error}")
+    stored, drained_at = checkpoint.offsets, None
+    if checkpoint.snapshot_id is not None:
+        drained_at = datetime.fromtimestamp(drained.snapshot_by_id(checkpoint.snapshot_id).timestamp_ms / 1000,
+                                            timezone.utc)
     reader = binance_kafka.reader(target)
     try:
         behind = lag(stored, reader.watermarks())
@@ -41,4 +48,4 @@ def table_lag(table: str, iceberg: IcebergCatalogResource, binance_kafka: Binanc
         return Lag(table, None, stored, f"cannot read the offsets of {target.topic}: {error}")
     finally:
         reader.close()
-    return Lag(table, behind, stored, f"{target.topic}: lag {behind}")
+    return Lag(table, behind, stored, f"{target.topic}: lag {behind}", drained_at)
