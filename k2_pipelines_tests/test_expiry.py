@@ -3,9 +3,11 @@
 import os
 import threading
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 from urllib.parse import urlparse
 
 import pyarrow as pa
+import pyiceberg.table.snapshots
 from pyiceberg.expressions import EqualTo
 from pyiceberg.table.snapshots import ancestors_of
 
@@ -151,3 +153,24 @@ def test_snapshots_of_a_run_an_open_incident_names_are_kept_until_it_is_resolved
     gone = expire_snapshots(catalog, REJECTS.identifier, datetime.now(timezone.utc) + LATER,
                             kept_runs=runs_named_by_open_incidents(catalog))
     assert theirs in gone.snapshots_expired
+
+
+def test_a_table_kept_in_hours_keeps_each_days_newest_snapshot_for_days(catalog, monkeypatch):
+    now = datetime.now(timezone.utc)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    days_ago = [midnight - timedelta(days=3) + timedelta(hours=10), midnight - timedelta(days=3) + timedelta(hours=11),
+                midnight - timedelta(days=2) + timedelta(hours=10)]
+    ids = []
+    for n, at in enumerate(days_ago):  # snapshots stamped days ago, as a week of drains leaves them
+        monkeypatch.setattr(pyiceberg.table.snapshots, "time", SimpleNamespace(time=at.timestamp))
+        ids.append(_append(catalog, _rows(f"r{n}", 0, 2), _checkpoint("t", n)))
+    monkeypatch.undo()
+    current = _append(catalog, _rows("now", 0, 2), _checkpoint("t", 9))
+
+    week = expire_snapshots(catalog, REJECTS.identifier, now - timedelta(hours=2), days_ends_after=now - timedelta(days=7))
+    assert week.snapshots_expired == [ids[0]]  # each earlier day's newest stays
+    assert catalog.load_table(REJECTS.identifier).scan(snapshot_id=ids[1]).to_arrow().num_rows == 4
+    two_days = expire_snapshots(catalog, REJECTS.identifier, now - timedelta(hours=2),
+                                days_ends_after=now - timedelta(days=2, hours=12))
+    assert two_days.snapshots_expired == [ids[1]]
+    assert {s.snapshot_id for s in catalog.load_table(REJECTS.identifier).snapshots()} == {ids[2], current}

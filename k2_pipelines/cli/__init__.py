@@ -151,7 +151,7 @@ def _upkeep(args) -> int:
     if args.action == "compact":
         config["target_file_mb"] = args.target_file_mb
     elif args.action == "expire":
-        config["older_than_days"] = args.older_than_days
+        config |= {"older_than_days": args.older_than_days, "drained_older_than_hours": args.drained_older_than_hours}
     else:
         config["older_than_hours"] = args.older_than_hours
     return run_upkeep(args.action, config)
@@ -304,6 +304,9 @@ def parser() -> argparse.ArgumentParser:
         job.set_defaults(run=_upkeep)
     upkeep.choices["compact"].add_argument("--target-file-mb", type=int, default=128)
     upkeep.choices["expire"].add_argument("--older-than-days", type=float, default=7.0)
+    upkeep.choices["expire"].add_argument("--drained-older-than-hours", type=float, default=2.0,
+                                          help="for the tables every drain writes (they keep each day's newest "
+                                               "snapshot for --older-than-days)")
     upkeep.choices["orphans"].add_argument("--older-than-hours", type=float, default=72.0,
                                            help="the safety age (never under one hour)")
     prune = upkeep.add_parser("prune-runs", help="delete old finished drain and upkeep runs from the Dagster instance, "

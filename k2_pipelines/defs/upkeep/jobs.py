@@ -87,11 +87,10 @@ def compact(context: dg.OpExecutionContext, config: CompactConfig, iceberg: Iceb
 @dg.op
 def expire(context: dg.OpExecutionContext, config: ExpireConfig, iceberg: IcebergCatalogResource) -> dg.Output:
     catalog, now = iceberg.catalog(), datetime.now(timezone.utc)
-    kept_runs = runs_named_by_open_incidents(catalog)
-    results = [expire_snapshots(catalog, identifier, now - (timedelta(hours=config.drained_older_than_hours)
-                                                            if identifier in DRAINED else
-                                                            timedelta(days=config.older_than_days)),
-                                config.dry_run, kept_runs)
+    kept_runs, days = runs_named_by_open_incidents(catalog), now - timedelta(days=config.older_than_days)
+    results = [expire_snapshots(catalog, identifier, now - timedelta(hours=config.drained_older_than_hours),
+                                config.dry_run, kept_runs, days_ends_after=days) if identifier in DRAINED
+               else expire_snapshots(catalog, identifier, days, config.dry_run, kept_runs)
                for identifier in _identifiers(config)]
     return dg.Output(None, metadata=_report(context, results, _SIZES) | {
         "snapshots_expired": sum(len(r.snapshots_expired) for r in results),
@@ -139,9 +138,9 @@ compact_tables = _upkeep_job(
     "compact_tables", compact, "Bin-pack small data files per partition into files near the target size, rows "
                                "sorted by the table's sort order; same rows before and after (count and checksum)")
 expire_snapshots_job = _upkeep_job(
-    "expire_snapshots", expire, "Expire snapshots older than N days (N hours for the drained tables), always keeping "
-                                "the drains' stored offsets and what open incidents name, and delete the files only "
-                                "they referenced")
+    "expire_snapshots", expire, "Expire snapshots older than N days (N hours for the drained tables, which keep "
+                                "each day's newest for N days), always keeping the drains' stored offsets and what "
+                                "open incidents name, and delete the files only they referenced")
 remove_orphan_files_job = _upkeep_job(
     "remove_orphan_files", remove_orphans, "Delete files under the tables' locations that no snapshot references and "
                                            "that are older than the safety age and every run in flight")

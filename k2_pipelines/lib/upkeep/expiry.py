@@ -28,6 +28,7 @@ from k2_pipelines.lib.upkeep.table_files import TableFiles, cutoff_ms
 log = logging.getLogger(__name__)
 # the retention of DRAINED_TABLES: each snapshot stays in every metadata json the table writes (~1 KB each)
 DRAINED_RETENTION_HOURS = 2.0
+_DAY_MS = 86_400_000
 
 
 @dataclass
@@ -67,9 +68,21 @@ def _committed_by(snapshot: Snapshot, runs: frozenset[str]) -> bool:
     return any(value in runs for key, value in summary.items() if key.endswith(".run-id"))
 
 
-def _plan(table: Table, cutoff: int, kept_runs: frozenset[str]) -> tuple[list[int], list[int]]:
+def _days_ends(snapshots: list[Snapshot], since: int | None) -> set[int]:
+    """The newest snapshot of each UTC day from `since` (ms) on: time travel to the end of any day stays possible."""
+    newest: dict[int, Snapshot] = {}
+    for snapshot in snapshots:
+        day = snapshot.timestamp_ms // _DAY_MS
+        if since is not None and snapshot.timestamp_ms >= since and (
+                day not in newest or snapshot.timestamp_ms > newest[day].timestamp_ms):
+            newest[day] = snapshot
+    return {s.snapshot_id for s in newest.values()}
+
+
+def _plan(table: Table, cutoff: int, kept_runs: frozenset[str], days_since: int | None) -> tuple[list[int], list[int]]:
     """(snapshots to expire, snapshots as old but kept for drain offsets or for `kept_runs`)."""
     protected = {ref.snapshot_id for ref in table.metadata.refs.values()}  # branch and tag heads: the current one
+    protected |= _days_ends(table.snapshots(), days_since)
     old = [s.snapshot_id for s in table.snapshots() if s.timestamp_ms < cutoff and s.snapshot_id not in protected
            and not _committed_by(s, kept_runs)]
     pinned = kept_for_offsets(table)
@@ -77,14 +90,16 @@ def _plan(table: Table, cutoff: int, kept_runs: frozenset[str]) -> tuple[list[in
 
 
 def expire_snapshots(catalog: Catalog, identifier: str, older_than: datetime, dry_run: bool = False,
-                     kept_runs: frozenset[str] = frozenset()) -> ExpiryResult:
-    """Expire the snapshots older than `older_than` except the current one, those drains resume from and those that
-    runs in `kept_runs` committed; delete the files referenced before and not after. A dry run commits and deletes nothing and reports what would go
+                     kept_runs: frozenset[str] = frozenset(), days_ends_after: datetime | None = None) -> ExpiryResult:
+    """Expire the snapshots older than `older_than` except the current one, those drains resume from, those that
+    runs in `kept_runs` committed and, after `days_ends_after`, the newest snapshot of each UTC day (a table kept
+    in hours keeps a week of daily time travel for a few snapshots); delete the files referenced before and not
+    after. A dry run commits and deletes nothing and reports what would go
     (its files_after leaves out the metadata json the commit would write)."""
     started, cutoff = time.perf_counter(), cutoff_ms(older_than)
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         table = catalog.load_table(identifier)
-        expired, pinned = _plan(table, cutoff, kept_runs)
+        expired, pinned = _plan(table, cutoff, kept_runs, days_ends_after and cutoff_ms(days_ends_after))
         # not table.maintenance.expire_snapshots(): it commits with no requirement, and PyIceberg's retries would
         # apply the removal to whatever the table has become; the same builder on our own transaction is committed
         # as a compare-and-set on the metadata it was planned from
