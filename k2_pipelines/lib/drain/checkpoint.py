@@ -28,6 +28,8 @@ from pyiceberg.table.snapshots import ancestors_of
 from k2_pipelines.lib.atomic_commit import new_transaction
 from k2_pipelines.lib.bounded_cache import BoundedCache
 from k2_pipelines.lib.catalog import load_table
+from k2_pipelines.lib.drain.replays import Ceilings
+from k2_pipelines.lib.drain.sequences import State as Sequences
 from k2_pipelines.lib.drain.sequences import first_occurrences
 from k2_pipelines.lib.replace import append_files, write_rows
 from k2_pipelines.lib.snapshot_files import selected_data_files
@@ -40,9 +42,6 @@ _LEGACY_CEILINGS = "k2.drain.id-ceilings."
 RUN_ID = "k2.drain.run-id"
 MAX_STATE_FILES = 16
 _state_files: BoundedCache[pa.Table] = BoundedCache(4 * MAX_STATE_FILES)  # a few topics' worth
-
-Sequences = dict[str, tuple[int, int]]  # symbol -> (highest sequence, its event time in us)
-Ceilings = dict[str, int]  # symbol -> highest id number committed
 
 
 @dataclass(frozen=True)
