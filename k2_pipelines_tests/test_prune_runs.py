@@ -6,9 +6,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
+import yaml
 from dagster._core.definitions.run_request import InstigatorType
 from dagster._core.remote_origin import InProcessCodeLocationOrigin, RemoteInstigatorOrigin, RemoteRepositoryOrigin
-from dagster._core.scheduler.instigation import InstigatorState, InstigatorStatus, SensorInstigatorData
+from dagster._core.scheduler.instigation import InstigatorState, InstigatorStatus, SensorInstigatorData, TickStatus
 from dagster._core.test_utils import freeze_time
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
@@ -113,3 +114,17 @@ def test_prune_deletes_old_finished_runs_but_keeps_failures_runs_in_flight_and_w
         assert not any(path.exists() for run in (old, for_resolved_incident, failed_long_ago)
                        for path in _logs(instance, run))
         assert all(path.exists() for path in _logs(instance, recent))
+
+
+def test_tick_retention_is_what_the_instance_reads_in_both_instance_configs(tmp_path):
+    repository = Path(__file__).parents[1]
+    retention = [yaml.safe_load((repository / path).read_text())["retention"]
+                 for path in ("dagster.yaml", "docker/dagster.yaml")]
+    assert retention[0] == retention[1]
+    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump({"retention": retention[0]}))
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:  # what the daemon purges ticks by
+        sensors, schedules = (instance.get_tick_retention_settings(kind)
+                                for kind in (InstigatorType.SENSOR, InstigatorType.SCHEDULE))
+    # a sensor ticks every 30 s: ~2,900 ticks a day each, kept 1 day when skipped, 3 when successful
+    assert (sensors[TickStatus.SKIPPED], sensors[TickStatus.SUCCESS], sensors[TickStatus.FAILURE]) == (1, 3, 14)
+    assert (schedules[TickStatus.SKIPPED], schedules[TickStatus.SUCCESS], schedules[TickStatus.FAILURE]) == (1, 7, 14)
