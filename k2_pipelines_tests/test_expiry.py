@@ -8,12 +8,15 @@ from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyiceberg.table.snapshots
+import pytest
 from pyiceberg.expressions import EqualTo
 from pyiceberg.table.snapshots import ancestors_of
 
 from k2_pipelines.lib.atomic_commit import commit_atomically
 from k2_pipelines.lib.drain.checkpoint import RUN_ID, checkpoint_properties, stored_checkpoint
 from k2_pipelines.lib.incidents import Incident, record_incident, runs_named_by_open_incidents
+from k2_pipelines.lib.query.plan import snapshot_id
+from k2_pipelines.lib.query.validate import QueryError, as_of
 from k2_pipelines.lib.replace import append_files, replace_atomically, replacement, write_rows
 from k2_pipelines.lib.tables import REJECTS
 from k2_pipelines.lib.upkeep.expiry import expire_snapshots
@@ -159,7 +162,7 @@ def test_a_table_kept_in_hours_keeps_each_days_newest_snapshot_for_days(catalog,
     now = datetime.now(timezone.utc)
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     days_ago = [midnight - timedelta(days=3) + timedelta(hours=10), midnight - timedelta(days=3) + timedelta(hours=11),
-                midnight - timedelta(days=2) + timedelta(hours=10)]
+                midnight - timedelta(days=2) + timedelta(hours=9), midnight - timedelta(days=2) + timedelta(hours=10)]
     ids = []
     for n, at in enumerate(days_ago):  # snapshots stamped days ago, as a week of drains leaves them
         monkeypatch.setattr(pyiceberg.table.snapshots, "time", SimpleNamespace(time=at.timestamp))
@@ -168,9 +171,16 @@ def test_a_table_kept_in_hours_keeps_each_days_newest_snapshot_for_days(catalog,
     current = _append(catalog, _rows("now", 0, 2), _checkpoint("t", 9))
 
     week = expire_snapshots(catalog, REJECTS.identifier, now - timedelta(hours=2), days_ends_after=now - timedelta(days=7))
-    assert week.snapshots_expired == [ids[0]]  # each earlier day's newest stays
-    assert catalog.load_table(REJECTS.identifier).scan(snapshot_id=ids[1]).to_arrow().num_rows == 4
+    assert sorted(week.snapshots_expired) == sorted([ids[0], ids[2]])  # each earlier day's newest stays
+    table = catalog.load_table(REJECTS.identifier)
+    assert table.scan(snapshot_id=ids[1]).to_arrow().num_rows == 4
+    # time travel: exact where nothing between was expired, an error where the snapshots of that time are gone
+    assert snapshot_id(table, as_of(days_ago[3] + timedelta(minutes=30))) == ids[3]
+    with pytest.raises(QueryError, match="were expired"):
+        snapshot_id(table, as_of(days_ago[2] + timedelta(minutes=30)))
+    with pytest.raises(QueryError, match="no snapshot yet"):
+        snapshot_id(table, as_of(days_ago[0] + timedelta(minutes=30)))
     two_days = expire_snapshots(catalog, REJECTS.identifier, now - timedelta(hours=2),
                                 days_ends_after=now - timedelta(days=2, hours=12))
     assert two_days.snapshots_expired == [ids[1]]
-    assert {s.snapshot_id for s in catalog.load_table(REJECTS.identifier).snapshots()} == {ids[2], current}
+    assert {s.snapshot_id for s in catalog.load_table(REJECTS.identifier).snapshots()} == {ids[3], current}

@@ -16,12 +16,14 @@ from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.defs.quality.resources import QualityResource
 from k2_pipelines.defs.recovery.quality_sensor import quality_gate_sensor
 from k2_pipelines.defs.recovery.runbooks import quarantine_bad_batch
+from k2_pipelines.defs.upkeep.jobs import expire_snapshots_job
 from k2_pipelines.lib.binance.producer import MarketDataProducer
 from k2_pipelines.lib.binance.recording import replay
 from k2_pipelines.lib.binance.sample import generate_session
+from k2_pipelines.lib.drain.checkpoint import RUN_ID as DRAIN_RUN_ID
 from k2_pipelines.lib.gold.ohlcv import day_trades
 from k2_pipelines.lib.schema_registry import default_registry
-from k2_pipelines.lib.tables import OHLCV_TABLES, QUARANTINE
+from k2_pipelines.lib.tables import OHLCV_TABLES, QUARANTINE, TRADES
 from k2_pipelines_tests.helpers import run_asx_load
 from k2_pipelines_tests.kafka_helpers import unique_topics
 from k2_pipelines_tests.recovery_helpers import resources, tick
@@ -162,6 +164,13 @@ def test_a_drained_batch_that_failed_a_blocking_check_holds_its_day_back_until_q
         assert f"- {day}: Binance batch (" in message and f"written by run {bad.run_id}: failed not_in_future" in message
         assert f"quarantine_bad_batch with table=trades, source_run_id={bad.run_id}" in message
         assert _no_bars(catalog)
+        # expiry of everything it may take keeps the bad batch's snapshot: the gate and the quarantine need it
+        snapshots = len(catalog.load_table(TRADES.identifier).snapshots())
+        assert expire_snapshots_job.execute_in_process(instance=instance, resources=used, run_config={
+            "ops": {"expire": {"config": {"tables": ["trades"], "drained_older_than_hours": 0}}}}).success
+        kept = catalog.load_table(TRADES.identifier).snapshots()
+        assert len(kept) < snapshots and bad.run_id in {s.summary.get(DRAIN_RUN_ID) for s in kept}
+        assert _held_back(_build(instance, day)) == message
 
         [request] = tick(quality_gate_sensor, instance, used, cursor).run_requests
         quarantine = dg.Definitions(jobs=[quarantine_bad_batch], resources=used).resolve_job_def(

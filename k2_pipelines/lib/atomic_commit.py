@@ -50,16 +50,22 @@ def _updated_metadata(base: TableMetadata, updates: tuple[TableUpdate, ...],
 class _Transaction(Transaction):
     """PyIceberg's Transaction builds its table metadata anew each time `table_metadata` is read: dozens of times per
     commit. The result changes only when an update is staged (a new `_updates` tuple), so it is built once per staged
-    change, and without a deep copy."""
+    change, and without a deep copy. PyIceberg's own commit is refused: its retry refreshes the table in place."""
 
+    _built_from: TableMetadata | None = None
     _built_for: tuple | None = None
     _built: TableMetadata
 
     @property
     def table_metadata(self) -> TableMetadata:
-        if self._built_for is not self._updates:
-            self._built, self._built_for = _updated_metadata(self._table.metadata, self._updates), self._updates
+        if self._built_from is not self._table.metadata or self._built_for is not self._updates:
+            self._built = _updated_metadata(self._table.metadata, self._updates)
+            self._built_from, self._built_for = self._table.metadata, self._updates
         return self._built
+
+    def commit_transaction(self) -> Table:
+        raise TypeError("commit K2's transactions with commit_atomically: PyIceberg's retry would refresh the table "
+                        "in place, and K2 caches tables")
 
 
 def _staged(catalog: SqlCatalog, current: Table, transaction: Transaction) -> Table:

@@ -216,3 +216,10 @@ def quarantine_run(catalog: Catalog, target: DrainTarget, source_run_id: str, re
                        f"deleted by {target.id_column} with a row filter")
     result.seconds = time.perf_counter() - started
     return result
+
+
+def quarantined_runs(catalog: Catalog, identifier: str) -> set[str]:
+    """The runs whose rows of table `identifier` a quarantine took out."""
+    held = catalog.load_table(QUARANTINE.identifier).scan(row_filter=EqualTo("table_name", identifier),
+                                                          selected_fields=("source_run_id",)).to_arrow()
+    return set(pc.unique(held.column("source_run_id")).to_pylist())

@@ -18,9 +18,11 @@ from pyiceberg.table import ALWAYS_TRUE, Table
 
 from k2_pipelines.lib.bounded_cache import BoundedCache
 
-MAX_CACHED_MANIFESTS = 50_000  # a manifest per drain: about a year of 15-minute drains of both tables
+# data files listed by the manifests cached: appends merge manifests (lib/tables.py), and each merged one lists
+# again the live files of those it replaces, so the cache is bounded by what they list, not by how many
+MAX_CACHED_DATA_FILES = 200_000
 MAX_CACHED_SNAPSHOTS = 1_000  # each a tuple of references to the manifests above
-_entries: BoundedCache[tuple[DataFile, ...]] = BoundedCache(MAX_CACHED_MANIFESTS)
+_entries: BoundedCache[tuple[DataFile, ...]] = BoundedCache(MAX_CACHED_DATA_FILES, weight=len)
 _manifests: BoundedCache[tuple[ManifestFile, ...]] = BoundedCache(MAX_CACHED_SNAPSHOTS)
 
 

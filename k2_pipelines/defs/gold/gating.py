@@ -16,7 +16,6 @@ in the table, so the gate reads what the checks of the runs that wrote the day's
 import hashlib
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from itertools import islice
 
 import dagster as dg
 import pyarrow as pa
@@ -29,10 +28,10 @@ from k2_pipelines.defs.asx.assets import asx_trades
 from k2_pipelines.defs.asx.checks import asx_trades_quality
 from k2_pipelines.defs.binance.checks import binance_trades_quality
 from k2_pipelines.defs.quality.evaluations import (
-    FAILED,
     blocking_keys,
     blocks,
     evaluation,
+    failed_batches,
     failure_detail,
     history,
     validated_run,
@@ -43,12 +42,10 @@ from k2_pipelines.lib.day_ranges import consecutive_day_ranges
 from k2_pipelines.lib.drain.checkpoint import RUN_ID as DRAIN_RUN_ID
 from k2_pipelines.lib.gold.ohlcv import utc_day_range
 from k2_pipelines.lib.quality.validations import market_loads
-from k2_pipelines.lib.quarantine import SOURCE_RUN_ID
+from k2_pipelines.lib.quarantine import quarantined_runs
 from k2_pipelines.lib.query.plan import plan
 from k2_pipelines.lib.run_rows import rows_written_by_run
 from k2_pipelines.lib.tables import TRADES
-
-FAILURES_READ = 50  # failed evaluations read per blocking check, newest first (as many as the quality gate sensor)
 
 
 @dataclass(frozen=True)
@@ -82,7 +79,7 @@ def held_back(catalog: Catalog, instance: dg.DagsterInstance, days: list[date]) 
     gate = Gate()
     table = catalog.load_table(TRADES.identifier)
     _asx(table, catalog, instance, days, gate)
-    _binance(table, instance, days, gate)
+    _binance(table, catalog, instance, days, gate)
     return gate
 
 
@@ -179,20 +176,12 @@ def _passed_since(instance: dg.DagsterInstance, key: dg.AssetCheckKey, failure_i
     return False
 
 
-def _binance(table: Table, instance: dg.DagsterInstance, days: list[date], gate: Gate) -> None:
-    failures: dict[str, list[tuple[dg.AssetCheckKey, int, str]]] = {}  # drain run -> its newest failure per check
-    for key in blocking_keys(binance_trades_quality):
-        for record in islice(history(instance, key, {FAILED}), FAILURES_READ):
-            found = evaluation(record)
-            if found is None or not blocks(found):
-                continue
-            run_id = validated_run(record, found)
-            if all(k != key for k, _, _ in failures.get(run_id, [])):
-                failures.setdefault(run_id, []).append((key, record.id, failure_detail(key, found)))
+def _binance(table: Table, catalog: Catalog, instance: dg.DagsterInstance, days: list[date], gate: Gate) -> None:
+    failures = failed_batches(instance, blocking_keys(binance_trades_quality))  # drain run -> its failures
     if not failures:
         return
-    # a quarantine's commit names the batch it took out; it keeps the snapshots before, so time travel still shows it
-    quarantined = {s.summary.get(SOURCE_RUN_ID) for s in table.snapshots() if s.summary}
+    # the quarantine table names the batches taken out (snapshots saying so may have expired since)
+    quarantined = quarantined_runs(catalog, TRADES.identifier)
     wanted = set(days)
     for run_id, failed in failures.items():
         if run_id in quarantined:

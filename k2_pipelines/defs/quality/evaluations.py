@@ -3,6 +3,7 @@ and why it failed. Shared by the quality gate sensor (it quarantines bad batches
 back days built from them)."""
 
 from collections.abc import Iterator, Set
+from itertools import islice
 
 import dagster as dg
 from dagster._core.storage.asset_check_execution_record import (
@@ -11,6 +12,7 @@ from dagster._core.storage.asset_check_execution_record import (
 )
 
 FAILED = AssetCheckExecutionRecordStatus.FAILED
+FAILURES_READ = 50  # failed evaluations read per blocking check, newest first (as many as the quality gate sensor)
 _PAGE = 100
 
 
@@ -53,3 +55,19 @@ def blocks(found: dg.AssetCheckEvaluation) -> bool:
 def failure_detail(key: dg.AssetCheckKey, found: dg.AssetCheckEvaluation) -> str:
     failing = found.metadata.get("failing")
     return f"{key.name}: {failing.value if failing else '?'} failing rows ({found.description})"
+
+
+def failed_batches(instance: dg.DagsterInstance,
+                   keys: list[dg.AssetCheckKey]) -> dict[str, list[tuple[dg.AssetCheckKey, int, str]]]:
+    """Per judged run, the newest blocking failure of each of `keys` among the newest FAILURES_READ of each:
+    (check, evaluation record id, detail)."""
+    failures: dict[str, list[tuple[dg.AssetCheckKey, int, str]]] = {}
+    for key in keys:
+        for record in islice(history(instance, key, {FAILED}), FAILURES_READ):
+            found = evaluation(record)
+            if found is None or not blocks(found):
+                continue
+            run_id = validated_run(record, found)
+            if all(k != key for k, _, _ in failures.get(run_id, [])):
+                failures.setdefault(run_id, []).append((key, record.id, failure_detail(key, found)))
+    return failures

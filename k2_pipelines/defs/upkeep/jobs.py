@@ -6,11 +6,14 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
+from k2_pipelines.defs.binance.checks import binance_quotes_quality, binance_trades_quality
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
+from k2_pipelines.defs.quality.evaluations import blocking_keys, failed_batches
 from k2_pipelines.defs.recovery.incident_runs import RunbookConfig, incident_metadata
 from k2_pipelines.lib.incidents import record_incident, runs_named_by_open_incidents
 from k2_pipelines.lib.metrics import write_upkeep_metrics
-from k2_pipelines.lib.tables import ALL_TABLES, DRAINED_TABLES
+from k2_pipelines.lib.quarantine import quarantined_runs
+from k2_pipelines.lib.tables import ALL_TABLES, DRAINED_TABLES, QUOTES, TRADES
 from k2_pipelines.lib.upkeep.compaction import compact_table
 from k2_pipelines.lib.upkeep.expiry import DRAINED_RETENTION_HOURS, expire_snapshots
 from k2_pipelines.lib.upkeep.orphans import MIN_ORPHAN_AGE, remove_orphan_files
@@ -84,10 +87,19 @@ def compact(context: dg.OpExecutionContext, config: CompactConfig, iceberg: Iceb
         "rows_rewritten": sum(r.rows for r in results), "dry_run": config.dry_run})
 
 
+def _batches_to_quarantine(instance: dg.DagsterInstance, catalog) -> frozenset[str]:
+    """Drain runs whose batch failed a blocking check and is not quarantined yet: the quarantine needs their
+    snapshots, and the gold gate their rows' days."""
+    checks = [key for checks in (binance_trades_quality, binance_quotes_quality) for key in blocking_keys(checks)]
+    quarantined = quarantined_runs(catalog, TRADES.identifier) | quarantined_runs(catalog, QUOTES.identifier)
+    return frozenset(failed_batches(instance, checks).keys() - quarantined)
+
+
 @dg.op
 def expire(context: dg.OpExecutionContext, config: ExpireConfig, iceberg: IcebergCatalogResource) -> dg.Output:
     catalog, now = iceberg.catalog(), datetime.now(timezone.utc)
-    kept_runs, days = runs_named_by_open_incidents(catalog), now - timedelta(days=config.older_than_days)
+    days = now - timedelta(days=config.older_than_days)
+    kept_runs = runs_named_by_open_incidents(catalog) | _batches_to_quarantine(context.instance, catalog)
     results = [expire_snapshots(catalog, identifier, now - timedelta(hours=config.drained_older_than_hours),
                                 config.dry_run, kept_runs, days_ends_after=days) if identifier in DRAINED
                else expire_snapshots(catalog, identifier, days, config.dry_run, kept_runs)

@@ -124,11 +124,13 @@ def checkpoint_properties(topic: str, offsets: dict[int, int], number: int, run_
 def next_checkpoint(topic: str, offsets: dict[int, int], run_id: str, checkpoint: Checkpoint, before: SymbolState,
                     sequences: Sequences, ceilings: Ceilings) -> NextCheckpoint:
     """The checkpoint after a commit that leaves the symbols' state at (sequences, ceilings)."""
-    rewrite = not before.in_state_table or before.files >= MAX_STATE_FILES
     symbols = sorted(sequences.keys() | ceilings.keys())
+    changed = [s for s in symbols if sequences.get(s) != before.sequences.get(s)
+               or ceilings.get(s) != before.ceilings.get(s)]
+    # the old form moves to the state table whole; else a change rewrites a topic's state spanning too many files
+    rewrite = not before.in_state_table or (bool(changed) and before.files >= MAX_STATE_FILES)
     if not rewrite:
-        symbols = [s for s in symbols if sequences.get(s) != before.sequences.get(s)
-                   or ceilings.get(s) != before.ceilings.get(s)]
+        symbols = changed
     number = checkpoint.number + 1 if symbols else checkpoint.number
     properties = checkpoint_properties(topic, offsets, number, run_id)
     if not symbols:

@@ -67,7 +67,8 @@ def quotes_target(topic: str) -> DrainTarget:
 
 
 class DrainAbandoned(RuntimeError):
-    """Another drain committed this range first; nothing of this batch was committed."""
+    """Another writer committed a checkpoint first (a drain this range, or a replay or quarantine the symbols'
+    state); nothing of this batch was committed, and it is planned again from the new checkpoint."""
 
 
 @dataclass
@@ -164,9 +165,13 @@ def _commit(catalog: Catalog, target: DrainTarget, checkpoint: Checkpoint, files
         result.commit_attempts = attempt
         tables = {identifier: load_table(catalog, identifier) for identifier in files}
         main = tables[target.table.identifier]
-        if stored_checkpoint(main, target.topic).offsets != checkpoint.offsets:
+        stored = stored_checkpoint(main, target.topic)
+        if stored.offsets != checkpoint.offsets:
             raise DrainAbandoned(f"{target.table.identifier} already holds offsets past {checkpoint.offsets} of "
                                  f"{target.topic}: another drain committed this range")
+        if stored.snapshot_id != checkpoint.snapshot_id:  # a replay or quarantine moved the symbols' state
+            raise DrainAbandoned(f"{target.table.identifier}: a checkpoint of {target.topic} was committed since "
+                                 "this batch read its state (a dead-letter replay or a quarantine)")
         transactions = []
         for identifier, table in tables.items():
             if identifier != target.table.identifier and not files[identifier]:

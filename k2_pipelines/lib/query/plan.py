@@ -36,9 +36,17 @@ def snapshot_id(table: Table, as_of: AsOf | None) -> int | None:
         if table.snapshot_by_id(as_of.snapshot_id) is None:
             raise QueryError(f"{name} has no snapshot {as_of.snapshot_id} (see `k2 query snapshots`)")
         return as_of.snapshot_id
-    snapshot = table.snapshot_as_of_timestamp(int(as_of.at.timestamp() * 1000))
+    at_ms = int(as_of.at.timestamp() * 1000)
+    snapshot = table.snapshot_as_of_timestamp(at_ms)
     if snapshot is None:
         raise QueryError(f"{name} had no snapshot yet at {as_of.at.isoformat()}")
+    # the snapshot committed next: if expiry took its parent, snapshots between the two are gone, and the one found
+    # may not be what the table held at that time (expiry cuts the parent link of what it leaves)
+    later = [e for e in table.metadata.snapshot_log if e.timestamp_ms > at_ms]
+    following = table.snapshot_by_id(later[0].snapshot_id) if later else None
+    if following is not None and following.parent_snapshot_id is None:
+        raise QueryError(f"{name}'s snapshots of {as_of.at.isoformat()} were expired (the tables drains write keep "
+                         "2 hours and each day's newest; see `k2 query snapshots`)")
     return snapshot.snapshot_id
 
 

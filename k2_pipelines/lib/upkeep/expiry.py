@@ -83,8 +83,11 @@ def _plan(table: Table, cutoff: int, kept_runs: frozenset[str], days_since: int 
     """(snapshots to expire, snapshots as old but kept for drain offsets or for `kept_runs`)."""
     protected = {ref.snapshot_id for ref in table.metadata.refs.values()}  # branch and tag heads: the current one
     protected |= _days_ends(table.snapshots(), days_since)
-    old = [s.snapshot_id for s in table.snapshots() if s.timestamp_ms < cutoff and s.snapshot_id not in protected
-           and not _committed_by(s, kept_runs)]
+    # a snapshot's age counts from when the next one replaced it: a query that planned it just before reads its files
+    log = table.metadata.snapshot_log
+    replaced_at = {entry.snapshot_id: after.timestamp_ms for entry, after in zip(log, log[1:])}
+    old = [s.snapshot_id for s in table.snapshots() if replaced_at.get(s.snapshot_id, s.timestamp_ms) < cutoff
+           and s.snapshot_id not in protected and not _committed_by(s, kept_runs)]
     pinned = kept_for_offsets(table)
     return [i for i in old if i not in pinned], [i for i in old if i in pinned]
 
