@@ -10,6 +10,7 @@ import dagster as dg
 import fastavro
 import pyarrow.compute as pc
 from confluent_kafka import Producer
+from pyiceberg.expressions import EqualTo
 
 from k2_pipelines.defs.binance.resources import BinanceKafkaResource
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
@@ -20,11 +21,13 @@ from k2_pipelines.lib.avro_codec import AvroEncoder
 from k2_pipelines.lib.avro_iceberg import load_avro
 from k2_pipelines.lib.binance.normalize import normalize
 from k2_pipelines.lib.binance.recording import read_recording
+from k2_pipelines.lib.catalog import load_k2_catalog
 from k2_pipelines.lib.drain.checkpoint import RUN_ID, stored_checkpoint
 from k2_pipelines.lib.drain.dead_letter_replay import replay_dead_letters
-from k2_pipelines.lib.drain.drain import trades_target
+from k2_pipelines.lib.drain.drain import drain, reader_for, trades_target
 from k2_pipelines.lib.incidents import NEEDS_HUMAN, RESOLVED, incidents
 from k2_pipelines.lib.schema_registry import EmbeddedRegistry, default_registry, frame
+from k2_pipelines.lib.tables import DRAIN_STATE
 from k2_pipelines_tests.kafka_helpers import drain_all, end_offsets, replay_session, stored_state, table_ids
 from k2_pipelines_tests.recovery_helpers import tick
 
@@ -149,9 +152,9 @@ def test_dead_letters_land_once_their_schema_is_registered(kafka_broker, catalog
     assert len(_dead_letters(catalog, topics.trades)) == 2
 
 
-class _DrainsFirst:
-    """K2's registry, except that its first lookup lets a drain commit first: the replay then loses its
-    compare-and-set to a drain that moved the tables after the replay loaded them."""
+class _CommitsFirst:
+    """K2's registry, except that its first lookup lets another writer commit first (a drain, a replay): the one
+    decoding then loses its compare-and-set to a writer that moved the tables after it loaded them."""
 
     def __init__(self, registry, drain):
         self.registry, self.drain = registry, drain
@@ -175,7 +178,7 @@ def test_a_replay_that_loses_to_a_drain_plans_again_from_its_checkpoint(kafka_br
     newer = trades.numbered(FIRST_LATE_ID + LATE, 5)  # for the drain that commits during the replay
     trades.produce(list(map(trades.late, newer)), kafka_broker.bootstrap)
 
-    replayed = replay_dead_letters(catalog, target, _DrainsFirst(trades.registry, lambda: drain_all(
+    replayed = replay_dead_letters(catalog, target, _CommitsFirst(trades.registry, lambda: drain_all(
         kafka_broker, target)), "replay")
     assert replayed.commit_attempts == 2 and (replayed.landed, replayed.still_dead) == (LATE, 0)
     ids = table_ids(catalog, target)
@@ -184,6 +187,30 @@ def test_a_replay_that_loses_to_a_drain_plans_again_from_its_checkpoint(kafka_br
     assert sum(carried_offsets.values()) == end_offsets(kafka_broker.bootstrap, target.topic)  # the drain's offsets
     assert carried_ceilings[trades.drained["symbol"]] == FIRST_LATE_ID + LATE + len(newer) - 1
     assert not _dead_letters(catalog, target.topic)
+
+
+def test_a_drain_that_loses_to_a_replay_plans_again_from_the_replays_state(kafka_broker, catalog, tmp_path):
+    trades = _late_trades(kafka_broker, tmp_path)
+    target = trades_target(trades.topics.trades)
+    trades.produce(trades.values, kafka_broker.bootstrap)
+    drain_all(kafka_broker, target)  # the late trades are dead letters: their schema is unknown
+    trades.register()
+    newer = trades.numbered(FIRST_LATE_ID + LATE, 5)
+    trades.produce(list(map(trades.late, newer)), kafka_broker.bootstrap)
+
+    # the drain reads its checkpoint, then a replay commits (ceilings raised) before the drain commits
+    replays = _CommitsFirst(trades.registry, lambda: replay_dead_letters(catalog, target, trades.registry, "replay"))
+    reader = reader_for(kafka_broker.bootstrap, target)
+    result = drain(load_k2_catalog(), reader, target, replays)
+    reader.close()
+    assert result.rows_written == len(newer) and result.duplicates_committed == 0
+    ids = table_ids(catalog, target)
+    assert len(ids) == len(set(ids)) == trades.counts["trades"] + LATE + len(newer)
+    _, _, ceilings = stored_state(catalog, target)  # the replay's raise and the drain's, neither lost
+    assert ceilings[trades.drained["symbol"]] == FIRST_LATE_ID + LATE + len(newer) - 1
+    state = catalog.load_table(DRAIN_STATE.identifier).scan(row_filter=EqualTo("topic", target.topic)).to_arrow()
+    numbered = list(zip(state.column("symbol").to_pylist(), state.column("checkpoint").to_pylist()))
+    assert len(numbered) == len(set(numbered))  # one state per symbol and checkpoint: the drain did not reuse one
 
 
 def test_the_sensor_asks_for_a_fix_then_replays_once_the_schema_is_registered(kafka_broker, catalog, tmp_path):
