@@ -9,7 +9,13 @@ import dagster as dg
 import yaml
 from dagster._core.definitions.run_request import InstigatorType
 from dagster._core.remote_origin import InProcessCodeLocationOrigin, RemoteInstigatorOrigin, RemoteRepositoryOrigin
-from dagster._core.scheduler.instigation import InstigatorState, InstigatorStatus, SensorInstigatorData, TickStatus
+from dagster._core.scheduler.instigation import (
+    InstigatorState,
+    InstigatorStatus,
+    ScheduleInstigatorData,
+    SensorInstigatorData,
+    TickStatus,
+)
 from dagster._core.test_utils import freeze_time
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
@@ -62,6 +68,13 @@ def _store_cursor(instance, sensor: dg.SensorDefinition, cursor: dict) -> None:
                                                   SensorInstigatorData(cursor=json.dumps(cursor))))
 
 
+def _store_schedule_state(instance, name: str) -> None:
+    code = InProcessCodeLocationOrigin(LoadableTargetOrigin(module_name="k2_pipelines.definitions"))
+    origin = RemoteInstigatorOrigin(RemoteRepositoryOrigin(code, "__repository__"), name)
+    instance.add_instigator_state(InstigatorState(origin, InstigatorType.SCHEDULE, InstigatorStatus.RUNNING,
+                                                  ScheduleInstigatorData(cron_schedule="40 * * * *")))
+
+
 def _incident(catalog, subject: str, resolved: bool = False) -> str:
     incident = Incident("run_failed", subject, NOW, "test", "a failed run", "docs/runbooks/run_failed.md")
     record_incident(catalog, incident.resolve("retried", "ok", None) if resolved else incident)
@@ -99,6 +112,7 @@ def test_prune_deletes_old_finished_runs_but_keeps_failures_runs_in_flight_and_w
         _store_cursor(instance, orphan_cleanup_sensor, {"after": (NOW - timedelta(days=18)).timestamp(),
                                                         "pending": [{"run_id": pending_orphans}]})
         _store_cursor(instance, failed_run_sensor, {"after": (NOW - timedelta(days=18)).timestamp(), "pending": []})
+        _store_schedule_state(instance, "prune_runs_hourly")  # a daemon's instance holds schedules' states too
         assert all(path.exists() for path in _logs(instance, old))
 
         planned = _prune(instance, dry_run=True)

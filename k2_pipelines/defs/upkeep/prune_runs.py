@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.definitions.run_request import InstigatorType
 from dagster._core.storage.event_log import SqliteEventLogStorage
 
 from k2_pipelines.defs.binance.jobs import drain_jobs
@@ -53,7 +54,8 @@ class _Held:
         self.resolved = {i.incident_id for i in found if i.status == RESOLVED}
         self.named = " ".join(f"{i.subject} {i.detail} {i.run_id}" for i in found if i.status != RESOLVED)
         self.unread_failures_after, self.sensor_runs = math.inf, set()
-        for state in instance.all_instigator_state():
+        # sensors' states only: a schedule's data has no cursor
+        for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
             cursor = state.instigator_data.cursor if state.instigator_data else None
             if state.name in _FAILURE_READERS and cursor:
                 read = json.loads(cursor)
