@@ -241,7 +241,7 @@ def bench_soak(symbol_count: int, commits: int, batch: int, seed: int, out: Path
         writer.writeheader()
         writer.writerows(asdict(r) for r in reports)
     _chart(reports, out / "soak.png", title)
-    print(f"{commits:,} commits of {batch:,} trades over {symbol_count:,} symbols ({commits * COMMIT_SECONDS / 86_400:.1f} "
-          f"simulated days) in {elapsed / 60:.1f} min; upkeep: {upkeep.runs}; written {out / 'soak.csv'} and "
-          f"{out / 'soak.png'}")
+    print(f"{commits:,} commits of {batch:,} trades over {symbol_count:,} symbols "
+          f"({commits * COMMIT_SECONDS / 86_400:.1f} simulated days) in {elapsed / 60:.1f} min; upkeep: {upkeep.runs}; "
+          f"written {out / 'soak.csv'} and {out / 'soak.png'}")
     return 0

@@ -1,5 +1,5 @@
-"""`k2 upkeep compact|expire|orphans|prune-runs` runs the upkeep jobs on demand (recorded in the persistent instance, as a
-launch from the UI would be); `k2 incidents` lists what the recovery sensors found and did."""
+"""`k2 upkeep compact|expire|orphans|prune-runs` runs the upkeep jobs on demand (recorded in the persistent instance,
+as a launch from the UI would be); `k2 incidents` lists what the recovery sensors found and did."""
 
 import json
 

@@ -23,10 +23,10 @@ from pyiceberg.table.update import (
     _update_table_metadata_log,
 )
 from pyiceberg.utils.datetime import datetime_to_millis
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from k2_pipelines.lib.catalog import remember
+from k2_pipelines.lib.catalog import remember, stored_metadata_location
 
 
 def _updated_metadata(base: TableMetadata, updates: tuple[TableUpdate, ...],
@@ -97,7 +97,7 @@ def commit_atomically(catalog: SqlCatalog, transactions: list[Transaction]) -> l
         current = transaction._table
         if not transaction._updates:
             continue
-        if _stored_location(catalog, current) != current.metadata_location:  # (reading it whole: a parse per commit)
+        if stored_metadata_location(catalog, ".".join(current.name())) != current.metadata_location:
             raise CommitFailedException(f"{'.'.join(current.name())} changed since this transaction began")
         updated = _staged(catalog, current, transaction)
         catalog._write_metadata(metadata=updated.metadata, io=updated.io, metadata_path=updated.metadata_location)
@@ -124,11 +124,3 @@ def commit_atomically(catalog: SqlCatalog, transactions: list[Transaction]) -> l
         remember(catalog, updated)
     return [updated for _, updated in staged]
 
-
-def _stored_location(catalog: SqlCatalog, table: Table) -> str | None:
-    """The metadata location the catalog holds for `table` now."""
-    with Session(catalog.engine) as session:
-        return session.execute(select(IcebergTables.metadata_location).where(
-            IcebergTables.catalog_name == catalog.name,
-            IcebergTables.table_namespace == catalog.namespace_to_string(table.name()[:-1]),
-            IcebergTables.table_name == table.name()[-1])).scalar_one_or_none()

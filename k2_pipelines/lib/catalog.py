@@ -71,11 +71,7 @@ def load_table(catalog: Catalog, identifier: str) -> Table:
     """`catalog.load_table(identifier)`, parsed once per metadata file; NoSuchTableError if there is none."""
     if not isinstance(catalog, SqlCatalog):
         return catalog.load_table(identifier)
-    namespace, name = identifier.rsplit(".", 1)
-    with Session(catalog.engine) as session:
-        location = session.scalar(select(IcebergTables.metadata_location).where(
-            IcebergTables.catalog_name == catalog.name, IcebergTables.table_namespace == namespace,
-            IcebergTables.table_name == name))
+    location = stored_metadata_location(catalog, identifier)
     if location is None:
         raise NoSuchTableError(f"Table does not exist: {identifier}")
     cached = _by_location.get((catalog.name, identifier, location))
@@ -84,6 +80,15 @@ def load_table(catalog: Catalog, identifier: str) -> Table:
     table = catalog.load_table(identifier)  # a commit since the lookup is fine: cached under its own location
     remember(catalog, table)
     return table
+
+
+def stored_metadata_location(catalog: SqlCatalog, identifier: str) -> str | None:
+    """The metadata location the catalog holds for the table now (one indexed row; None: no such table)."""
+    namespace, name = identifier.rsplit(".", 1)
+    with Session(catalog.engine) as session:
+        return session.scalar(select(IcebergTables.metadata_location).where(
+            IcebergTables.catalog_name == catalog.name, IcebergTables.table_namespace == namespace,
+            IcebergTables.table_name == name))
 
 
 def remember(catalog: Catalog, table: Table) -> None:

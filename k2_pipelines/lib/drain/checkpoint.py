@@ -81,11 +81,11 @@ def _latest_rows(state_table: Table, topic: str, number: int) -> tuple[pa.Table,
     A state file never changes, so a process reads each one once (a drain loop reads only the files added since)."""
     snapshot = state_table.current_snapshot()
     files = selected_data_files(state_table, snapshot.snapshot_id, EqualTo("topic", topic)) if snapshot else []
-    if files is None:  # delete files (another engine's): PyIceberg's scan applies them
-        rows = state_table.scan(row_filter=EqualTo("topic", topic)).to_arrow()
+    scan = ArrowScan(state_table.metadata, state_table.io, state_table.schema(), AlwaysTrue())
+    if files is None:  # delete files (another engine's): PyIceberg's plan pairs them with the data files they apply to
         files = list(state_table.scan(row_filter=EqualTo("topic", topic)).plan_files())
+        rows = scan.to_table(files)
     else:
-        scan = ArrowScan(state_table.metadata, state_table.io, state_table.schema(), AlwaysTrue())
         parts = [_state_files.get_or_make(f.file_path, lambda f=f: scan.to_table([FileScanTask(f)])) for f in files]
         rows = pa.concat_tables(parts) if parts else state_table.schema().as_arrow().empty_table()
     rows = rows.filter(pc.and_(pc.equal(rows.column("topic"), topic), pc.less_equal(rows.column("checkpoint"), number)))

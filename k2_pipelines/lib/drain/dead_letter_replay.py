@@ -8,8 +8,9 @@ does (in the batch, then against committed and quarantined rows: replays.py) and
 landed, or repeat such a row, are deleted; the rest stay as they were. Rows and deletions are one atomic commit.
 
 The main table's snapshot carries the drain's checkpoint forward (same offsets and sequences, id ceilings raised
-to the replayed ids, in the state table in the same commit), so that the next drain's dedupe sees the replayed rows. A drain committing meanwhile makes
-the compare-and-set fail, and the replay is planned again from the new checkpoint.
+to the replayed ids in the state table, in the same commit), so that the next drain's dedupe sees the replayed
+rows. A drain committing meanwhile makes the compare-and-set fail, and the replay is planned again from the new
+checkpoint.
 """
 
 import time

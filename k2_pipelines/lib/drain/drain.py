@@ -4,10 +4,11 @@
    symbols' state at that checkpoint (checkpoint.py).
 2. Read a bounded batch, decode it in bulk; bad messages become dead letters, duplicates (and repeats of
    quarantined rows) are dropped, sequence breaks are recorded.
-3. Write the data files (rows, dead letters, sequence breaks), then commit them in one catalog transaction whose
-   snapshot of the main table stores the batch's end offsets (and the state table the symbols' new state). The commit is a compare-and-set: if any table moved
-   meanwhile, the stored offsets are read again; if they moved, another drain committed this range and the batch
-   is abandoned (its files are orphans for cleanup); if not, the commit is planned again.
+3. Write the data files (rows, dead letters, sequence breaks, the symbols' changed state), then commit them in one
+   catalog transaction whose snapshot of the main table stores the batch's end offsets. The commit is a
+   compare-and-set: if any table moved meanwhile, the stored checkpoint is read again; if another writer committed
+   one (a drain this range, a replay or quarantine the state), the batch is abandoned (its files are orphans for
+   cleanup) and planned again from it; if not, the commit is planned again.
 4. Only then commit the consumer group's offsets, for lag monitoring.
 """
 

@@ -70,11 +70,12 @@ def _committed_by(snapshot: Snapshot, runs: frozenset[str]) -> bool:
 
 def _days_ends(snapshots: list[Snapshot], since: int | None) -> set[int]:
     """The newest snapshot of each UTC day from `since` (ms) on: time travel to the end of any day stays possible."""
+    if since is None:
+        return set()
     newest: dict[int, Snapshot] = {}
-    for snapshot in snapshots:
+    for snapshot in (s for s in snapshots if s.timestamp_ms >= since):
         day = snapshot.timestamp_ms // _DAY_MS
-        if since is not None and snapshot.timestamp_ms >= since and (
-                day not in newest or snapshot.timestamp_ms > newest[day].timestamp_ms):
+        if day not in newest or snapshot.timestamp_ms > newest[day].timestamp_ms:
             newest[day] = snapshot
     return {s.snapshot_id for s in newest.values()}
 
