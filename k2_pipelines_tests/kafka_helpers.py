@@ -6,7 +6,7 @@ import sys
 import time
 import uuid
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from k2_pipelines.lib.binance.producer import MarketDataProducer, Topics
 from k2_pipelines.lib.binance.recording import replay
@@ -26,12 +26,14 @@ def unique_topics() -> Topics:
 
 
 def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 60) -> list:
-    """Every message of `topic` from the beginning, waiting until `expected` have arrived (then a little more)."""
+    """Every message of `topic` from the beginning, waiting until `expected` have arrived (then a little more).
+    Each partition is assigned from its start: no group join, whose rebalance could leave one unread."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.subscribe([topic])
+                         "enable.auto.commit": False})
     messages, deadline = [], time.monotonic() + timeout
     try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         while time.monotonic() < deadline:
             batch = consumer.consume(10_000, timeout=0.5)
             messages += [m for m in batch if m.error() is None]

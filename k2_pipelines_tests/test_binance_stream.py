@@ -48,6 +48,7 @@ def test_disconnects_silence_and_server_close_lose_nothing_and_resubscribe(kafka
         _stream_until(settings, on_frame, state, lambda: state["frames_received"] >= len(frames), timeout=60)
         subscriptions = server.subscriptions
     assert producer.flush(60) == 0
+    assert producer.counts[f"delivered:{topics.dead_letters}"] == counts["malformed"]
 
     assert received == frames  # every frame, once, in order, across two drops, a silence and a server close
     assert state["silences"] == 1 and state["reconnects"] >= 4
