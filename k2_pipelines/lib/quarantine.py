@@ -1,4 +1,6 @@
-"""Take a drained micro-batch that failed a blocking check out of its table into market_data.quarantine.
+"""Take the rows of a drained micro-batch that failed a blocking check out of their table into
+market_data.quarantine: only the failing rows (the check run again over the batch names them, by id), or on an
+operator's word the whole batch.
 
 A rollback to the snapshot before the batch would also roll back the drain's stored offsets (the batch would be
 drained again, and fail again) and drop every later batch. Instead one atomic commit deletes exactly the batch's
@@ -6,12 +8,13 @@ data files from the table, appends their rows to the quarantine table, and carri
 forward unchanged: the next drain starts where it would have, and the ceilings still flag a replay of the batch's
 ids for a look-up. The snapshots before stay readable (time travel shows the batch).
 
-A batch is normally exactly its files. If compaction has since merged them with other batches' rows, those rows
-are deleted by id instead (a row filter, which rewrites the merged files).
+A whole batch is normally exactly its files. If compaction has since merged them with other batches' rows, those
+rows are deleted by id instead (a row filter, which rewrites the merged files), as failing rows always are.
 """
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -43,7 +46,8 @@ from k2_pipelines.lib.run_rows import run_data_files
 from k2_pipelines.lib.tables import QUARANTINE
 
 SOURCE_RUN_ID = "k2.quarantine.source-run-id"
-_SOURCE_SNAPSHOT = "_source_snapshot_id"  # a column the planned rows carry beside the table's own
+_SOURCE_SNAPSHOT = "_source_snapshot_id"  # columns planned rows carry beside the table's own
+_REASON = "_reason"
 
 
 class UnknownRun(LookupError):
@@ -98,14 +102,31 @@ def _read(table: Table, files: list[DataFile], added_by: dict[str, int]) -> pa.T
         for f, rows in parts])
 
 
+Picker = Callable[[pa.Table], pa.Array]  # the run's rows -> why each is taken out (null: it stays)
+
+
+def _still_in(table: Table, rows: pa.Table, id_column: str) -> pa.Table:
+    """Those of `rows` the table holds now (the others were quarantined before, or never there)."""
+    if not rows.num_rows:
+        return rows
+    return rows.filter(pa.array(repeats(table, rows, record_keys(rows, id_column), id_numbers(rows, id_column),
+                                        id_column, {})))
+
+
+def _plan_rows(table: Table, target: DrainTarget, run_files: list[DataFile], added_by: dict[str, int],
+               pick: Picker) -> _Plan:
+    rows = _read(table, run_files, added_by)
+    reasons = pick(rows)
+    picked = rows.append_column(_REASON, reasons).filter(pc.is_valid(reasons))
+    picked = _still_in(table, picked, target.id_column)
+    return _Plan(stored_checkpoint(table, target.topic), [], picked, picked)
+
+
 def _plan(table: Table, target: DrainTarget, run_files: list[DataFile], added_by: dict[str, int]) -> _Plan:
     live_paths = set(table.inspect.data_files().column("file_path").to_pylist()) if table.current_snapshot() else set()
     live = [f for f in run_files if f.file_path in live_paths]
     gone = _read(table, [f for f in run_files if f.file_path not in live_paths], added_by)
-    if gone.num_rows:  # quarantined before, or merged by compaction: those still in the table are merged
-        present = repeats(table, gone, record_keys(gone, target.id_column), id_numbers(gone, target.id_column),
-                          target.id_column, {})
-        gone = gone.filter(pa.array(present))
+    gone = _still_in(table, gone, target.id_column)  # quarantined before, or merged by compaction (those left)
     return _Plan(stored_checkpoint(table, target.topic), live, gone,
                  pa.concat_tables([_read(table, live, added_by), gone]))
 
@@ -131,14 +152,16 @@ def _json_value(value):
 def _quarantine_rows(rows: pa.Table, target: DrainTarget, source_run_id: str, reason: str, detail: str | None,
                      quarantine_run_id: str) -> pa.Table:
     n, now_us = rows.num_rows, time.time_ns() // 1000
-    whole = rows.drop_columns([_SOURCE_SNAPSHOT]).to_pylist(maps_as_pydicts="strict")
+    reasons = rows[_REASON] if _REASON in rows.column_names else pa.array([reason] * n, pa.string())
+    whole = rows.drop_columns([c for c in (_SOURCE_SNAPSHOT, _REASON) if c in rows.column_names]).to_pylist(
+        maps_as_pydicts="strict")
     return pa.table({
         "table_name": pa.array([target.table.identifier] * n, pa.string()),
         "record_id": rows[target.id_column],
         "symbol": rows["symbol"],
         "event_timestamp": rows["timestamp"],
         "row_json": pa.array([json.dumps(row, default=_json_value) for row in whole], pa.string()),
-        "reason": pa.array([reason] * n, pa.string()),
+        "reason": reasons,
         "detail": pa.array([detail] * n, pa.string()),
         "source_run_id": pa.array([source_run_id] * n, pa.string()),
         "source_snapshot_id": rows[_SOURCE_SNAPSHOT],
@@ -155,8 +178,9 @@ def _already_quarantined(catalog: Catalog, target: DrainTarget, source_run_id: s
 
 
 def quarantine_run(catalog: Catalog, target: DrainTarget, source_run_id: str, reason: str, detail: str | None,
-                   quarantine_run_id: str, dry_run: bool = False) -> QuarantineResult:
-    """Move the rows that run `source_run_id` drained into `target`'s table to market_data.quarantine (see above)."""
+                   quarantine_run_id: str, dry_run: bool = False, pick: Picker | None = None) -> QuarantineResult:
+    """Move the rows that run `source_run_id` drained into `target`'s table to market_data.quarantine (see above):
+    those `pick` names (with why), or all of them (`reason`) without it."""
     started = time.perf_counter()
     if quarantine_run_id == source_run_id:
         raise ValueError("the quarantine needs a run id of its own, not the id of the run it quarantines")
@@ -172,7 +196,8 @@ def quarantine_run(catalog: Catalog, target: DrainTarget, source_run_id: str, re
     written_for, files = None, []
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         main, quarantine = catalog.load_table(identifier), catalog.load_table(QUARANTINE.identifier)
-        plan = _plan(main, target, run_files, added_by)
+        plan = _plan(main, target, run_files, added_by) if pick is None \
+            else _plan_rows(main, target, run_files, added_by, pick)
         result.files_removed, result.rows_quarantined = len(plan.live_files), plan.rows.num_rows
         result.rows_by_filter, result.offsets_kept = plan.merged.num_rows, plan.checkpoint.offsets
         result.snapshot_after = main.current_snapshot().snapshot_id
@@ -211,7 +236,7 @@ def quarantine_run(catalog: Catalog, target: DrainTarget, source_run_id: str, re
         result.note = (f"nothing to do: no rows of run {source_run_id} are left in {identifier}"
                        + (f"; the quarantine table holds {result.already_quarantined}" if result.already_quarantined
                           else ""))
-    elif result.rows_by_filter:
+    elif result.rows_by_filter and pick is None:
         result.note = (f"{result.rows_by_filter} rows were merged by compaction into files with other batches' rows: "
                        f"deleted by {target.id_column} with a row filter")
     result.seconds = time.perf_counter() - started

@@ -2,6 +2,7 @@ import dagster as dg
 
 from k2_pipelines.defs.binance.resources import BinanceKafkaResource
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
+from k2_pipelines.defs.quality.resources import QualityResource
 from k2_pipelines.defs.recovery.incident_runs import INCIDENT_TAG
 from k2_pipelines.lib.drain.drain import DrainResult, drain
 from k2_pipelines.lib.drain.kafka_batch import Limits, OffsetsOutOfRange
@@ -27,6 +28,8 @@ def drain_metadata(result: DrainResult) -> dict:
         "lag_after": sum(result.lag_after.values()),
         "dead_letters": sum(result.dead_letters.values()),
         "dead_letters_by_class": dg.MetadataValue.json(dict(result.dead_letters)),
+        "rows_set_aside": sum(result.set_aside.values()),  # of dead_letters: rows that broke a row rule
+        "rows_set_aside_by_rule": dg.MetadataValue.json(dict(result.set_aside)),
         "duplicates_dropped": result.duplicates_in_batch + result.duplicates_committed,
         "quarantined_repeats": result.quarantined_repeats,  # rows a quarantine took out, sent again
         "sequence_breaks": dg.MetadataValue.json(dict(result.breaks)),
@@ -44,15 +47,17 @@ def _drain_asset(table: str) -> dg.AssetsDefinition:
         kinds={"iceberg", "kafka"},
         pool=f"k2_drain_{table}",  # one drain per table at a time (the drain also defends itself)
         description=f"One micro-batch of the Binance {table} topic into market_data.{table}, exactly once; bad "
-                    "messages in market_data.dead_letters, sequence breaks in market_data.sequence_gaps",
+                    "messages and rows breaking a row rule in market_data.dead_letters, sequence breaks in "
+                    "market_data.sequence_gaps",
     )
     def drain_asset(context: dg.AssetExecutionContext, config: DrainConfig, iceberg: IcebergCatalogResource,
-                    binance_kafka: BinanceKafkaResource) -> dg.MaterializeResult:
+                    binance_kafka: BinanceKafkaResource, quality: QualityResource) -> dg.MaterializeResult:
         target = binance_kafka.target(table)
         reader = binance_kafka.reader(target)
         try:
             result = drain(iceberg.catalog(), reader, target, binance_kafka.registry(),
-                           Limits(config.max_messages, config.max_bytes, config.max_seconds), context.run.run_id)
+                           Limits(config.max_messages, config.max_bytes, config.max_seconds), context.run.run_id,
+                           quality.thresholds())
         except OffsetsOutOfRange as error:
             raise dg.Failure(description=str(error), allow_retries=False) from error
         finally:

@@ -28,7 +28,7 @@ def dead_letter_sensor(context: dg.SensorEvaluationContext, iceberg: IcebergCata
         target = binance_kafka.target(table)
         try:
             plan = replay_dead_letters(iceberg.catalog(), target, binance_kafka.registry(),
-                                       f"plan-{uuid.uuid4().hex}", dry_run=True)
+                                       f"plan-{uuid.uuid4().hex}", dry_run=True, thresholds=quality.thresholds())
         except UNREACHABLE as error:  # the storage health sensor reports it
             notes.append(f"{target.topic}: {error}")
             continue

@@ -11,12 +11,14 @@ import dagster as dg
 
 from k2_pipelines.defs.binance.resources import BinanceKafkaResource
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
+from k2_pipelines.defs.quality.resources import QualityResource
 from k2_pipelines.defs.recovery.incident_runs import RunbookConfig, incident_metadata
 from k2_pipelines.lib.drain.checkpoint import stored_checkpoint
 from k2_pipelines.lib.drain.dead_letter_replay import replay_dead_letters
 from k2_pipelines.lib.drain.offset_drift import RealignRefused, realign_group
 from k2_pipelines.lib.incidents import Incident, record_incident
 from k2_pipelines.lib.paths import state_dir
+from k2_pipelines.lib.quality.validations import failing_drained_rows
 from k2_pipelines.lib.quarantine import quarantine_run
 
 TABLES = ("trades", "quotes")
@@ -85,20 +87,29 @@ def realign_consumer_offsets_op(context: dg.OpExecutionContext, config: TableCon
 
 class BadBatchConfig(TableConfig):
     source_run_id: str  # the drain run whose batch failed a blocking check
-    check: str
+    check: str  # the checks that failed, comma-separated
+    whole_batch: bool = False  # an operator's choice: the whole batch, not only the rows the checks fail on
 
 
 @dg.op(name="move_batch_to_quarantine")
 def quarantine_bad_batch_op(context: dg.OpExecutionContext, config: BadBatchConfig, iceberg: IcebergCatalogResource,
-                            binance_kafka: BinanceKafkaResource) -> dg.Output:
-    """Take the batch out of its table into market_data.quarantine; the stored offsets stay past it."""
+                            binance_kafka: BinanceKafkaResource, quality: QualityResource) -> dg.Output:
+    """Take the rows the failed checks name (or the whole batch) out of their table into market_data.quarantine;
+    the batch's good rows stay, and the stored offsets stay past it."""
     incident = config.opened("quality_check_failed", config.source_run_id)
-    result = quarantine_run(iceberg.catalog(), binance_kafka.target(config.table), config.source_run_id,
-                            config.check, incident.detail, context.run_id)
+    catalog, checks = iceberg.catalog(), [name.strip() for name in config.check.split(",")]
+    pick = None if config.whole_batch else failing_drained_rows(catalog, config.table, checks, quality.thresholds(),
+                                                                 datetime.now(timezone.utc))
+    result = quarantine_run(catalog, binance_kafka.target(config.table), config.source_run_id, config.check,
+                            incident.detail, context.run_id, pick=pick)
+    taken = "the batch" if config.whole_batch else f"the rows failing {config.check}"
+    action = f"quarantine {taken} of run {config.source_run_id}"
     outcome = (f"{result.rows_quarantined:,} rows of run {config.source_run_id} moved to market_data.quarantine; "
                f"stored offsets unchanged at {result.offsets_kept}") + (f" ({result.note})" if result.note else "")
-    return _finish(context, iceberg, incident.resolve(f"quarantine the batch of run {config.source_run_id}", outcome,
-                                                      context.run_id),
+    done = incident.resolve(action, outcome, context.run_id) if result.rows_quarantined or result.already_quarantined \
+        else incident.escalate(action, f"{outcome}: the checks name no row of the batch now (a threshold changed "
+                               "back?); check the batch again, or quarantine it whole", context.run_id)
+    return _finish(context, iceberg, done,
                    {"rows_quarantined": result.rows_quarantined, "files_removed": result.files_removed,
                     "snapshot_after": dg.MetadataValue.text(str(result.snapshot_after))})
 
@@ -109,12 +120,12 @@ class ReplayConfig(TableConfig):
 
 @dg.op(name="redrive_dead_letters")
 def replay_dead_letters_op(context: dg.OpExecutionContext, config: ReplayConfig, iceberg: IcebergCatalogResource,
-                           binance_kafka: BinanceKafkaResource) -> dg.Output:
+                           binance_kafka: BinanceKafkaResource, quality: QualityResource) -> dg.Output:
     """Decode the table's dead letters again (after a fix, such as a schema registered late); those that land now
     leave the dead letters in the same commit."""
     incident = config.opened("dead_letters_accumulating", config.table)
     result = replay_dead_letters(iceberg.catalog(), binance_kafka.target(config.table), binance_kafka.registry(),
-                                 context.run_id, config.dry_run)
+                                 context.run_id, config.dry_run, quality.thresholds())
     outcome = (f"{result.landed:,} landed, {result.duplicates:,} were already in the table, {result.still_dead:,} "
                f"still dead {result.still_dead_by_class or ''}" + (" (dry run)" if config.dry_run else ""))
     action = f"replay the dead letters of {result.topic}"
@@ -128,7 +139,7 @@ quarantine_landing_file = _runbook_job(
 realign_consumer_offsets = _runbook_job(
     "realign_consumer_offsets", realign_consumer_offsets_op, "Runbook offset_drift: realign a drain's consumer group with the offsets in Iceberg")
 quarantine_bad_batch = _runbook_job(
-    "quarantine_bad_batch", quarantine_bad_batch_op, "Runbook quality_check_failed: move a micro-batch that failed a blocking check to "
-                             "market_data.quarantine, keeping the stored offsets")
+    "quarantine_bad_batch", quarantine_bad_batch_op, "Runbook quality_check_failed: move the rows of a micro-batch that failed a "
+                             "blocking check to market_data.quarantine, keeping the stored offsets")
 replay_dead_letters_job = _runbook_job(
     "replay_dead_letters", replay_dead_letters_op, "Runbook dead_letters_accumulating: re-drive a table's dead letters after a fix")

@@ -2,8 +2,9 @@
 
 A message becomes a dead letter when its value cannot be a row yet or ever (lib/drain/decode.py): its schema id is
 not in the registry (a producer registered a schema the registry K2 reads does not have yet), its body is not
-Avro, it names another record, or a value does not fit the table. Once the cause is fixed (the schema is there,
-the table widened) a replay decodes them again with the same code. Rows that decode are deduplicated as the drain
+Avro, it names another record, or a value does not fit the table; or when its row breaks a row rule
+(lib/quality/rules.py). Once the cause is fixed (the schema is there, the table widened, a threshold or the
+reference data corrected) a replay decodes them again with the same code and applies the same rules. Rows that decode are deduplicated as the drain
 does (in the batch, then against committed and quarantined rows: replays.py) and appended; the dead letters that
 landed, or repeat such a row, are deleted; the rest stay as they were. Rows and deletions are one atomic commit.
 
@@ -38,10 +39,11 @@ from k2_pipelines.lib.drain.checkpoint import (
     symbol_state,
 )
 from k2_pipelines.lib.drain.decode import decode_batch
-from k2_pipelines.lib.drain.drain import DrainTarget
+from k2_pipelines.lib.drain.drain import DrainTarget, set_aside
 from k2_pipelines.lib.drain.kafka_batch import KafkaBatch
 from k2_pipelines.lib.drain.replays import ceilings_after, id_numbers, quarantined, repeats
 from k2_pipelines.lib.drain.sequences import first_occurrences, record_keys
+from k2_pipelines.lib.quality.thresholds import DEFAULTS, Thresholds
 from k2_pipelines.lib.replace import COMMIT_ATTEMPTS, append_files, wait_after_lost_race, write_rows
 from k2_pipelines.lib.tables import DEAD_LETTERS, QUARANTINE
 
@@ -82,7 +84,7 @@ def _as_batch(letters: pa.Table) -> KafkaBatch:
 
 
 def _plan(catalog: Catalog, main: Table, dead_letters: Table, target: DrainTarget, registry,
-          result: ReplayResult) -> _Plan:
+          thresholds: Thresholds, result: ReplayResult) -> _Plan:
     checkpoint = stored_checkpoint(main, target.topic)
     state = symbol_state(catalog, target.topic, checkpoint)
     quarantine = catalog.load_table(QUARANTINE.identifier)
@@ -90,17 +92,18 @@ def _plan(catalog: Catalog, main: Table, dead_letters: Table, target: DrainTarge
                                 selected_fields=("partition", "offset", "key", "value")).to_arrow() \
         .sort_by([("partition", "ascending"), ("offset", "ascending")])  # arrival order per partition
     decoded = decode_batch(_as_batch(letters), registry, main.schema().as_arrow(), target.record_name)
-    rows = decoded.rows
+    kept, broken = set_aside(catalog, target, decoded.rows, thresholds)  # a row rule still broken keeps it dead
+    rows, positions = decoded.rows.filter(pa.array(kept)), decoded.positions[kept]
     keys, numbers = record_keys(rows, target.id_column), id_numbers(rows, target.id_column)
     landing = first_occurrences(keys) & ~repeats(main, rows, keys, numbers, target.id_column, state.ceilings) \
         & ~quarantined(quarantine, target.table.identifier, rows, numbers, target.id_column, state.ceilings)
-    still_dead = Counter(error_class for _, _, error_class, _ in decoded.dead)
+    still_dead = Counter([error_class for _, _, error_class, _ in decoded.dead] + [rule for _, rule, _ in broken])
     result.dead_letters_seen, result.landed = letters.num_rows, int(landing.sum())
-    result.duplicates, result.still_dead = rows.num_rows - result.landed, len(decoded.dead)
+    result.duplicates, result.still_dead = rows.num_rows - result.landed, sum(still_dead.values())
     result.still_dead_by_class = dict(sorted(still_dead.items()))
     landed = rows if landing.all() else rows.filter(pa.array(landing))
     return _Plan(checkpoint, state, landed, numbers[landing],
-                 letters.select(["partition", "offset"]).take(pa.array(decoded.positions, pa.int64())))
+                 letters.select(["partition", "offset"]).take(pa.array(positions, pa.int64())))
 
 
 def _among(resolved: pa.Table, topic: str):
@@ -115,13 +118,13 @@ def _snapshot_id(table: Table) -> int | None:
     return table.current_snapshot().snapshot_id if table.current_snapshot() else None
 
 
-def replay_dead_letters(catalog: Catalog, target: DrainTarget, registry, run_id: str,
-                        dry_run: bool = False) -> ReplayResult:
+def replay_dead_letters(catalog: Catalog, target: DrainTarget, registry, run_id: str, dry_run: bool = False,
+                        thresholds: Thresholds = DEFAULTS) -> ReplayResult:
     started = time.perf_counter()
     result = ReplayResult(target.topic, target.table.identifier, run_id, dry_run)
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         main, dead_letters = catalog.load_table(target.table.identifier), catalog.load_table(DEAD_LETTERS.identifier)
-        plan = _plan(catalog, main, dead_letters, target, registry, result)
+        plan = _plan(catalog, main, dead_letters, target, registry, thresholds, result)
         result.snapshot_after = _snapshot_id(main)
         if dry_run or not plan.resolved.num_rows:
             break

@@ -26,6 +26,7 @@ DECODE_CHUNK = 65_536
 class DecodedBatch:
     rows: pa.Table  # in the table's Arrow schema, in batch order
     positions: np.ndarray  # each row's index in the batch
+    schema_ids: np.ndarray  # each row's writer schema id
     dead: list[tuple[int, int | None, str, str]]  # (index in the batch, schema id, error class, message)
 
 
@@ -145,10 +146,10 @@ def decode_batch(batch: KafkaBatch, registry: Registry, schema: pa.Schema, recor
         pieces.append(table if good.size == table.num_rows else table.take(pa.array(good)))
         positions.append(rows[good])
     if not pieces:
-        return DecodedBatch(schema.empty_table(), np.zeros(0, np.int64), sorted(dead))
+        return DecodedBatch(schema.empty_table(), np.zeros(0, np.int64), np.zeros(0, np.int64), sorted(dead))
     positions = np.concatenate(positions)
     table = pa.concat_tables(pieces)
     if (np.diff(positions) < 0).any():  # several schema ids: back to batch order
         order = np.argsort(positions, kind="stable")
         table, positions = table.take(pa.array(order)), positions[order]
-    return DecodedBatch(table, positions, sorted(dead))
+    return DecodedBatch(table, positions, ids[positions], sorted(dead))

@@ -43,6 +43,8 @@ from k2_pipelines.lib.drain.decode import decode_batch
 from k2_pipelines.lib.drain.kafka_batch import KafkaBatch, Limits, TopicReader
 from k2_pipelines.lib.drain.replays import ceilings_after, id_numbers, quarantined, repeats
 from k2_pipelines.lib.drain.sequences import Break, SequenceRules, classify, first_occurrences, record_keys
+from k2_pipelines.lib.quality.rules import broken_rows, listings, write_rules
+from k2_pipelines.lib.quality.thresholds import DEFAULTS, Thresholds
 from k2_pipelines.lib.replace import COMMIT_ATTEMPTS, append_files, wait_after_lost_race, write_rows
 from k2_pipelines.lib.tables import DEAD_LETTERS, QUARANTINE, QUOTES, SEQUENCE_GAPS, TRADES, TableDefinition
 
@@ -84,6 +86,7 @@ class DrainResult:
     rows_written: int = 0
     rows_by_symbol: Counter = field(default_factory=Counter)
     dead_letters: Counter = field(default_factory=Counter)  # by error class
+    set_aside: Counter = field(default_factory=Counter)  # of dead_letters: rows that broke a row rule, by rule
     duplicates_in_batch: int = 0
     duplicates_committed: int = 0
     quarantined_repeats: int = 0  # rows repeating rows a quarantine took out of the table: dropped, not written back
@@ -194,8 +197,18 @@ def _commit(catalog: Catalog, target: DrainTarget, checkpoint: Checkpoint, files
         return
 
 
+def set_aside(catalog: Catalog, target: DrainTarget, rows: pa.Table, thresholds: Thresholds
+              ) -> tuple[np.ndarray, list[tuple[int, str, str]]]:
+    """Which decoded rows keep to the row rules (mask), and (row, rule, detail) of each that breaks one."""
+    broken = broken_rows(write_rules(target.table.name, target.table.schema(), target.id_column, thresholds), rows,
+                         listings(catalog))
+    kept = np.ones(rows.num_rows, dtype=bool)
+    kept[broken.positions] = False
+    return kept, list(zip(broken.positions.tolist(), broken.rules, broken.details))
+
+
 def drain_once(catalog: Catalog, reader: TopicReader, target: DrainTarget, registry, limits: Limits | None = None,
-               run_id: str | None = None) -> DrainResult:
+               run_id: str | None = None, thresholds: Thresholds = DEFAULTS) -> DrainResult:
     started = time.perf_counter()
     limits = limits or Limits()
     run_id = run_id or uuid.uuid4().hex
@@ -225,7 +238,11 @@ def drain_once(catalog: Catalog, reader: TopicReader, target: DrainTarget, regis
     result.quarantined_repeats = int((first & held & ~committed).sum())
     written = first & ~committed & ~held
     rows, numbers = _where(rows, written), numbers[written]
-    symbols = rows.column("symbol").combine_chunks()
+    # a row breaking a row rule is a dead letter; it still counts in the sequences and id ceilings: it arrived
+    kept, broken = set_aside(catalog, target, rows, thresholds)
+    positions, schema_ids = decoded.positions[written], decoded.schema_ids[written]
+    dead = sorted(decoded.dead + [(int(positions[row]), int(schema_ids[row]), rule, detail)
+                                  for row, rule, detail in broken])
     sequenced = _where(rows, rows.column("source_sequence").is_valid().to_numpy(zero_copy_only=False))
     breaks, sequences = classify(
         sequenced.column("symbol").combine_chunks(), sequenced.column("source_sequence").to_numpy(),
@@ -233,10 +250,11 @@ def drain_once(catalog: Catalog, reader: TopicReader, target: DrainTarget, regis
     pairs = rows.group_by(["symbol", "exchange"]).aggregate([])
     exchange = dict(zip(pairs.column("symbol").to_pylist(), pairs.column("exchange").to_pylist()))
 
+    landed = _where(rows, kept)
     files = {
-        target.table.identifier: write_rows(catalog, target.table.identifier, rows),
+        target.table.identifier: write_rows(catalog, target.table.identifier, landed),
         DEAD_LETTERS.identifier: write_rows(catalog, DEAD_LETTERS.identifier,
-                                            _dead_letter_rows(batch, target, decoded.dead, run_id, now_us)),
+                                            _dead_letter_rows(batch, target, dead, run_id, now_us)),
         SEQUENCE_GAPS.identifier: write_rows(catalog, SEQUENCE_GAPS.identifier,
                                              _break_rows(breaks, target, exchange, run_id, now_us)),
     }
@@ -254,20 +272,22 @@ def drain_once(catalog: Catalog, reader: TopicReader, target: DrainTarget, regis
         log.warning("%s: group offsets not committed (%s); lag reads behind until the next drain or "
                     "offset_drift.realign_group", target.topic, error)
 
-    result.rows_written = rows.num_rows
-    result.rows_by_symbol = Counter({entry["values"]: entry["counts"] for entry in symbols.value_counts().to_pylist()})
-    result.dead_letters = Counter(error_class for _, _, error_class, _ in decoded.dead)
+    result.rows_written = landed.num_rows
+    result.rows_by_symbol = Counter({entry["values"]: entry["counts"] for entry in
+                                     landed.column("symbol").combine_chunks().value_counts().to_pylist()})
+    result.dead_letters = Counter(error_class for _, _, error_class, _ in dead)
+    result.set_aside = Counter(rule for _, rule, _ in broken)
     result.breaks = Counter(b.kind for b in breaks)
     result.seconds = time.perf_counter() - started
     return result
 
 
 def drain(catalog: Catalog, reader: TopicReader, target: DrainTarget, registry, limits: Limits | None = None,
-          run_id: str | None = None, attempts: int = 3) -> DrainResult:
+          run_id: str | None = None, thresholds: Thresholds = DEFAULTS, attempts: int = 3) -> DrainResult:
     """drain_once, starting again from the new offsets if another drain committed this range first."""
     for attempt in range(1, attempts + 1):
         try:
-            return drain_once(catalog, reader, target, registry, limits, run_id)
+            return drain_once(catalog, reader, target, registry, limits, run_id, thresholds)
         except DrainAbandoned:
             if attempt == attempts:
                 raise

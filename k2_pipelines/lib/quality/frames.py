@@ -48,27 +48,43 @@ def _moves(symbols: pa.Array, times: pa.Array, prices: np.ndarray) -> np.ndarray
 
 def _listed_at(rows: pa.Table, listings: pa.Table) -> pa.Array:
     """Each row's instrument listing time (null where unknown), from reference_data rows."""
+    exchanges = pc.unique(rows.column("exchange").combine_chunks())
+    known = listings.filter(pc.and_(pc.is_valid(listings.column("listing_date")),
+                                    pc.is_in(listings.column("exchange"), exchanges)))
+    if not known.num_rows:  # a drain's exchange mostly has no listings: no key per row to build
+        return pa.nulls(rows.num_rows, listings.schema.field("listing_date").type)
+
     def keys(table: pa.Table) -> pa.Array:
         return join(table.column("exchange").combine_chunks(), b"\x1f", table.column("symbol").combine_chunks())
-    known = listings.filter(pc.is_valid(listings.column("listing_date")))
     index = pc.index_in(keys(rows), value_set=keys(known))
     return known.column("listing_date").combine_chunks().take(index)
 
 
+def checked_columns(rows: pa.Table, listings: pa.Table, names: tuple[str, ...], asx: bool = False
+                    ) -> dict[str, pa.Array]:
+    """The columns `names` of trades or quotes as the row checks see them, derived ones included: `listed_at`, and
+    for ASX rows `local_date`, `local_minute` (Sydney) and `trading_date` (from the id, see trading_dates)."""
+    columns = {name: _checked_value(name, rows.column(name)) for name in names if name in rows.column_names}
+    if "listed_at" in names:
+        columns["listed_at"] = _listed_at(rows, listings)
+    if asx and {"local_date", "local_minute"} & set(names):
+        local = pc.local_timestamp(rows.column("timestamp").combine_chunks().cast(pa.timestamp("us", tz=TIMEZONE)))
+        columns["local_date"] = local.cast(pa.date32())
+        columns["local_minute"] = pc.add(pc.multiply(pc.hour(local), 60), pc.minute(local))
+    if asx and "trading_date" in names and "trading_date" not in columns:
+        id_column = "trade_id" if "trade_id" in rows.column_names else "quote_id"
+        columns["trading_date"] = trading_dates(rows.column(id_column).combine_chunks())
+    return columns
+
+
 def market_rows(rows: pa.Table, kind: str, listings: pa.Table, required: tuple[str, ...],
                 asx: bool = False) -> pd.DataFrame:
-    """Trades or quotes with what the row checks derive: `price_move`, `listed_at`, and for ASX rows (which come
-    with their `trading_date`, see trading_dates) `local_date` and `local_minute` (Sydney)."""
-    columns = {name: _checked_value(name, rows.column(name)) for name in dict.fromkeys(required)}
+    """Trades or quotes as the row checks see them (checked_columns), with each row's `price_move`."""
+    derived = ("listed_at", "local_date", "local_minute", "trading_date") if asx else ("listed_at",)
+    columns = checked_columns(rows, listings, tuple(dict.fromkeys(required)) + derived, asx)
     prices = (columns["price"] if kind == "trades"
               else pc.divide(pc.add(columns["bid_price"], columns["ask_price"]), 2)).to_numpy(zero_copy_only=False)
     columns["price_move"] = pa.array(_moves(columns["symbol"], columns["timestamp"], prices), pa.float64())
-    columns["listed_at"] = _listed_at(rows, listings)
-    if asx:
-        local = pc.local_timestamp(columns["timestamp"].cast(pa.timestamp("us", tz=TIMEZONE)))
-        columns["local_date"] = local.cast(pa.date32())
-        columns["local_minute"] = pc.add(pc.multiply(pc.hour(local), 60), pc.minute(local))
-        columns["trading_date"] = rows.column("trading_date").combine_chunks()
     return _as_frame(columns)
 
 

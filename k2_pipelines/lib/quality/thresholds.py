@@ -12,3 +12,6 @@ class Thresholds:
     freshness_minutes: float = 15.0  # the newest event may be this old while the feed delivers
     trading_opens_minute: int = 10 * 60  # ASX local time; prints outside normal hours are legal, and counted
     trading_closes_minute: int = 16 * 60 + 12  # after the closing auction
+
+
+DEFAULTS = Thresholds()

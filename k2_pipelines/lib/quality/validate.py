@@ -1,6 +1,7 @@
 """Run K2's checks with Great Expectations (one suite per frame) and turn its results into outcomes."""
 
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import great_expectations as gx
@@ -44,12 +45,12 @@ def _plain(value):
     return value.item() if hasattr(value, "item") else value
 
 
-def run_checks(frames: dict[str, pd.DataFrame], checks: list[Check], ids: dict[str, list[str]]) -> list[Outcome]:
-    """Each check's outcome on its frame; `ids` names the columns that identify a failing row of each frame."""
+def _results(frames: dict[str, pd.DataFrame], checks: list[Check], result_format: dict
+             ) -> Iterator[tuple[str, pd.DataFrame, str, object]]:
+    """(check, its frame, frame name, result) of each expectation, one Great Expectations suite per frame."""
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False}
     source = context.data_sources.add_pandas("k2")
-    outcomes = {c.name: Outcome(c.name, c.severity, c.description, True, 0, len(frames[c.frame])) for c in checks}
     for frame_name in dict.fromkeys(c.frame for c in checks):
         suite = context.suites.add(gx.ExpectationSuite(name=frame_name))
         owner = {}
@@ -57,17 +58,37 @@ def run_checks(frames: dict[str, pd.DataFrame], checks: list[Check], ids: dict[s
             for expectation in check.expectations:
                 owner[suite.add_expectation(copy.deepcopy(expectation)).id] = check.name
         batch = source.add_dataframe_asset(frame_name).add_batch_definition_whole_dataframe(frame_name)
-        result_format = {"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_SIZE}
         frame = frames[frame_name].reset_index(drop=True)  # positions, for the samples
         validation = context.validation_definitions.add(gx.ValidationDefinition(name=frame_name, data=batch,
                                                                                 suite=suite))
         for result in validation.run(batch_parameters={"dataframe": frame}, result_format=result_format).results:
-            outcome = outcomes[owner[result.expectation_config.id]]
-            columns = _columns(result.expectation_config.kwargs)
-            if result.exception_info.get("raised_exception"):
-                outcome.errors.append(f"{', '.join(columns)}: {result.exception_info['exception_message']}")
-            outcome.passed &= bool(result.success)
-            outcome.failing += int(result.result.get("unexpected_count") or 0)
-            outcome.sample += _sample(frame, result.result, columns, ids.get(frame_name, []))[
-                : SAMPLE_SIZE - len(outcome.sample)]
+            yield owner[result.expectation_config.id], frame, frame_name, result
+
+
+def run_checks(frames: dict[str, pd.DataFrame], checks: list[Check], ids: dict[str, list[str]]) -> list[Outcome]:
+    """Each check's outcome on its frame; `ids` names the columns that identify a failing row of each frame."""
+    outcomes = {c.name: Outcome(c.name, c.severity, c.description, True, 0, len(frames[c.frame])) for c in checks}
+    summary = {"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_SIZE}
+    for check, frame, frame_name, result in _results(frames, checks, summary):
+        outcome = outcomes[check]
+        columns = _columns(result.expectation_config.kwargs)
+        if result.exception_info.get("raised_exception"):
+            outcome.errors.append(f"{', '.join(columns)}: {result.exception_info['exception_message']}")
+        outcome.passed &= bool(result.success)
+        outcome.failing += int(result.result.get("unexpected_count") or 0)
+        outcome.sample += _sample(frame, result.result, columns, ids.get(frame_name, []))[
+            : SAMPLE_SIZE - len(outcome.sample)]
     return list(outcomes.values())
+
+
+def failing_rows(frames: dict[str, pd.DataFrame], checks: list[Check]) -> dict[str, np.ndarray]:
+    """The positions of every row each check fails on (complete results: the cost grows with the failures). A check
+    that cannot be evaluated raises: it names no rows, and a caller acting on rows must not act on none."""
+    failing = {c.name: np.zeros(0, np.int64) for c in checks}
+    for check, _, _, result in _results(frames, checks, {"result_format": "COMPLETE"}):
+        if result.exception_info.get("raised_exception"):
+            raise ValueError(f"{check}: {result.exception_info['exception_message']}")
+        positions = np.array([p for p in result.result.get("unexpected_index_list") or []
+                              if isinstance(p, (int, np.integer))], dtype=np.int64)
+        failing[check] = np.union1d(failing[check], positions)
+    return failing

@@ -1,7 +1,7 @@
 """Validate what one run wrote: an ASX load (per trading date), a reference-data load, a drained micro-batch."""
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -25,18 +25,14 @@ from k2_pipelines.lib.quality.checks import (
 )
 from k2_pipelines.lib.quality.frames import days_frame, market_rows, stream_frames, trading_dates
 from k2_pipelines.lib.quality.report import Validation
+from k2_pipelines.lib.quality.rules import listings
 from k2_pipelines.lib.quality.thresholds import Thresholds
-from k2_pipelines.lib.quality.validate import run_checks
+from k2_pipelines.lib.quality.validate import failing_rows, run_checks
 from k2_pipelines.lib.run_rows import rows_written_by_run
 from k2_pipelines.lib.table_stats import newest_event_time
 from k2_pipelines.lib.tables import DEAD_LETTERS, QUOTES, REFERENCE_DATA, REJECTS, SEQUENCE_GAPS, TRADES
 
 MARKET_TABLES = {"trades": (TRADES, "trade_id"), "quotes": (QUOTES, "quote_id")}
-
-
-def _listings(catalog: Catalog) -> pa.Table:
-    return catalog.load_table(REFERENCE_DATA.identifier).scan(
-        selected_fields=("exchange", "symbol", "listing_date")).to_arrow()
 
 
 def market_loads(catalog: Catalog, kind: str) -> Iterator[tuple[str, date, date]]:
@@ -92,14 +88,14 @@ def validate_market_load(catalog: Catalog, layout: CsvLayout, landing: Path, run
         selected_fields=("partition_key",)).to_arrow()
     rejected = Counter(rejects.column("partition_key").to_pylist())
     source = sum((lines_by_trading_date(p) for p in sorted((landing / layout.kind).glob("*.csv"))), Counter())
-    listings = _listings(catalog)
+    listed = listings(catalog)
     checks = market_checks(layout.kind, table.schema(), id_column, thresholds, now) + asx_checks(thresholds)
     days = _by_trading_date(rows, first, last)
     del rows  # each date's rows are let go once its frame is built
     validations = []
     for day in list(days):
         day_rows = days.pop(day)
-        frames = {"rows": market_rows(day_rows, layout.kind, listings, required, asx=True),
+        frames = {"rows": market_rows(day_rows, layout.kind, listed, required, asx=True),
                   "days": days_frame({day: source[day]}, {day: day_rows.num_rows}, {day: rejected[day]})}
         count = day_rows.num_rows
         del day_rows
@@ -136,10 +132,31 @@ def validate_drain(catalog: Catalog, asset: str, kind: str, topic: str, exchange
     if messages is None:
         messages = rows.num_rows + dead_letters
         notes.append("the batch's message count is not recorded: the dead-letter rate counts rows and dead letters")
-    frames = {"rows": market_rows(rows, kind, _listings(catalog), required)}
+    frames = {"rows": market_rows(rows, kind, listings(catalog), required)}
     frames |= stream_frames(rows, gaps, messages, dead_letters, newest_event_time(main, exchange), newest_message,
                             now, thresholds.freshness_minutes)
     checks = market_checks(kind, definition.schema(), id_column, thresholds, now) \
         + stream_checks(thresholds, gaps_tracked=kind == "trades")
     outcomes = run_checks(frames, checks, {"rows": [id_column], "symbols": ["symbol"]})
     return Validation(asset, run_id, now, rows.num_rows, outcomes, notes=notes)
+
+
+def failing_drained_rows(catalog: Catalog, kind: str, check_names: list[str], thresholds: Thresholds,
+                         now: datetime) -> Callable[[pa.Table], pa.Array]:
+    """For a quarantine: given a batch's rows, the first of the named checks (row checks of trades or quotes) each
+    row fails, null where it fails none; Great Expectations names the rows, as in the check itself."""
+    definition, id_column = MARKET_TABLES[kind]
+    checks = [c for c in market_checks(kind, definition.schema(), id_column, thresholds, now) if c.name in check_names]
+    unknown = set(check_names) - {c.name for c in checks}
+    if unknown:
+        raise ValueError(f"no row check of {kind} is named {', '.join(sorted(unknown))}")
+
+    def pick(rows: pa.Table) -> pa.Array:
+        frame = market_rows(rows, kind, listings(catalog), required_fields(definition.schema()))
+        reasons = np.full(rows.num_rows, None, dtype=object)
+        failing = failing_rows({"rows": frame}, checks)
+        for check in reversed(checks):  # the first check in catalogue order names a row
+            reasons[failing[check.name]] = check.name
+        return pa.array(reasons, pa.string())
+
+    return pick

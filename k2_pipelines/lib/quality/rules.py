@@ -1,0 +1,126 @@
+"""Row rules: the blocking checks that judge each row on its own, applied as rows are written.
+
+A row rule is a K2 check (lib/quality/checks.py) of severity ERROR on the `rows` frame whose expectations each judge
+one row at a time. This module evaluates those very expectation objects on Arrow, so the write path (the drain, a
+dead-letter replay, the ASX load) and the Great Expectations check share one definition, thresholds included; the
+check stays the independent proof of what landed. `unique_ids` is not a row rule: the drain's dedupe applies it as
+rows are written (ids already committed, repeats within a batch), and an ASX id names its file line.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import great_expectations.expectations as gxe
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyiceberg.catalog import Catalog
+from pyiceberg.schema import Schema
+
+from k2_pipelines.lib.bounded_cache import BoundedCache
+from k2_pipelines.lib.catalog import load_table
+from k2_pipelines.lib.quality.checks import ERROR, Check, market_checks
+from k2_pipelines.lib.quality.frames import checked_columns
+from k2_pipelines.lib.quality.thresholds import Thresholds
+from k2_pipelines.lib.tables import REFERENCE_DATA
+
+_ONE_ROW_AT_A_TIME = (gxe.ExpectColumnValuesToNotBeNull, gxe.ExpectColumnValuesToBeBetween,
+                      gxe.ExpectColumnValuesToBeInSet, gxe.ExpectColumnPairValuesAToBeGreaterThanB,
+                      gxe.ExpectColumnPairValuesToBeEqual)
+
+
+def row_rules(checks: list[Check]) -> list[Check]:
+    return [c for c in checks if c.severity == ERROR and c.frame == "rows"
+            and all(isinstance(e, _ONE_ROW_AT_A_TIME) for e in c.expectations)]
+
+
+def _columns_read(expectation) -> list[str]:
+    return [expectation.column] if hasattr(expectation, "column") else [expectation.column_A, expectation.column_B]
+
+
+def _present(values: pa.Array) -> pa.Array:
+    """Where a value is there (Great Expectations on pandas counts NaN as missing)."""
+    valid = pc.is_valid(values)
+    return pc.and_(valid, pc.invert(pc.is_nan(values))) if pa.types.is_floating(values.type) else valid
+
+
+def _bound(value, data_type: pa.DataType) -> pa.Scalar:
+    return pa.scalar(value).cast(data_type) if pa.types.is_timestamp(data_type) else pa.scalar(value)
+
+
+def _broken(expectation, columns: dict[str, pa.Array]) -> pa.Array:
+    """Where the rows break one expectation, as Great Expectations judges them."""
+    if isinstance(expectation, gxe.ExpectColumnValuesToNotBeNull):
+        return pc.invert(_present(columns[expectation.column]))
+    if isinstance(expectation, gxe.ExpectColumnValuesToBeBetween):
+        values = columns[expectation.column]
+        inside = pc.is_valid(values)
+        for limit, strict, compare in ((expectation.min_value, expectation.strict_min, (pc.greater, pc.greater_equal)),
+                                       (expectation.max_value, expectation.strict_max, (pc.less, pc.less_equal))):
+            if limit is not None:
+                inside = pc.and_(inside, compare[0 if strict else 1](values, _bound(limit, values.type)))
+        return pc.and_(_present(values), pc.invert(inside.fill_null(False)))
+    if isinstance(expectation, gxe.ExpectColumnValuesToBeInSet):
+        values = columns[expectation.column]
+        return pc.and_(_present(values), pc.invert(pc.is_in(values, pa.array(list(expectation.value_set)))))
+    a, b = columns[expectation.column_A], columns[expectation.column_B]
+    if isinstance(expectation, gxe.ExpectColumnPairValuesAToBeGreaterThanB):
+        holds = (pc.greater_equal if expectation.or_equal else pc.greater)(a, b)
+    else:
+        holds = pc.equal(a, b)
+    ignored = {"both_values_are_missing": pc.and_, "either_value_is_missing": pc.or_, "neither": None}[
+        expectation.ignore_row_if]
+    judged = pc.invert(ignored(pc.invert(_present(a)), pc.invert(_present(b)))) if ignored else pa.scalar(True)
+    return pc.and_(judged, pc.invert(holds.fill_null(False)))
+
+
+@dataclass(frozen=True)
+class Broken:
+    """The rows that break a rule: their positions among the rows judged, the first rule each breaks, and the
+    values that break it."""
+    positions: np.ndarray
+    rules: list[str]
+    details: list[str]
+
+
+def _detail(check: Check, columns: dict[str, pa.Array], position: int) -> str:
+    read = dict.fromkeys(name for e in check.expectations for name in _columns_read(e))
+    values = ", ".join(f"{name}={_text(columns[name][position].as_py())}" for name in read)
+    return f"{check.description}: {values}"
+
+
+def _text(value) -> str:
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def broken_rows(rules: list[Check], rows: pa.Table, listings: pa.Table, asx: bool = False) -> Broken:
+    """The rows of `rows` (trades or quotes in their table's schema) that break one of `rules`."""
+    if not rules or not rows.num_rows:
+        return Broken(np.zeros(0, np.int64), [], [])
+    names = dict.fromkeys(name for check in rules for e in check.expectations for name in _columns_read(e))
+    columns = checked_columns(rows, listings, tuple(names), asx)
+    first_rule = np.full(rows.num_rows, -1)
+    for index, check in reversed(list(enumerate(rules))):  # the first rule in catalogue order names a row
+        broken = np.zeros(rows.num_rows, dtype=bool)
+        for expectation in check.expectations:
+            broken |= _broken(expectation, columns).to_numpy(zero_copy_only=False)
+        first_rule[broken] = index
+    positions = np.flatnonzero(first_rule >= 0)
+    return Broken(positions, [rules[first_rule[p]].name for p in positions],
+                  [_detail(rules[first_rule[p]], columns, int(p)) for p in positions])
+
+
+_LISTINGS: BoundedCache[pa.Table] = BoundedCache(4)
+
+
+def listings(catalog: Catalog) -> pa.Table:
+    """(exchange, symbol, listing_date) of reference_data, read once per snapshot of it."""
+    table = load_table(catalog, REFERENCE_DATA.identifier)
+    snapshot = table.current_snapshot()
+    return _LISTINGS.get_or_make((table.metadata.table_uuid, snapshot.snapshot_id if snapshot else None),
+                                 lambda: table.scan(selected_fields=("exchange", "symbol", "listing_date")).to_arrow())
+
+
+def write_rules(kind: str, schema: Schema, id_column: str, thresholds: Thresholds) -> list[Check]:
+    """The row rules of trades or quotes as they are written now."""
+    return row_rules(market_checks(kind, schema, id_column, thresholds, datetime.now(timezone.utc)))
