@@ -54,3 +54,14 @@ def landing(k2_home) -> Path:
     path = k2_home / "landing"
     generate(path, SAMPLE_SYMBOLS, SAMPLE_DAYS, SAMPLE_TRADES, 1.5, seed=11)
     return path
+
+
+@pytest.fixture
+def rows_slip_past_the_rules(monkeypatch):
+    """The write paths' row rules let every row through, as a rule with a bug would: what lands is then left to the
+    blocking checks (which stop what is downstream, and the quality gate quarantines the rows they fail on)."""
+    from k2_pipelines.lib.asx import load
+    from k2_pipelines.lib.drain import drain
+
+    monkeypatch.setattr(drain, "write_rules", lambda *args: [])
+    monkeypatch.setattr(load, "row_rules", lambda checks: [])

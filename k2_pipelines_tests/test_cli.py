@@ -59,7 +59,8 @@ def test_upkeep_runs_on_demand_and_incidents_are_listed(k2_home, landing, capsys
     assert json.loads(capsys.readouterr().out) == []
 
 
-def test_gold_build_command_builds_a_range_or_says_why_days_are_held_back(k2_home, landing, capsys, monkeypatch):
+def test_gold_build_command_builds_a_range_or_says_why_days_are_held_back(k2_home, landing, capsys, monkeypatch,
+                                                                          rows_slip_past_the_rules):
     monkeypatch.setenv("DAGSTER_HOME", str(k2_home / "dagster"))
     assert main(["asx", "load", "--start", "2014-03-10", "--end", "2014-03-12"]) == 0
     assert main(["gold", "build", "--start", "2014-03-09", "--end", "2014-03-12"]) == 0

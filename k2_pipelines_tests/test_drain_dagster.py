@@ -10,6 +10,7 @@ from k2_pipelines.defs.binance.resources import BinanceKafkaResource
 from k2_pipelines.defs.binance.schedules import drain_schedules
 from k2_pipelines.defs.binance.sensors import binance_lag_sensor
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
+from k2_pipelines.defs.quality.resources import QualityResource
 from k2_pipelines.lib.binance.producer import MarketDataProducer
 from k2_pipelines.lib.binance.recording import replay
 from k2_pipelines.lib.binance.sample import generate_session
@@ -26,7 +27,7 @@ def test_the_sensor_launches_drains_by_the_batch_policy_and_materializations_rep
     producer = MarketDataProducer(kafka_broker.bootstrap, default_registry(), topics)
     replay(session, producer)
     assert producer.flush(30) == 0
-    resources = {"iceberg": IcebergCatalogResource(),
+    resources = {"iceberg": IcebergCatalogResource(), "quality": QualityResource(),
                  "binance_kafka": BinanceKafkaResource(bootstrap=kafka_broker.bootstrap, trades_topic=topics.trades,
                                                        quotes_topic=topics.quotes)}
 
@@ -70,7 +71,7 @@ def test_the_fallback_schedule_drains_only_a_lagging_topic_it_can_reach(kafka_br
     [trades_schedule, _] = drain_schedules
 
     def tick(bootstrap: str) -> dg.RunRequest | dg.SkipReason:
-        resources = {"iceberg": IcebergCatalogResource(),
+        resources = {"iceberg": IcebergCatalogResource(), "quality": QualityResource(),
                      "binance_kafka": BinanceKafkaResource(bootstrap=bootstrap, trades_topic=topics.trades)}
         return trades_schedule(dg.build_schedule_context(resources=resources))
 

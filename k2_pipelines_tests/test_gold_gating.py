@@ -60,7 +60,8 @@ def _hourly(instance, at: datetime):
         return build_ohlcv_hourly(context)
 
 
-def test_days_of_an_asx_load_that_failed_a_blocking_check_wait_for_a_reload_that_passes(catalog, landing):
+def test_days_of_an_asx_load_that_failed_a_blocking_check_wait_for_a_reload_that_passes(catalog, landing,
+                                                                                         rows_slip_past_the_rules):
     failing = {"resources": {"quality": {"config": {"future_tolerance_seconds": -1e10}}}}
     with dg.instance_for_test() as instance:
         assert run_asx_load(DAYS[0].isoformat(), DAYS[-1].isoformat(), instance=instance).success
@@ -109,7 +110,8 @@ def test_days_of_an_asx_load_that_failed_a_blocking_check_wait_for_a_reload_that
 def test_an_asx_load_whose_checks_never_ran_holds_its_days_back(catalog, landing):
     with dg.instance_for_test() as instance:
         load = dg.materialize([asx_reference_data, asx_trades], partition_key=DAYS[1].isoformat(), instance=instance,
-                              resources={"iceberg": IcebergCatalogResource(), "asx_landing": AsxLandingResource()})
+                              resources={"iceberg": IcebergCatalogResource(), "asx_landing": AsxLandingResource(),
+                                         "quality": QualityResource()})
         assert load.success and not load.get_asset_check_evaluations()  # loaded without its checks
         message = _held_back(_build(instance, DAYS[1]))
     assert (f"- {DAYS[1]}: ASX trading date(s) {DAYS[1]}, written by run {load.run_id}: no evaluation of its "
@@ -140,7 +142,8 @@ def session_parts(kafka_broker, tmp_path):
 
 
 def test_a_drained_batch_that_failed_a_blocking_check_holds_its_day_back_until_quarantined(kafka_broker, catalog,
-                                                                                           session_parts):
+                                                                                           session_parts,
+                                                                                           rows_slip_past_the_rules):
     topics, produce = session_parts
     used = resources(kafka_broker, topics)
     day = date(2025, 11, 21)
@@ -173,7 +176,9 @@ def test_a_drained_batch_that_failed_a_blocking_check_holds_its_day_back_until_q
         assert _held_back(_build(instance, day)) == message
 
         [request] = tick(quality_gate_sensor, instance, used, cursor).run_requests
-        quarantine = dg.Definitions(jobs=[quarantine_bad_batch], resources=used).resolve_job_def(
+        # the runbook runs with the thresholds the check failed on, and names the same rows: here all of the batch
+        quarantine = dg.Definitions(jobs=[quarantine_bad_batch], resources=used | {
+            "quality": EVERYTHING_IN_THE_FUTURE}).resolve_job_def(
             "quarantine_bad_batch").execute_in_process(run_config=request.run_config, instance=instance)
         assert quarantine.success
         built = _build(instance, day)
@@ -185,7 +190,8 @@ def test_a_drained_batch_that_failed_a_blocking_check_holds_its_day_back_until_q
     _assert_same_bars(_by_key(bars), _expected(trades, "1m"))
 
 
-def test_a_failed_batch_checked_again_on_its_own_and_passing_is_not_held_back(kafka_broker, catalog, session_parts):
+def test_a_failed_batch_checked_again_on_its_own_and_passing_is_not_held_back(kafka_broker, catalog, session_parts,
+                                                                             rows_slip_past_the_rules):
     topics, produce = session_parts
     used = resources(kafka_broker, topics)
     day = date(2025, 11, 21)

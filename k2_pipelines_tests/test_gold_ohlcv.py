@@ -184,7 +184,8 @@ def test_the_build_ohlcv_job_builds_a_partition_with_its_metadata(catalog, landi
         _assert_same_bars(_by_key(gold), _expected(trades, interval))
 
 
-def test_a_failed_blocking_check_on_the_trades_stops_the_bars_in_the_same_run(kafka_broker, catalog, tmp_path):
+def test_a_failed_blocking_check_on_the_trades_stops_the_bars_in_the_same_run(kafka_broker, catalog, tmp_path,
+                                                                            rows_slip_past_the_rules):
     session = tmp_path / "session.jsonl"
     generate_session(session, ["BTCUSDT", "ETHUSDT"], 2_000, seed=4)
     topics = unique_topics()

@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from k2_pipelines.defs.binance.assets import binance_trades
 from k2_pipelines.defs.binance.resources import BinanceKafkaResource
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
+from k2_pipelines.defs.quality.resources import QualityResource
 from k2_pipelines.lib.asx.sample import DEFAULT_START, trading_days
 from k2_pipelines.lib.binance.producer import MarketDataProducer
 from k2_pipelines.lib.binance.recording import replay
@@ -255,7 +256,7 @@ def test_drain_and_asx_runs_push_running_totals_to_a_real_pushgateway(kafka_brok
                                                                       tmp_path, monkeypatch):
     _, counts, topics = replay_session(kafka_broker, tmp_path, 3_000, {"duplicates"})
     monkeypatch.setenv(PUSHGATEWAY_URL, pushgateway)
-    resources = {"iceberg": IcebergCatalogResource(),
+    resources = {"iceberg": IcebergCatalogResource(), "quality": QualityResource(),
                  "binance_kafka": BinanceKafkaResource(bootstrap=kafka_broker.bootstrap, trades_topic=topics.trades,
                                                        quotes_topic=topics.quotes)}
     runs = []
@@ -287,7 +288,7 @@ def test_drain_and_asx_runs_push_running_totals_to_a_real_pushgateway(kafka_brok
 def test_a_failed_push_does_not_fail_the_run(kafka_broker, catalog, tmp_path, monkeypatch, caplog):
     _, counts, topics = replay_session(kafka_broker, tmp_path, 500, set())
     monkeypatch.setenv(PUSHGATEWAY_URL, f"http://127.0.0.1:{free_port()}")  # nothing listens
-    resources = {"iceberg": IcebergCatalogResource(),
+    resources = {"iceberg": IcebergCatalogResource(), "quality": QualityResource(),
                  "binance_kafka": BinanceKafkaResource(bootstrap=kafka_broker.bootstrap, trades_topic=topics.trades,
                                                        quotes_topic=topics.quotes)}
     result = dg.materialize([binance_trades], resources=resources)

@@ -77,7 +77,8 @@ def test_an_asx_load_checks_what_it_wrote_and_reports_per_trading_date(catalog, 
     assert str(report) in pages and all(Path(page).exists() for page in pages)
 
 
-def test_a_failed_error_check_blocks_what_is_downstream_and_a_warning_does_not(catalog, landing):
+def test_a_failed_error_check_blocks_what_is_downstream_and_a_warning_does_not(catalog, landing,
+                                                                               rows_slip_past_the_rules):
     @dg.asset(deps=[asx_trades], partitions_def=asx_trading_days, backfill_policy=dg.BackfillPolicy.single_run())
     def downstream_of_trades() -> None:
         """Stands for the gold tables to come."""

@@ -164,6 +164,14 @@ def _prune_runs(args) -> int:
     return run_upkeep("prune-runs", {"dry_run": args.dry_run} | {k: v for k, v in given.items() if v is not None})
 
 
+def _quarantine(args) -> int:
+    from k2_pipelines.cli.quarantine import list_held, release_rows
+
+    if args.action == "list":
+        return list_held(args.table)
+    return release_rows(args.table, args.run, args.check)
+
+
 def _incidents(args) -> int:
     from k2_pipelines.cli.upkeep import list_incidents
 
@@ -315,6 +323,18 @@ def parser() -> argparse.ArgumentParser:
     prune.add_argument("--keep-failed-days", type=float, help="failed and canceled runs (default 14)")
     prune.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")
     prune.set_defaults(run=_prune_runs)
+
+    quarantine = commands.add_parser("quarantine", help="rows a blocking check failed on, held out of their table") \
+        .add_subparsers(dest="action", required=True)
+    held = quarantine.add_parser("list", help="the rows held, by table, drain run and failed check")
+    held.add_argument("--table", choices=("trades", "quotes"))
+    held.set_defaults(run=_quarantine)
+    release = quarantine.add_parser("release", help="put a run's held rows back into their table once the cause is "
+                                                    "fixed (exactly once; recorded as an incident)")
+    release.add_argument("--table", choices=("trades", "quotes"), required=True)
+    release.add_argument("--run", required=True, help="the drain run whose rows were quarantined")
+    release.add_argument("--check", help="only the rows quarantined for this check")
+    release.set_defaults(run=_quarantine)
 
     incidents = commands.add_parser("incidents", help="what the recovery sensors detected, did, and how it ended")
     incidents.add_argument("--status", choices=["open", "resolved", "needs_human"])

@@ -18,12 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from functools import reduce
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.expressions import AlwaysTrue, And, EqualTo, In
+from pyiceberg.expressions import AlwaysTrue, And, EqualTo, In, IsNull
 from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table
@@ -248,3 +249,108 @@ def quarantined_runs(catalog: Catalog, identifier: str) -> set[str]:
     held = catalog.load_table(QUARANTINE.identifier).scan(row_filter=EqualTo("table_name", identifier),
                                                           selected_fields=("source_run_id",)).to_arrow()
     return set(pc.unique(held.column("source_run_id")).to_pylist())
+
+
+RELEASE_RUN_ID = "k2.quarantine.release-run-id"
+
+
+@dataclass
+class ReleaseResult:
+    table: str
+    source_run_id: str
+    reason: str | None  # only the rows quarantined for this check; None: every held row of the run
+    rows_released: int  # back in the table
+    rows_already_there: int  # held, but the table holds them again (a replay after the quarantine): marked only
+    snapshot_after: int | None
+    commit_attempts: int
+    seconds: float
+
+
+def _held_filter(identifier: str, source_run_id: str | None = None, reason: str | None = None):
+    conditions = [EqualTo("table_name", identifier), IsNull("released_by_run")]
+    conditions += [EqualTo("source_run_id", source_run_id)] if source_run_id else []
+    conditions += [EqualTo("reason", reason)] if reason else []
+    return reduce(And, conditions)
+
+
+def held(catalog: Catalog, identifier: str | None = None) -> pa.Table:
+    """The rows the quarantine holds (not released), of every table or of one."""
+    quarantine = catalog.load_table(QUARANTINE.identifier)
+    row_filter = _held_filter(identifier) if identifier else IsNull("released_by_run")
+    return quarantine.scan(row_filter=row_filter).to_arrow()
+
+
+def _value(value, data_type: pa.DataType):
+    """A value of a row's JSON (see _json_value) back as what Arrow takes for the type."""
+    if value is None:
+        return None
+    if pa.types.is_decimal(data_type):
+        return Decimal(value)
+    if pa.types.is_timestamp(data_type):
+        return datetime.fromisoformat(value)
+    if pa.types.is_date(data_type):
+        return date.fromisoformat(value)
+    if pa.types.is_binary(data_type) or pa.types.is_large_binary(data_type):
+        return bytes.fromhex(value)
+    if pa.types.is_map(data_type):
+        return list(value.items())
+    return value
+
+
+def _rows_from_json(texts: list[str], schema: pa.Schema) -> pa.Table:
+    records = [json.loads(text) for text in texts]
+    return pa.Table.from_pylist([{f.name: _value(r.get(f.name), f.type) for f in schema} for r in records],
+                                schema=schema)
+
+
+def release(catalog: Catalog, target: DrainTarget, source_run_id: str, release_run_id: str,
+            reason: str | None = None) -> ReleaseResult:
+    """Put the rows a quarantine took out of run `source_run_id`'s batch (those of one check, with `reason`) back
+    into their table, and mark them released, in one atomic commit: exactly once (a second release finds nothing
+    held, and does nothing). The drain's checkpoint is carried forward unchanged, as a quarantine does."""
+    started = time.perf_counter()
+    identifier = target.table.identifier
+    result = ReleaseResult(identifier, source_run_id, reason, 0, 0, None, 0, 0.0)
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        main, quarantine = catalog.load_table(identifier), catalog.load_table(QUARANTINE.identifier)
+        result.snapshot_after = main.current_snapshot().snapshot_id if main.current_snapshot() else None
+        row_filter = _held_filter(identifier, source_run_id, reason)
+        rows_held = quarantine.scan(row_filter=row_filter).to_arrow()
+        if not rows_held.num_rows:
+            break
+        rows = _rows_from_json(rows_held.column("row_json").to_pylist(), main.schema().as_arrow())
+        there = repeats(main, rows, record_keys(rows, target.id_column), id_numbers(rows, target.id_column),
+                        target.id_column, {})
+        back = rows.filter(pa.array(~there))
+        result.rows_released, result.rows_already_there = back.num_rows, int(there.sum())
+        released = rows_held.set_column(rows_held.schema.get_field_index("released_by_run"), "released_by_run",
+                                        pa.array([release_run_id] * rows_held.num_rows, pa.string())) \
+            .set_column(rows_held.schema.get_field_index("released_at"), "released_at",
+                        pa.array([time.time_ns() // 1000] * rows_held.num_rows, pa.timestamp("us", tz="UTC")))
+        properties = {RUN_ID: release_run_id, RELEASE_RUN_ID: release_run_id, SOURCE_RUN_ID: source_run_id}
+        quarantine_transaction = new_transaction(quarantine)
+        quarantine_transaction.delete(row_filter, snapshot_properties=properties)
+        append_files(quarantine_transaction, write_rows(catalog, QUARANTINE.identifier, released), properties)
+        transactions = [quarantine_transaction]
+        if back.num_rows:
+            checkpoint = stored_checkpoint(main, target.topic)
+            state = symbol_state(catalog, target.topic, checkpoint)
+            after = next_checkpoint(target.topic, checkpoint.offsets, release_run_id, checkpoint, state,
+                                    state.sequences, state.ceilings)
+            main_transaction = new_transaction(main)
+            append_files(main_transaction, write_rows(catalog, identifier, back),
+                         after.properties | {RELEASE_RUN_ID: release_run_id, SOURCE_RUN_ID: source_run_id})
+            state_changes = state_transaction(catalog, target.topic, after, state_files(catalog, after),
+                                              release_run_id)
+            transactions += [main_transaction] + ([state_changes] if state_changes else [])
+        result.commit_attempts = attempt
+        try:
+            committed = commit_atomically(catalog, transactions)
+        except CommitFailedException as conflict:
+            wait_after_lost_race(attempt, conflict, "planning the release again")
+            continue
+        result.snapshot_after = next((t.current_snapshot().snapshot_id for t in committed
+                                      if ".".join(t.name()) == identifier), result.snapshot_after)
+        break
+    result.seconds = time.perf_counter() - started
+    return result

@@ -105,7 +105,7 @@ def ensure_table(catalog: Catalog, definition: TableDefinition) -> Table:
     except NamespaceAlreadyExistsError:
         pass
     if catalog.table_exists(definition.identifier):  # create_table would write a metadata file, orphaned, first
-        return _with_properties(catalog.load_table(definition.identifier), definition)
+        return _with_properties(_with_fields(catalog.load_table(definition.identifier), definition), definition)
     schema = definition.schema()
     try:
         table = catalog.create_table(
@@ -118,6 +118,16 @@ def ensure_table(catalog: Catalog, definition: TableDefinition) -> Table:
     except TableAlreadyExistsError:  # another process created it meanwhile
         table = catalog.load_table(definition.identifier)
     return _with_properties(table, definition)
+
+
+def _with_fields(table: Table, definition: TableDefinition) -> Table:
+    """Tables made by an older K2 take the optional fields its definition has added since."""
+    schema = definition.schema()
+    if {f.name for f in schema.fields} <= {f.name for f in table.schema().fields}:
+        return table
+    with table.update_schema() as update:
+        update.union_by_name(schema)
+    return table
 
 
 def _with_properties(table: Table, definition: TableDefinition) -> Table:

@@ -6,6 +6,7 @@ from k2_pipelines.defs.asx.partitions import asx_trading_days
 from k2_pipelines.defs.asx.resources import AsxLandingResource
 from k2_pipelines.defs.iceberg.metadata import load_metadata
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
+from k2_pipelines.defs.quality.resources import QualityResource
 from k2_pipelines.lib.asx.layouts import QUOTES, TRADES, CsvLayout
 from k2_pipelines.lib.asx.load import load_market_days, load_reference_data
 from k2_pipelines.lib.asx.parse import UnreadableFileError
@@ -42,17 +43,19 @@ def _market_asset(layout: CsvLayout) -> dg.AssetsDefinition:
     @dg.asset(
         name=layout.asset,
         deps=[asx_reference_data],
-        description=f"ASX {layout.kind} of each trading date in market_data.{layout.kind} (v2), bad rows in market_data.rejects",
+        description=f"ASX {layout.kind} of each trading date in market_data.{layout.kind} (v2), bad rows (and rows breaking a row rule) in market_data.rejects",
         **_COMMON,
     )
     def load(
-        context: dg.AssetExecutionContext, iceberg: IcebergCatalogResource, asx_landing: AsxLandingResource
+        context: dg.AssetExecutionContext, iceberg: IcebergCatalogResource, asx_landing: AsxLandingResource,
+        quality: QualityResource,
     ) -> dg.MaterializeResult:
         keys = context.partition_key_range
         first, last = date.fromisoformat(keys.start), date.fromisoformat(keys.end)
         catalog = iceberg.catalog()
         try:
-            result = load_market_days(catalog, asx_landing.root(), layout, first, last, context.run.run_id)
+            result = load_market_days(catalog, asx_landing.root(), layout, first, last, context.run.run_id,
+                                      quality.thresholds())
         except UnreadableFileError as error:
             raise _fail_unreadable(error) from error
         push_asx(result)

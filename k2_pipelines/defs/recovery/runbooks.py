@@ -19,7 +19,7 @@ from k2_pipelines.lib.drain.offset_drift import RealignRefused, realign_group
 from k2_pipelines.lib.incidents import Incident, record_incident
 from k2_pipelines.lib.paths import state_dir
 from k2_pipelines.lib.quality.validations import failing_drained_rows
-from k2_pipelines.lib.quarantine import quarantine_run
+from k2_pipelines.lib.quarantine import quarantine_run, release
 
 TABLES = ("trades", "quotes")
 
@@ -114,6 +114,29 @@ def quarantine_bad_batch_op(context: dg.OpExecutionContext, config: BadBatchConf
                     "snapshot_after": dg.MetadataValue.text(str(result.snapshot_after))})
 
 
+class ReleaseConfig(TableConfig):
+    source_run_id: str  # the drain run whose quarantined rows go back
+    check: str = ""  # only the rows quarantined for this check; empty: every row of the run still held
+
+
+@dg.op(name="release_from_quarantine")
+def release_quarantined_rows_op(context: dg.OpExecutionContext, config: ReleaseConfig, iceberg: IcebergCatalogResource,
+                                binance_kafka: BinanceKafkaResource) -> dg.Output:
+    """Once the cause is fixed (a threshold, the reference data), put quarantined rows back into their table,
+    exactly once, recorded as an incident."""
+    incident = config.opened("quality_check_failed", f"release of run {config.source_run_id}")
+    result = release(iceberg.catalog(), binance_kafka.target(config.table), config.source_run_id, context.run_id,
+                     config.check or None)
+    rows = f"{'the rows failing ' + config.check if config.check else 'the rows'} of run {config.source_run_id}"
+    action = f"release {rows} from market_data.quarantine into {result.table}"
+    outcome = (f"{result.rows_released:,} rows back in {result.table}"
+               + (f", {result.rows_already_there:,} were there again already (marked released)"
+                  if result.rows_already_there else "")
+               if result.commit_attempts else "nothing held: released before, or never quarantined")
+    return _finish(context, iceberg, incident.resolve(action, outcome, context.run_id),
+                   {"release": dg.MetadataValue.json(asdict(result))})
+
+
 class ReplayConfig(TableConfig):
     dry_run: bool = False
 
@@ -141,5 +164,8 @@ realign_consumer_offsets = _runbook_job(
 quarantine_bad_batch = _runbook_job(
     "quarantine_bad_batch", quarantine_bad_batch_op, "Runbook quality_check_failed: move the rows of a micro-batch that failed a "
                              "blocking check to market_data.quarantine, keeping the stored offsets")
+release_quarantined_rows = _runbook_job(
+    "release_quarantined_rows", release_quarantined_rows_op, "Runbook quality_check_failed, once the cause is fixed: put "
+                                 "a batch's quarantined rows back into their table, exactly once")
 replay_dead_letters_job = _runbook_job(
     "replay_dead_letters", replay_dead_letters_op, "Runbook dead_letters_accumulating: re-drive a table's dead letters after a fix")

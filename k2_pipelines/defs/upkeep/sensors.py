@@ -10,13 +10,13 @@ import dagster as dg
 from k2_pipelines.defs.gold.jobs import build_ohlcv
 from k2_pipelines.defs.recovery.failed_runs import RETRIED_JOBS
 from k2_pipelines.defs.recovery.incident_runs import runbook_page, runbook_run_config
-from k2_pipelines.defs.recovery.runbooks import quarantine_bad_batch, replay_dead_letters_job
+from k2_pipelines.defs.recovery.runbooks import quarantine_bad_batch, release_quarantined_rows, replay_dead_letters_job
 from k2_pipelines.defs.upkeep.jobs import compact_tables, remove_orphan_files_job
 from k2_pipelines.lib.incidents import Incident
 from k2_pipelines.lib.upkeep.orphans import MIN_ORPHAN_AGE
 
-WRITERS = {job.name for job in (*RETRIED_JOBS, compact_tables, quarantine_bad_batch, replay_dead_letters_job,
-                                 build_ohlcv)}
+WRITERS = {job.name for job in (*RETRIED_JOBS, compact_tables, quarantine_bad_batch, release_quarantined_rows,
+                                 replay_dead_letters_job, build_ohlcv)}
 
 
 @dg.sensor(job=remove_orphan_files_job, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING,

@@ -2,7 +2,7 @@
 
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -16,7 +16,10 @@ from k2_pipelines.lib.asx.company_info import read_company_info
 from k2_pipelines.lib.asx.fixed_width import EPOCH
 from k2_pipelines.lib.asx.landing import fingerprint
 from k2_pipelines.lib.asx.layouts import CURRENCY, EXCHANGE, TIMEZONE, CsvLayout
-from k2_pipelines.lib.asx.parse import Company, parse_market_file
+from k2_pipelines.lib.asx.parse import Company, ParsedFile, parse_market_file, raw_lines
+from k2_pipelines.lib.quality.checks import Check, asx_checks, market_checks
+from k2_pipelines.lib.quality.rules import broken_rows, listings, row_rules
+from k2_pipelines.lib.quality.thresholds import DEFAULTS, Thresholds
 from k2_pipelines.lib.replace import CommitOutcome, Replacement, replace_atomically, replacement, write_rows
 from k2_pipelines.lib.tables import QUOTES, REFERENCE_DATA, REJECTS, TRADES
 from k2_pipelines.lib.uuids import random_uuids
@@ -81,22 +84,43 @@ def _with_ingest_columns(rows: pa.Table, now: datetime) -> pa.Table:
     )
 
 
-def load_market_days(catalog: Catalog, landing: Path, layout: CsvLayout, first: date, last: date, run_id: str) -> LoadResult:
+def _keep_to_rules(parsed: ParsedFile, rules: list[Check], listed: pa.Table, id_column: str) -> ParsedFile:
+    """The file's rows that keep to the row rules; each that breaks one joins its rejects, with its line."""
+    broken = broken_rows(rules, parsed.rows, listed, asx=True)
+    if not len(broken.positions):
+        return parsed
+    kept = np.ones(parsed.rows.num_rows, dtype=bool)
+    kept[broken.positions] = False
+    ids = parsed.rows.column(id_column).take(pa.array(broken.positions)).to_pylist()
+    lines = [int(row_id.rsplit("-", 1)[1]) for row_id in ids]  # an ASX id ends with its line number
+    rejects = [dict(line_number=line, raw_line=raw, reason=rule, detail=detail, trading_day=int(day))
+               for line, raw, rule, detail, day in zip(lines, raw_lines(parsed.path.read_bytes(), lines), broken.rules,
+                                                       broken.details, parsed.trading_days[broken.positions])]
+    return replace(parsed, rows=parsed.rows.filter(pa.array(kept)), rejects=parsed.rejects + rejects,
+                   trading_days=parsed.trading_days[kept])
+
+
+def load_market_days(catalog: Catalog, landing: Path, layout: CsvLayout, first: date, last: date, run_id: str,
+                     thresholds: Thresholds = DEFAULTS) -> LoadResult:
     """Replace the ASX rows of trading days first..last (local dates) in the trades or quotes table.
 
-    Parsed files are written once WRITE_BATCH_ROWS have gathered: memory stays bounded and a partition gets few
-    files. One commit then adds them all, with the rejects.
+    A row that breaks a row rule (lib/quality/rules.py) is a reject, with its rule and line. Parsed files are written
+    once WRITE_BATCH_ROWS have gathered: memory stays bounded and a partition gets few files. One commit then adds
+    them all, with the rejects.
     """
     table = _TABLES[layout.kind]
     companies = _companies(landing)
     files = sorted((landing / layout.kind).glob("*.csv"))
     first_day, last_day = (first - EPOCH).days, (last - EPOCH).days
     now = datetime.now(timezone.utc)
+    rules = row_rules(market_checks(layout.kind, table.schema(), layout.id_field, thresholds, now)
+                      + asx_checks(thresholds))
+    listed = listings(catalog)
     data_files, pending, rejects, day_counts = [], [], [], Counter()
 
     def write_pending() -> None:
         if pending:
-            rows = _with_ingest_columns(pa.concat_tables([p.rows for p in pending]), now)
+            rows = pa.concat_tables([p.rows for p in pending])
             # one trading date per file: reloading a date then drops whole files, never rewrites a neighbour's rows
             trading_days = pa.array(np.concatenate([p.trading_days for p in pending]))
             data_files.extend(write_rows(catalog, table.identifier, rows, trading_days))
@@ -105,6 +129,8 @@ def load_market_days(catalog: Catalog, landing: Path, layout: CsvLayout, first: 
     for path in files:
         parsed = parse_market_file(path, layout, companies.get(path.stem), first_day, last_day)
         if parsed.rows is not None and parsed.rows.num_rows:
+            parsed = _keep_to_rules(replace(parsed, rows=_with_ingest_columns(parsed.rows, now)), rules, listed,
+                                    layout.id_field)
             pending.append(parsed)
             if sum(p.rows.num_rows for p in pending) >= WRITE_BATCH_ROWS:
                 write_pending()

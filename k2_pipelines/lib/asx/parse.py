@@ -40,7 +40,7 @@ class Company:
 @dataclass
 class ParsedFile:
     path: Path
-    rows: pa.Table | None  # v2 columns without message_id and ingestion_timestamp (set per load); None: unknown company
+    rows: pa.Table | None  # v2 columns without message_id and ingestion_timestamp (set by the load); None: unknown company
     rejects: list[dict]  # line_number, raw_line, reason, detail, trading_day
     trading_days: np.ndarray  # days since epoch of each row in `rows`
 
@@ -77,7 +77,7 @@ def _line_starts(data: bytes) -> np.ndarray:
     return np.concatenate(([0], newlines + 1))
 
 
-def _raw_lines(data: bytes, line_numbers: list[int]) -> list[str]:
+def raw_lines(data: bytes, line_numbers: list[int]) -> list[str]:
     starts = _line_starts(data)
     lines = []
     for number in line_numbers:
@@ -234,7 +234,7 @@ def parse_market_file(
     bad = np.flatnonzero(~ok & in_range)
     if len(bad):
         bad_values = table.take(pa.array(bad)).to_pylist()
-        raw = _raw_lines(data, line_numbers[bad].tolist())
+        raw = raw_lines(data, line_numbers[bad].tolist())
         for position, values, raw_line in zip(bad.tolist(), bad_values, raw):
             if company is None:
                 reason, detail = "unknown_company", f"{path.stem} is not in company_info.csv"

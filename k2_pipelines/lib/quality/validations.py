@@ -24,10 +24,10 @@ from k2_pipelines.lib.quality.checks import (
     stream_checks,
 )
 from k2_pipelines.lib.quality.frames import days_frame, market_rows, stream_frames, trading_dates
-from k2_pipelines.lib.quality.report import Validation
+from k2_pipelines.lib.quality.report import SetAside, Validation
 from k2_pipelines.lib.quality.rules import listings
 from k2_pipelines.lib.quality.thresholds import Thresholds
-from k2_pipelines.lib.quality.validate import failing_rows, run_checks
+from k2_pipelines.lib.quality.validate import SAMPLE_SIZE, failing_rows, run_checks
 from k2_pipelines.lib.run_rows import rows_written_by_run
 from k2_pipelines.lib.table_stats import newest_event_time
 from k2_pipelines.lib.tables import DEAD_LETTERS, QUOTES, REFERENCE_DATA, REJECTS, SEQUENCE_GAPS, TRADES
@@ -85,7 +85,7 @@ def validate_market_load(catalog: Catalog, layout: CsvLayout, landing: Path, run
     rows = rows.append_column("trading_date", trading_dates(rows.column(id_column).combine_chunks()))
     rejects = catalog.load_table(REJECTS.identifier).scan(
         row_filter=And(EqualTo("run_id", run_id), EqualTo("source", layout.asset)),
-        selected_fields=("partition_key",)).to_arrow()
+        selected_fields=("partition_key", "reason", "source_file", "line_number", "detail")).to_arrow()
     rejected = Counter(rejects.column("partition_key").to_pylist())
     source = sum((lines_by_trading_date(p) for p in sorted((landing / layout.kind).glob("*.csv"))), Counter())
     listed = listings(catalog)
@@ -100,7 +100,9 @@ def validate_market_load(catalog: Catalog, layout: CsvLayout, landing: Path, run
         count = day_rows.num_rows
         del day_rows
         outcomes = run_checks(frames, checks, {"rows": [id_column], "days": ["trading_date"]})
-        validations.append(Validation(layout.asset, run_id, now, count, outcomes, partition=day))
+        day_rejects = rejects.filter(pc.equal(rejects.column("partition_key"), day))
+        validations.append(Validation(layout.asset, run_id, now, count, outcomes, partition=day,
+                                      set_aside=set_aside_by(day_rejects.drop_columns(["partition_key"]), "reason")))
     return validations
 
 
@@ -126,8 +128,10 @@ def validate_drain(catalog: Catalog, asset: str, kind: str, topic: str, exchange
         row_filter=And(EqualTo("detected_in_run", run_id), EqualTo("table_name", definition.name)),
         selected_fields=("symbol", "kind", "missing")).to_arrow()
     gaps = gaps.filter(pc.starts_with(gaps.column("kind"), "gap"))
-    dead_letters = catalog.load_table(DEAD_LETTERS.identifier).scan(
-        row_filter=And(EqualTo("run_id", run_id), EqualTo("topic", topic)), selected_fields=("offset",)).count()
+    letters = catalog.load_table(DEAD_LETTERS.identifier).scan(
+        row_filter=And(EqualTo("run_id", run_id), EqualTo("topic", topic)),
+        selected_fields=("partition", "offset", "error_class", "error_message")).to_arrow()
+    dead_letters = letters.num_rows
     notes = [] if newest_message else [f"{topic}: no message timestamp could be read, so the feed counts as down"]
     if messages is None:
         messages = rows.num_rows + dead_letters
@@ -138,7 +142,19 @@ def validate_drain(catalog: Catalog, asset: str, kind: str, topic: str, exchange
     checks = market_checks(kind, definition.schema(), id_column, thresholds, now) \
         + stream_checks(thresholds, gaps_tracked=kind == "trades")
     outcomes = run_checks(frames, checks, {"rows": [id_column], "symbols": ["symbol"]})
-    return Validation(asset, run_id, now, rows.num_rows, outcomes, notes=notes)
+    return Validation(asset, run_id, now, rows.num_rows, outcomes, notes=notes,
+                      set_aside=set_aside_by(letters.rename_columns(["partition", "offset", "error_class", "detail"]),
+                                             "error_class"))
+
+
+def set_aside_by(rows: pa.Table, reason_column: str) -> list[SetAside]:
+    """Rows a run set aside (dead letters, rejects), counted by reason, most first, with the first few of each."""
+    reasons = rows.column(reason_column).to_pylist()
+    found = []
+    for reason, count in Counter(reasons).most_common():
+        mine = rows.filter(pc.equal(rows.column(reason_column), reason)).drop_columns([reason_column])
+        found.append(SetAside(reason, count, mine.slice(0, SAMPLE_SIZE).to_pylist()))
+    return found
 
 
 def failing_drained_rows(catalog: Catalog, kind: str, check_names: list[str], thresholds: Thresholds,
