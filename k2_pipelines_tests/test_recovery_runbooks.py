@@ -6,8 +6,8 @@ import time
 from decimal import Decimal
 
 import dagster as dg
-import pyarrow.compute as pc
 from confluent_kafka import Consumer, Producer, TopicPartition
+from pyiceberg.expressions import EqualTo, In
 
 from k2_pipelines.defs.asx.assets import asx_quotes, asx_reference_data, asx_trades
 from k2_pipelines.defs.asx.checks import asx_quotes_quality, asx_trades_quality
@@ -21,17 +21,22 @@ from k2_pipelines.defs.recovery import failed_runs
 from k2_pipelines.defs.recovery.drift_sensor import offset_drift_sensor
 from k2_pipelines.defs.recovery.failed_runs import failed_run_sensor
 from k2_pipelines.defs.recovery.quality_sensor import quality_gate_sensor
-from k2_pipelines.defs.recovery.runbooks import quarantine_bad_batch, quarantine_landing_file, realign_consumer_offsets
+from k2_pipelines.defs.recovery.runbooks import (
+    quarantine_bad_batch,
+    quarantine_landing_file,
+    realign_consumer_offsets,
+    release_quarantined_rows,
+)
 from k2_pipelines.lib.avro_codec import AvroEncoder
 from k2_pipelines.lib.binance.normalize import normalize
 from k2_pipelines.lib.binance.recording import read_recording
 from k2_pipelines.lib.drain.checkpoint import stored_checkpoint
 from k2_pipelines.lib.drain.drain import group_id, trades_target
 from k2_pipelines.lib.drain.offset_drift import offset_drift
-from k2_pipelines.lib.incidents import NEEDS_HUMAN, OPEN, RESOLVED, incidents
+from k2_pipelines.lib.incidents import OPEN, RESOLVED, incidents
 from k2_pipelines.lib.paths import state_dir
 from k2_pipelines.lib.schema_registry import default_registry
-from k2_pipelines.lib.tables import QUARANTINE, TRADES
+from k2_pipelines.lib.tables import DEAD_LETTERS, QUARANTINE, TRADES
 from k2_pipelines_tests.kafka_helpers import unique_topics
 from k2_pipelines_tests.recovery_helpers import DRAIN_ASSETS, produce, resolve_incident, resources, skipped, tick
 
@@ -138,7 +143,48 @@ def test_a_reset_consumer_group_is_realigned_from_iceberg(own_broker, catalog, t
     print(f"offset drift: reset to realigned in {recovered:.1f}s (one tick and one runbook run)")
 
 
-def test_a_batch_failing_a_blocking_check_is_quarantined_and_draining_goes_on(own_broker, catalog, tmp_path):
+def _produce_records(bootstrap: str, topics, records: list[dict]) -> None:
+    encoder, producer = AvroEncoder(default_registry(), topics.trades, "trade_v2"), Producer(
+        {"bootstrap.servers": bootstrap})
+    for value in records:
+        producer.produce(topics.trades, encoder.encode(value), b"BTCUSDT")
+    assert producer.flush(30) == 0
+
+
+def _half_with_zero_prices(session, first_id: int) -> list[dict]:
+    """Ten trades of BTCUSDT, every second one priced 0 (breaking price_and_quantity_positive)."""
+    record = normalize(next(f for _, f in read_recording(session) if '"e":"trade"' in f), 1).record
+    return [record | {"trade_id": f"BINANCE-{first_id + i}", "source_sequence": None,
+                      "price": Decimal(0) if i % 2 else record["price"]} for i in range(10)]
+
+
+def test_rows_breaking_a_row_rule_are_dead_letters_and_their_neighbours_land(own_broker, catalog, tmp_path):
+    topics = unique_topics()
+    produce(own_broker, topics, tmp_path, 600, seed=7)
+    used = resources(own_broker, topics)
+    drain = _definitions(used).resolve_job_def("drain_binance_trades")
+    with dg.instance_for_test() as instance:
+        gate = tick(quality_gate_sensor, instance, used).cursor
+        assert drain.execute_in_process(instance=instance).success
+        good_ids = set(_trade_ids(catalog))
+        bad = _half_with_zero_prices(sorted(tmp_path.glob("session-*.jsonl"))[0], 10**12)
+        _produce_records(own_broker.bootstrap, topics, bad)
+        result = drain.execute_in_process(instance=instance)
+        assert result.success  # its checks pass: the zero prices never landed
+        assert not tick(quality_gate_sensor, instance, used, gate).run_requests  # nothing to quarantine
+        metadata = result.asset_materializations_for_node("binance_trades")[0].metadata
+        assert metadata["rows_set_aside_by_rule"].value == {"price_and_quantity_positive": 5}
+    assert set(_trade_ids(catalog)) == good_ids | {r["trade_id"] for r in bad[::2]}
+    letters = catalog.load_table(DEAD_LETTERS.identifier).scan(row_filter=EqualTo("run_id", result.run_id)).to_arrow()
+    assert letters["error_class"].to_pylist() == ["price_and_quantity_positive"] * 5
+    assert all("price=0.0" in message for message in letters["error_message"].to_pylist())
+    end = stored_checkpoint(catalog.load_table(TRADES.identifier), topics.trades).offsets
+    assert all(letters["offset"][i].as_py() < end[letters["partition"][i].as_py()] for i in range(5))
+    assert catalog.load_table(QUARANTINE.identifier).scan().to_arrow().num_rows == 0
+
+
+def test_rows_a_blocking_check_fails_after_the_write_are_quarantined_alone_and_released_once(
+        own_broker, catalog, tmp_path, rows_slip_past_the_rules):
     topics = unique_topics()
     session_counts = produce(own_broker, topics, tmp_path, 600, seed=7)
     used = resources(own_broker, topics)
@@ -148,39 +194,44 @@ def test_a_batch_failing_a_blocking_check_is_quarantined_and_draining_goes_on(ow
         gate, runs = tick(quality_gate_sensor, instance, used).cursor, tick(failed_run_sensor, instance, used).cursor
         assert drain.execute_in_process(instance=instance).success
         good_ids = set(_trade_ids(catalog))
-
-        session = sorted(tmp_path.glob("session-*.jsonl"))[0]
-        record = normalize(next(f for _, f in read_recording(session) if '"e":"trade"' in f), 1).record
-        encoder, producer = AvroEncoder(default_registry(), topics.trades, "trade_v2"), Producer(
-            {"bootstrap.servers": own_broker.bootstrap})
-        bad = [record | {"trade_id": f"BINANCE-{10**12 + i}", "source_sequence": None,
-                         "price": Decimal(0) if i % 2 else record["price"]} for i in range(10)]
-        for value in bad:
-            producer.produce(topics.trades, encoder.encode(value), b"BTCUSDT")
-        assert producer.flush(30) == 0
+        bad = _half_with_zero_prices(sorted(tmp_path.glob("session-*.jsonl"))[0], 10**12)
+        _produce_records(own_broker.bootstrap, topics, bad)
         failed = drain.execute_in_process(instance=instance, raise_on_error=False)
-        assert not failed.success  # the blocking check failed its run
+        assert not failed.success  # the rows slipped past the write path; the blocking check failed its run
         assert not tick(failed_run_sensor, instance, used, runs).run_requests  # the quality runbook's case
         [request] = tick(quality_gate_sensor, instance, used, gate).run_requests
         assert request.run_key == f"quarantine:trades:{failed.run_id}"
         offsets = stored_checkpoint(catalog.load_table(TRADES.identifier), topics.trades).offsets
-        runbook = _launch(defs, instance, request, "quarantine_bad_batch")
-        assert runbook.success
+        assert _launch(defs, instance, request, "quarantine_bad_batch").success
 
-        assert set(_trade_ids(catalog)) == good_ids  # the table as before the batch
+        # only the failing rows left: the batch's good rows stay queryable
+        assert set(_trade_ids(catalog)) == good_ids | {r["trade_id"] for r in bad[::2]}
         assert stored_checkpoint(catalog.load_table(TRADES.identifier), topics.trades).offsets == offsets
-        later = [record | {"trade_id": f"BINANCE-{2 * 10**12 + i}", "source_sequence": None} for i in range(5)]
-        for value in later:
-            producer.produce(topics.trades, encoder.encode(value), b"BTCUSDT")
-        assert producer.flush(30) == 0
+        later = [record | {"trade_id": f"BINANCE-{2 * 10**12 + i}"} for i, record in enumerate(bad[:5])]
+        _produce_records(own_broker.bootstrap, topics, [r | {"price": bad[0]["price"]} for r in later])
         assert drain.execute_in_process(instance=instance).success  # goes on after the batch, not through it again
-    assert set(_trade_ids(catalog)) == good_ids | {r["trade_id"] for r in later}
+        assert set(_trade_ids(catalog)) == good_ids | {r["trade_id"] for r in bad[::2] + later}
+
+        release = {"ops": {"release_from_quarantine": {"config": {"table": "trades",
+                                                                   "source_run_id": failed.run_id}}}}
+        job = dg.Definitions(jobs=[release_quarantined_rows], resources=used).resolve_job_def(
+            "release_quarantined_rows")
+        first = job.execute_in_process(run_config=release, instance=instance)
+        again = job.execute_in_process(run_config=release, instance=instance)
+        assert first.success and again.success
+    ids = _trade_ids(catalog)
+    assert len(ids) == len(set(ids)) and set(ids) == good_ids | {r["trade_id"] for r in bad + later}
     assert len(good_ids) == session_counts["trades"]
+    released = catalog.load_table(TRADES.identifier).scan(row_filter=In("trade_id", [r["trade_id"] for r in bad[1::2]]),
+                                                          selected_fields=("price",)).to_arrow()
+    assert released["price"].to_pylist() == [Decimal(0)] * 5  # the rows as they were quarantined
     quarantined = catalog.load_table(QUARANTINE.identifier).scan().to_arrow()
-    assert sorted(quarantined["record_id"].to_pylist()) == sorted(r["trade_id"] for r in bad)
+    assert sorted(quarantined["record_id"].to_pylist()) == sorted(r["trade_id"] for r in bad[1::2])
     assert set(quarantined["source_run_id"].to_pylist()) == {failed.run_id}
-    assert pc.all(pc.match_substring(quarantined["reason"], "price_and_quantity_positive")).as_py()
-    [incident] = incidents(catalog)
-    assert incident.kind == "quality_check_failed" and incident.status == RESOLVED
-    assert "10 rows" in incident.outcome and "price_and_quantity_positive" in incident.detail
-    assert NEEDS_HUMAN not in {i.status for i in incidents(catalog)}
+    assert set(quarantined["reason"].to_pylist()) == {"price_and_quantity_positive"}
+    assert set(quarantined["released_by_run"].to_pylist()) == {first.run_id}
+    quarantine, release_first, release_again = incidents(catalog)
+    assert quarantine.kind == "quality_check_failed" and quarantine.status == RESOLVED
+    assert "5 rows" in quarantine.outcome and "price_and_quantity_positive" in quarantine.detail
+    assert release_first.status == RESOLVED and release_first.outcome.startswith("5 rows back in market_data.trades")
+    assert release_again.outcome.startswith("nothing held") and release_again.run_id == again.run_id
