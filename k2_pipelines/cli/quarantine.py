@@ -28,7 +28,8 @@ def release_rows(table: str, run_id: str, check: str | None) -> int:
     config = {"table": table, "source_run_id": run_id, "check": check or ""}
     with dg.DagsterInstance.get() as instance:
         result = defs().resolve_job_def("release_quarantined_rows").execute_in_process(
-            instance=instance, raise_on_error=False, run_config={"ops": {"release_from_quarantine": {"config": config}}})
+            instance=instance, raise_on_error=False,
+            run_config={"ops": {"release_from_quarantine": {"config": config}}})
     if not result.success:
         print(f"release_quarantined_rows run {result.run_id}: FAILED (see `k2 dev` for its logs)")
         return 1

@@ -43,7 +43,8 @@ def _market_asset(layout: CsvLayout) -> dg.AssetsDefinition:
     @dg.asset(
         name=layout.asset,
         deps=[asx_reference_data],
-        description=f"ASX {layout.kind} of each trading date in market_data.{layout.kind} (v2), bad rows (and rows breaking a row rule) in market_data.rejects",
+        description=f"ASX {layout.kind} of each trading date in market_data.{layout.kind} (v2), bad rows (and rows "
+                    "breaking a row rule) in market_data.rejects",
         **_COMMON,
     )
     def load(

@@ -36,7 +36,8 @@ def _failed_blocking(instance: dg.DagsterInstance, key: dg.AssetCheckKey, after:
 
 @dg.sensor(job=quarantine_bad_batch, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Runbook quality_check_failed: when a blocking check fails on a drained batch, launches the "
-                       "quarantine of the rows it fails on (the batch's other rows stay; the stored offsets stay past it)")
+                       "quarantine of the rows it fails on (the batch's other rows stay; the stored offsets stay past "
+                       "it)")
 def quality_gate_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     after = float(context.cursor) if context.cursor else time.time()
     newest, requests = after, []
