@@ -154,6 +154,16 @@ def test_a_report_reads_only_the_newest_runs_of_its_asset_and_partition(k2_home,
     assert [count for count, _, _ in _bars(_charts(save(late).read_text())["unique_ids"])] == [0, 0, 3, 8]
 
 
+def test_a_report_folder_keeps_the_newest_reports_only(k2_home, monkeypatch):
+    monkeypatch.setattr(report, "REPORTS_KEPT", 4)
+    runs = _runs(7)
+    pages = [save(run) for run in runs]
+    folder = pages[0].parent
+    assert sorted(p.name for p in folder.iterdir()) == sorted(n for page in pages[-4:]
+                                                              for n in (page.name, page.with_suffix(".json").name))
+    assert [v.run_id for v, _ in report.latest(runs[0].asset)] == [runs[-1].run_id]
+
+
 def test_an_older_report_without_rows_set_aside_still_loads_and_charts(k2_home):
     older = _validation(0, {"unique_ids": 2}, {})
     record = asdict(older) | {"validated_at": older.validated_at.isoformat(), "passed": older.passed}

@@ -18,6 +18,7 @@ from k2_pipelines.lib.quality.validate import SAMPLE_SIZE, Outcome
 
 WHOLE_RUN = "all"
 TREND_RUNS = 30  # runs a report's trend charts show, its own included
+REPORTS_KEPT = 2_000  # per asset and partition: a week of drains at the lag sensor's 5-minute cadence
 
 
 @dataclass
@@ -87,7 +88,7 @@ def _stem(validation: Validation) -> Path:
 
 def save(validation: Validation) -> Path:
     """Write the validation's JSON and HTML, with the trend of its asset and partition's recent runs; returns the
-    HTML page's path."""
+    HTML page's path. The folder keeps the newest REPORTS_KEPT reports: older ones are deleted here."""
     stem = _stem(validation)
     stem.parent.mkdir(parents=True, exist_ok=True)
     record = asdict(validation) | {"validated_at": validation.validated_at.isoformat(), "passed": validation.passed}
@@ -95,19 +96,19 @@ def save(validation: Validation) -> Path:
     partial = stem.parent / f"{stem.name}.json.partial"
     partial.write_text(json.dumps(record, indent=1, default=str))
     os.replace(partial, stem.with_suffix(".json"))
+    kept = sorted(stem.parent.glob("*.json"))  # names sort in time order; the folder is bounded below
+    for old in kept[:-REPORTS_KEPT]:
+        old.unlink(missing_ok=True)
+        old.with_suffix(".html").unlink(missing_ok=True)
     page = stem.with_suffix(".html")
-    page.write_text(to_html(validation, _earlier(validation)))
+    page.write_text(to_html(validation, _earlier(kept[-REPORTS_KEPT:], stem)))
     return page
 
 
-def _earlier(validation: Validation) -> list[Validation]:
-    """The validations kept of the same asset and partition from before this one, oldest first: the newest
-    TREND_RUNS - 1 of them. Only those are read; listing the folder (names sort in time order) grows with the
-    reports kept, but a directory read is cheap next to parsing years of reports."""
-    own = _stem(validation)
-    paths = [p for p in sorted(own.parent.glob("*.json")) if p.stem < own.name][-(TREND_RUNS - 1):]
+def _earlier(kept: list[Path], own: Path) -> list[Validation]:
+    """Of the reports kept (oldest first), the newest TREND_RUNS - 1 from before `own`: only those are read."""
     found = []
-    for path in paths:
+    for path in [p for p in kept if p.stem < own.name][-(TREND_RUNS - 1):]:
         try:
             found.append(_load(path))
         except (OSError, ValueError):  # removed meanwhile, or damaged: a gap in the trend, not a failed check

@@ -83,10 +83,12 @@ class Broken:
     details: list[str]
 
 
-def _detail(check: Check, columns: dict[str, pa.Array], position: int) -> str:
+def _details(check: Check, columns: dict[str, pa.Array], positions: np.ndarray) -> list[str]:
+    """Why each of the rows at `positions` breaks `check`: its description and the values it read."""
     read = dict.fromkeys(name for e in check.expectations for name in _columns_read(e))
-    values = ", ".join(f"{name}={_text(columns[name][position].as_py())}" for name in read)
-    return f"{check.description}: {values}"
+    values = {name: columns[name].take(pa.array(positions, pa.int64())).to_pylist() for name in read}
+    return [f"{check.description}: " + ", ".join(f"{name}={_text(values[name][i])}" for name in read)
+            for i in range(len(positions))]
 
 
 def _text(value) -> str:
@@ -106,8 +108,12 @@ def broken_rows(rules: list[Check], rows: pa.Table, listings: pa.Table, asx: boo
             broken |= _broken(expectation, columns).to_numpy(zero_copy_only=False)
         first_rule[broken] = index
     positions = np.flatnonzero(first_rule >= 0)
-    return Broken(positions, [rules[first_rule[p]].name for p in positions],
-                  [_detail(rules[first_rule[p]], columns, int(p)) for p in positions])
+    rules_of, details = [""] * len(positions), [""] * len(positions)
+    for index, check in enumerate(rules):
+        mine = np.flatnonzero(first_rule[positions] == index)
+        for at, detail in zip(mine.tolist(), _details(check, columns, positions[mine])):
+            rules_of[at], details[at] = check.name, detail
+    return Broken(positions, rules_of, details)
 
 
 _LISTINGS: BoundedCache[pa.Table] = BoundedCache(4)
