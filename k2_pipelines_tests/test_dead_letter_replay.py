@@ -239,3 +239,33 @@ def test_the_sensor_asks_for_a_fix_then_replays_once_the_schema_is_registered(ka
     assert len(ids) == len(set(ids)) == trades.counts["trades"] + LATE
     resolved = [i for i in incidents(catalog) if i.status == RESOLVED]
     assert len(resolved) == 1 and resolved[0].outcome.startswith(f"{LATE} landed")
+
+
+def test_rows_a_row_rule_set_aside_stay_dead_until_the_rule_passes_them_then_land_once(kafka_broker, catalog,
+                                                                                        tmp_path):
+    session, counts, topics = replay_session(kafka_broker, tmp_path, 400, set())
+    target = trades_target(topics.trades)
+    registry = default_registry()
+    drained = normalize(next(f for _, f in read_recording(session) if '"e":"trade"' in f), 1).record
+    ahead = [drained | {"trade_id": f"BINANCE-{FIRST_LATE_ID + i}", "source_sequence": None,
+                        "timestamp": 4_070_908_800_000_000} for i in range(3)]  # 2099-01-01
+    producer, encoder = Producer({"bootstrap.servers": kafka_broker.bootstrap}), AvroEncoder(registry, topics.trades,
+                                                                                            "trade_v2")
+    for record in ahead:
+        producer.produce(topics.trades, encoder.encode(record), drained["symbol"].encode())
+    assert producer.flush(30) == 0
+    drain_all(kafka_broker, target)
+    dead = _dead_letters(catalog, topics.trades)
+    assert [d["error_class"] for d in dead] == ["not_in_future"] * 3
+    assert all("timestamp=2099-" in d["error_message"] for d in dead)
+    assert len(table_ids(catalog, target)) == counts["trades"]
+
+    still = replay_dead_letters(catalog, target, registry, "replay-0")  # the same thresholds: still in the future
+    assert (still.landed, still.still_dead, still.still_dead_by_class) == (0, 3, {"not_in_future": 3})
+    lenient = QualityResource(future_tolerance_seconds=100 * 365 * 86_400).thresholds()  # a tolerance fixed
+    replayed = replay_dead_letters(catalog, target, registry, "replay-1", thresholds=lenient)
+    again = replay_dead_letters(catalog, target, registry, "replay-2", thresholds=lenient)
+    assert (replayed.landed, replayed.still_dead, again.dead_letters_seen) == (3, 0, 0)
+    ids = table_ids(catalog, target)
+    assert len(ids) == len(set(ids)) == counts["trades"] + 3
+    assert _dead_letters(catalog, topics.trades) == []

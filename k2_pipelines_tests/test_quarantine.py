@@ -6,16 +6,19 @@ from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
+from k2_pipelines.cli import main
 from k2_pipelines.lib.binance.producer import MarketDataProducer, Topics
 from k2_pipelines.lib.binance.recording import replay
 from k2_pipelines.lib.drain.checkpoint import RUN_ID, stored_checkpoint
 from k2_pipelines.lib.drain.drain import DrainResult, DrainTarget, drain, reader_for, trades_target
 from k2_pipelines.lib.drain.kafka_batch import Limits
-from k2_pipelines.lib.quarantine import SOURCE_RUN_ID, UnknownRun, quarantine_run
+from k2_pipelines.lib.quarantine import SOURCE_RUN_ID, UnknownRun, held, quarantine_run, release
 from k2_pipelines.lib.run_rows import run_data_files
 from k2_pipelines.lib.schema_registry import default_registry
+from k2_pipelines.lib.tables import QUARANTINE, TRADES, ensure_tables
 from k2_pipelines_tests.kafka_helpers import replay_session, stored_state, table_ids
 
 REASON, DETAIL = "price_positive", "3 trades priced at 0"
@@ -155,3 +158,72 @@ def test_a_replay_of_a_quarantined_batch_is_not_reingested(kafka_broker, catalog
     assert again.quarantined_repeats == len(drained.ids_b)
     assert again.duplicates_committed == drained.counts["trades"] - len(drained.ids_b)
     assert not drained.ids_b & set(table_ids(catalog, target))
+
+
+def test_failing_rows_leave_alone_and_a_release_puts_them_back_exactly_once(kafka_broker, catalog, tmp_path,
+                                                                          monkeypatch, capsys):
+    drained = _three_batches(kafka_broker, catalog, tmp_path)
+    a, b, c = drained.batches
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    before = catalog.load_table("market_data.trades").scan().to_arrow().sort_by("trade_id")
+
+    def every_third(rows):
+        return pa.array(["price_jumps" if i % 3 == 0 else None for i in range(rows.num_rows)], pa.string())
+
+    result = quarantine_run(catalog, drained.target, b.run_id, REASON, DETAIL, "quarantine-1", pick=every_third)
+    picked = {(r["symbol"], r["record_id"]) for r in _quarantined(catalog)}
+    assert result.rows_quarantined == len(picked) == -(-b.rows_written // 3) and result.files_removed == 0
+    assert picked < drained.ids_b
+    assert set(table_ids(catalog, drained.target)) == set(before_ids(before)) - picked  # the rest of B stays
+    assert stored_checkpoint(catalog.load_table("market_data.trades"), drained.topics.trades).offsets == \
+        c.offsets_to
+
+    assert main(["quarantine", "list", "--table", "trades"]) == 0
+    listed = capsys.readouterr().out
+    assert f"market_data.trades run {b.run_id}: {len(picked):,} rows failing price_jumps" in listed
+    assert main(["quarantine", "release", "--table", "trades", "--run", b.run_id]) == 0
+    assert f"{len(picked):,} rows back in market_data.trades" in capsys.readouterr().out
+    assert main(["quarantine", "release", "--table", "trades", "--run", b.run_id]) == 0
+    assert "nothing held" in capsys.readouterr().out
+    main(["quarantine", "list"])
+    assert capsys.readouterr().out.strip() == "0 rows held"
+
+    after = catalog.load_table("market_data.trades").scan().to_arrow().sort_by("trade_id")
+    assert after.equals(before)  # every row back exactly as it was, none twice
+    assert {r["released_by_run"] is not None for r in _quarantined(catalog)} == {True}
+    assert stored_checkpoint(catalog.load_table("market_data.trades"), drained.topics.trades).offsets == \
+        c.offsets_to
+    assert _drain(kafka_broker, catalog, drained.target).duplicates_committed == 0  # the drain goes on from C
+
+
+def before_ids(rows) -> list[tuple[str, str]]:
+    return list(zip(rows["symbol"].to_pylist(), rows["trade_id"].to_pylist()))
+
+
+def test_a_quarantine_table_of_an_older_k2_takes_the_release_columns_and_its_rows_can_be_released(catalog):
+    old_schema = QUARANTINE.schema().select(*[f.name for f in QUARANTINE.schema().fields
+                                              if f.name not in ("released_by_run", "released_at")])
+    catalog.drop_table(QUARANTINE.identifier)
+    old = catalog.create_table(QUARANTINE.identifier, schema=old_schema)
+    row = {"message_id": "m", "trade_id": "BINANCE-7", "symbol": "BTCUSDT", "exchange": "BINANCE",
+           "asset_class": "crypto", "timestamp": "2025-11-21T00:00:00+00:00", "price": "10.50000000",
+           "quantity": "1.00000000", "currency": "USDT", "side": "BUY", "trade_conditions": [],
+           "source_sequence": 7, "ingestion_timestamp": "2025-11-21T00:00:01+00:00", "platform_sequence": None,
+           "vendor_data": {"venue": "spot"}}
+    old.append(pa.Table.from_pylist([{
+        "table_name": TRADES.identifier, "record_id": "BINANCE-7", "symbol": "BTCUSDT", "event_timestamp": None,
+        "row_json": json.dumps(row), "reason": "side_known", "detail": None, "source_run_id": "run-1",
+        "source_snapshot_id": 1, "quarantine_run_id": "q-1", "quarantined_at": datetime(2025, 11, 21, 1)}],
+        schema=old_schema.as_arrow()))
+    ensure_tables(catalog)
+    assert {"released_by_run", "released_at"} <= {f.name for f in catalog.load_table(QUARANTINE.identifier)
+                                                  .schema().fields}
+    assert held(catalog, TRADES.identifier).num_rows == 1
+
+    released = release(catalog, trades_target("unused"), "run-1", "release-1")
+    assert (released.rows_released, released.rows_already_there) == (1, 0)
+    [back] = catalog.load_table(TRADES.identifier).scan().to_arrow().to_pylist()
+    assert back["price"] == Decimal("10.5") and back["vendor_data"] == [("venue", "spot")]
+    assert back["timestamp"] == datetime.fromisoformat(row["timestamp"]) and back["trade_conditions"] == []
+    assert held(catalog, TRADES.identifier).num_rows == 0
+    assert release(catalog, trades_target("unused"), "run-1", "release-2").commit_attempts == 0

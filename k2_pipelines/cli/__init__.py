@@ -169,7 +169,7 @@ def _quarantine(args) -> int:
 
     if args.action == "list":
         return list_held(args.table)
-    return release_rows(args.table, args.run, args.check)
+    return release_rows(args.table, args.source_run, args.check)
 
 
 def _incidents(args) -> int:
@@ -332,7 +332,7 @@ def parser() -> argparse.ArgumentParser:
     release = quarantine.add_parser("release", help="put a run's held rows back into their table once the cause is "
                                                     "fixed (exactly once; recorded as an incident)")
     release.add_argument("--table", choices=("trades", "quotes"), required=True)
-    release.add_argument("--run", required=True, help="the drain run whose rows were quarantined")
+    release.add_argument("--run", dest="source_run", required=True, help="the drain run whose rows were quarantined")
     release.add_argument("--check", help="only the rows quarantined for this check")
     release.set_defaults(run=_quarantine)
 

@@ -307,7 +307,7 @@ def release(catalog: Catalog, target: DrainTarget, source_run_id: str, release_r
             reason: str | None = None) -> ReleaseResult:
     """Put the rows a quarantine took out of run `source_run_id`'s batch (those of one check, with `reason`) back
     into their table, and mark them released, in one atomic commit: exactly once (a second release finds nothing
-    held, and does nothing). The drain's checkpoint is carried forward unchanged, as a quarantine does."""
+    held, and does nothing)."""
     started = time.perf_counter()
     identifier = target.table.identifier
     result = ReleaseResult(identifier, source_run_id, reason, 0, 0, None, 0, 0.0)
@@ -327,22 +327,15 @@ def release(catalog: Catalog, target: DrainTarget, source_run_id: str, release_r
                                         pa.array([release_run_id] * rows_held.num_rows, pa.string())) \
             .set_column(rows_held.schema.get_field_index("released_at"), "released_at",
                         pa.array([time.time_ns() // 1000] * rows_held.num_rows, pa.timestamp("us", tz="UTC")))
-        properties = {RUN_ID: release_run_id, RELEASE_RUN_ID: release_run_id, SOURCE_RUN_ID: source_run_id}
+        properties = {RELEASE_RUN_ID: release_run_id, SOURCE_RUN_ID: source_run_id}
         quarantine_transaction = new_transaction(quarantine)
         quarantine_transaction.delete(row_filter, snapshot_properties=properties)
         append_files(quarantine_transaction, write_rows(catalog, QUARANTINE.identifier, released), properties)
         transactions = [quarantine_transaction]
-        if back.num_rows:
-            checkpoint = stored_checkpoint(main, target.topic)
-            state = symbol_state(catalog, target.topic, checkpoint)
-            after = next_checkpoint(target.topic, checkpoint.offsets, release_run_id, checkpoint, state,
-                                    state.sequences, state.ceilings)
+        if back.num_rows:  # no checkpoint of its own: the drain's stays where it is, and it resumes from it
             main_transaction = new_transaction(main)
-            append_files(main_transaction, write_rows(catalog, identifier, back),
-                         after.properties | {RELEASE_RUN_ID: release_run_id, SOURCE_RUN_ID: source_run_id})
-            state_changes = state_transaction(catalog, target.topic, after, state_files(catalog, after),
-                                              release_run_id)
-            transactions += [main_transaction] + ([state_changes] if state_changes else [])
+            append_files(main_transaction, write_rows(catalog, identifier, back), properties)
+            transactions.append(main_transaction)
         result.commit_attempts = attempt
         try:
             committed = commit_atomically(catalog, transactions)
