@@ -2,10 +2,10 @@ from pathlib import Path
 
 import pytest
 
+from k2_pipelines.dev.broker import Broker, free_port
 from k2_pipelines.lib.asx.sample import generate
-from k2_pipelines.lib.catalog import load_k2_catalog
-from k2_pipelines.lib.kafka.broker import Broker, free_port
-from k2_pipelines.lib.tables import ensure_tables
+from k2_pipelines.lib.iceberg.catalog import load_k2_catalog
+from k2_pipelines.lib.iceberg.tables import ensure_tables
 
 SAMPLE_SYMBOLS = ["BHP", "RIO", "MWR"]
 SAMPLE_DAYS = 3

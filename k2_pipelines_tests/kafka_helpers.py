@@ -8,14 +8,14 @@ import uuid
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from k2_pipelines.lib.avro.registry import default_registry
 from k2_pipelines.lib.binance.producer import MarketDataProducer, Topics
 from k2_pipelines.lib.binance.recording import replay
 from k2_pipelines.lib.binance.sample import generate_session
-from k2_pipelines.lib.catalog import load_k2_catalog
 from k2_pipelines.lib.drain.checkpoint import stored_checkpoint, symbol_state
 from k2_pipelines.lib.drain.drain import KILL_AT, DrainResult, DrainTarget, drain_once, reader_for
 from k2_pipelines.lib.drain.kafka_batch import Limits
-from k2_pipelines.lib.schema_registry import default_registry
+from k2_pipelines.lib.iceberg.catalog import load_k2_catalog
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 

@@ -8,11 +8,11 @@ from k2_pipelines.defs.binance.resources import BinanceKafkaResource
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.defs.quality.resources import QualityResource
 from k2_pipelines.defs.recovery.incident_sensors import incident_resolution_sensor
+from k2_pipelines.dev.broker import Broker
+from k2_pipelines.lib.avro.registry import default_registry
 from k2_pipelines.lib.binance.producer import MarketDataProducer, Topics
 from k2_pipelines.lib.binance.recording import replay
 from k2_pipelines.lib.binance.sample import generate_session
-from k2_pipelines.lib.kafka.broker import Broker
-from k2_pipelines.lib.schema_registry import default_registry
 
 DRAIN_ASSETS = [binance_trades, binance_quotes, binance_trades_quality, binance_quotes_quality]
 

@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from k2_pipelines.lib.kafka.broker import free_port
-from k2_pipelines.lib.paths import CHECKOUT
+from k2_pipelines.dev.broker import free_port
+from k2_pipelines.settings import CHECKOUT
 
 S3_SERVER = Path(os.environ.get("K2_BIN") or CHECKOUT / ".k2" / "bin") / "gofakes3"
 

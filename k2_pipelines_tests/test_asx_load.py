@@ -8,8 +8,8 @@ import pyarrow.compute as pc
 from pyiceberg.expressions import EqualTo
 
 from k2_pipelines.lib.asx.sample import DEFAULT_START, trading_days
-from k2_pipelines.lib.replace import replace_atomically, replacement
-from k2_pipelines.lib.tables import QUOTES, REFERENCE_DATA, TRADES
+from k2_pipelines.lib.iceberg.tables import QUOTES, REFERENCE_DATA, TRADES
+from k2_pipelines.lib.iceberg.writes import replace_atomically, replacement
 from k2_pipelines_tests.conftest import SAMPLE_DAYS, SAMPLE_SYMBOLS
 from k2_pipelines_tests.helpers import lines_by_date, run_asx_load, scan
 

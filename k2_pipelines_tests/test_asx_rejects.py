@@ -2,7 +2,7 @@ import pyarrow.compute as pc
 import pytest
 
 from k2_pipelines.lib.asx.sample import DEFAULT_START, trading_days
-from k2_pipelines.lib.tables import REJECTS, TRADES
+from k2_pipelines.lib.iceberg.tables import REJECTS, TRADES
 from k2_pipelines_tests.helpers import lines_by_date, run_asx_load, scan
 
 DAY = DEFAULT_START.isoformat()

@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from k2_pipelines.lib.avro_arrow import encode_records, varints
-from k2_pipelines.lib.avro_iceberg import load_avro
+from k2_pipelines.lib.avro.arrow import encode_records, varints
+from k2_pipelines.lib.avro.iceberg import load_avro
 
 SCHEMA = {
     "type": "record", "name": "Everything", "fields": [

@@ -7,8 +7,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from k2_pipelines.lib.avro_block import _container, decode_block
-from k2_pipelines.lib.avro_decode import decode_records
+from k2_pipelines.lib.avro.block import _container, decode_block
+from k2_pipelines.lib.avro.decode import decode_records
 from k2_pipelines_tests.test_avro_arrow import SCHEMA, _fastavro, _random_rows
 
 LONG = {"type": "record", "name": "r", "fields": [{"name": "n", "type": "long"}]}

@@ -6,7 +6,7 @@ import fastavro
 import numpy as np
 import pyarrow as pa
 
-from k2_pipelines.lib.avro_decode import decode_records
+from k2_pipelines.lib.avro.decode import decode_records
 from k2_pipelines_tests.test_avro_arrow import SCHEMA, _fastavro, _random_rows
 
 

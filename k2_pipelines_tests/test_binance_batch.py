@@ -6,12 +6,12 @@ import json
 import fastavro
 import pyarrow as pa
 
-from k2_pipelines.lib.avro_codec import AvroEncoder
+from k2_pipelines.lib.avro.codec import AvroEncoder
+from k2_pipelines.lib.avro.registry import EmbeddedRegistry, unframe
 from k2_pipelines.lib.binance.batch import normalize_batch
 from k2_pipelines.lib.binance.normalize import BadFrame, normalize
 from k2_pipelines.lib.binance.recording import read_recording
 from k2_pipelines.lib.binance.sample import FAULTS, generate_session
-from k2_pipelines.lib.schema_registry import EmbeddedRegistry, unframe
 
 RECEIVED_AT_US = 1_763_683_200_123_456
 TRADE = {"e": "trade", "E": 1763683200001, "s": "BTCUSDT", "t": 12345, "p": "91877.12000000", "q": "0.00100000",

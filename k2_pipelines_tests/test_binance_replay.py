@@ -4,12 +4,12 @@ import time
 from collections import Counter
 from decimal import Decimal
 
-from k2_pipelines.lib.avro_codec import AvroDecoder
+from k2_pipelines.dev.broker import Broker
+from k2_pipelines.lib.avro.codec import AvroDecoder
+from k2_pipelines.lib.avro.registry import EmbeddedRegistry, unframe
 from k2_pipelines.lib.binance.producer import MarketDataProducer
 from k2_pipelines.lib.binance.recording import read_recording, replay
 from k2_pipelines.lib.binance.sample import generate_session
-from k2_pipelines.lib.kafka.broker import Broker
-from k2_pipelines.lib.schema_registry import EmbeddedRegistry, unframe
 from k2_pipelines_tests.conftest import KAFKA_LIBS, free_port
 from k2_pipelines_tests.kafka_helpers import consume_all, end_offsets, unique_topics
 

@@ -1,11 +1,11 @@
 import asyncio
 from collections import Counter
 
+from k2_pipelines.lib.avro.registry import EmbeddedRegistry
 from k2_pipelines.lib.binance.producer import MarketDataProducer
 from k2_pipelines.lib.binance.recording import read_recording
 from k2_pipelines.lib.binance.sample import generate_session
 from k2_pipelines.lib.binance.stream import StreamSettings, run_stream
-from k2_pipelines.lib.schema_registry import EmbeddedRegistry
 from k2_pipelines_tests.binance_server import BinanceServer, Script
 from k2_pipelines_tests.kafka_helpers import consume_all, unique_topics
 

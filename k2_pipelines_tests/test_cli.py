@@ -3,7 +3,7 @@ import json
 import dagster as dg
 
 from k2_pipelines.cli import main
-from k2_pipelines.lib.tables import ALL_TABLES
+from k2_pipelines.lib.iceberg.tables import ALL_TABLES
 from k2_pipelines_tests.helpers import lines_by_date, run_asx_load
 
 
@@ -29,7 +29,7 @@ def test_asx_load_command_backfills_a_range(k2_home, landing, capsys, monkeypatc
 
 def test_pyiceberg_configuration_wins_over_the_embedded_default(k2_home, monkeypatch, capsys):
     """The pipelines and `k2 tables` read the catalog named k2 from pyiceberg's own configuration."""
-    from k2_pipelines.lib.catalog import load_k2_catalog
+    from k2_pipelines.lib.iceberg.catalog import load_k2_catalog
 
     elsewhere = k2_home / "configured"
     elsewhere.mkdir()

@@ -15,14 +15,14 @@ from pyiceberg.table.sorting import NullOrder, SortDirection, SortField, SortOrd
 from pyiceberg.types import LongType, NestedField, StringType
 
 from k2_pipelines.cli.bench import COMPACT_START, append_micro_batch, generated_trades
-from k2_pipelines.lib.atomic_commit import commit_atomically
-from k2_pipelines.lib.catalog import load_k2_catalog
+from k2_pipelines.lib.avro.registry import default_registry
 from k2_pipelines.lib.drain.checkpoint import checkpoint_properties, stored_checkpoint
 from k2_pipelines.lib.drain.drain import drain_once, reader_for, trades_target
 from k2_pipelines.lib.drain.kafka_batch import Limits
-from k2_pipelines.lib.replace import Replacement, conform, replace_atomically, write_rows
-from k2_pipelines.lib.schema_registry import default_registry
-from k2_pipelines.lib.tables import TRADES
+from k2_pipelines.lib.iceberg.catalog import load_k2_catalog
+from k2_pipelines.lib.iceberg.commit import commit_atomically
+from k2_pipelines.lib.iceberg.tables import TRADES
+from k2_pipelines.lib.iceberg.writes import Replacement, conform, replace_atomically, write_rows
 from k2_pipelines.lib.upkeep import compaction
 from k2_pipelines.lib.upkeep.compaction import OPERATION, ContentMismatch, compact_table, content_checksum, plan_bins
 from k2_pipelines_tests.kafka_helpers import drain_all, replay_session, table_ids

@@ -17,17 +17,17 @@ from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.defs.quality.resources import QualityResource
 from k2_pipelines.defs.recovery.dead_letter_sensor import dead_letter_sensor
 from k2_pipelines.defs.recovery.runbooks import replay_dead_letters_job
-from k2_pipelines.lib.avro_codec import AvroEncoder
-from k2_pipelines.lib.avro_iceberg import load_avro
+from k2_pipelines.lib.avro.codec import AvroEncoder
+from k2_pipelines.lib.avro.iceberg import load_avro
+from k2_pipelines.lib.avro.registry import EmbeddedRegistry, default_registry, frame
 from k2_pipelines.lib.binance.normalize import normalize
 from k2_pipelines.lib.binance.recording import read_recording
-from k2_pipelines.lib.catalog import load_k2_catalog
 from k2_pipelines.lib.drain.checkpoint import RUN_ID, stored_checkpoint
 from k2_pipelines.lib.drain.dead_letter_replay import replay_dead_letters
 from k2_pipelines.lib.drain.drain import drain, reader_for, trades_target
-from k2_pipelines.lib.incidents import NEEDS_HUMAN, RESOLVED, incidents
-from k2_pipelines.lib.schema_registry import EmbeddedRegistry, default_registry, frame
-from k2_pipelines.lib.tables import DRAIN_STATE
+from k2_pipelines.lib.iceberg.catalog import load_k2_catalog
+from k2_pipelines.lib.iceberg.tables import DRAIN_STATE
+from k2_pipelines.lib.recovery.incidents import NEEDS_HUMAN, RESOLVED, incidents
 from k2_pipelines_tests.kafka_helpers import drain_all, end_offsets, replay_session, stored_state, table_ids
 from k2_pipelines_tests.recovery_helpers import tick
 

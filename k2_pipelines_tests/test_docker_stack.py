@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from k2_pipelines.cli import parser
-from k2_pipelines.lib.paths import CHECKOUT
+from k2_pipelines.settings import CHECKOUT
 
 DOCKER = CHECKOUT / "docker"
 COMPOSE = DOCKER / "compose.yaml"

@@ -12,14 +12,14 @@ import fastavro
 import pyarrow.compute as pc
 from confluent_kafka import Producer
 
-from k2_pipelines.lib.avro_codec import AvroEncoder
-from k2_pipelines.lib.avro_iceberg import load_avro
+from k2_pipelines.lib.avro.codec import AvroEncoder
+from k2_pipelines.lib.avro.iceberg import load_avro
+from k2_pipelines.lib.avro.registry import default_registry, frame
 from k2_pipelines.lib.binance.normalize import normalize
 from k2_pipelines.lib.binance.producer import MarketDataProducer
 from k2_pipelines.lib.binance.recording import read_recording, replay
 from k2_pipelines.lib.drain.drain import quotes_target, trades_target
 from k2_pipelines.lib.drain.kafka_batch import Limits
-from k2_pipelines.lib.schema_registry import default_registry, frame
 from k2_pipelines.lib.upkeep.orphans import MIN_ORPHAN_AGE, remove_orphan_files
 from k2_pipelines_tests.kafka_helpers import drain_all, drain_process, replay_session, stored_state, table_ids
 

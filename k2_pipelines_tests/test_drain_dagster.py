@@ -11,10 +11,10 @@ from k2_pipelines.defs.binance.schedules import drain_schedules
 from k2_pipelines.defs.binance.sensors import binance_lag_sensor
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.defs.quality.resources import QualityResource
+from k2_pipelines.lib.avro.registry import default_registry
 from k2_pipelines.lib.binance.producer import MarketDataProducer
 from k2_pipelines.lib.binance.recording import replay
 from k2_pipelines.lib.binance.sample import generate_session
-from k2_pipelines.lib.schema_registry import default_registry
 from k2_pipelines_tests.conftest import free_port
 from k2_pipelines_tests.kafka_helpers import unique_topics
 

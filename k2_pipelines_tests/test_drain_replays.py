@@ -6,7 +6,7 @@ import pyarrow as pa
 
 from k2_pipelines.lib.drain.replays import NOT_NUMBERED, ceilings_after, could_repeat, id_numbers, quarantined, repeats
 from k2_pipelines.lib.drain.sequences import record_keys
-from k2_pipelines.lib.tables import QUARANTINE, TRADES
+from k2_pipelines.lib.iceberg.tables import QUARANTINE, TRADES
 
 AT = datetime(2026, 11, 20, 12, tzinfo=timezone.utc)
 

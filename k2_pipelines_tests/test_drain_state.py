@@ -8,13 +8,13 @@ from urllib.parse import urlparse
 
 from pyiceberg.expressions import EqualTo
 
-from k2_pipelines.lib.atomic_commit import commit_atomically
+from k2_pipelines.lib.avro.registry import default_registry
 from k2_pipelines.lib.drain.checkpoint import MAX_STATE_FILES, RUN_ID, STATE_PREFIX, stored_checkpoint
 from k2_pipelines.lib.drain.drain import drain_once, reader_for, trades_target
 from k2_pipelines.lib.drain.kafka_batch import Limits
-from k2_pipelines.lib.replace import append_files
-from k2_pipelines.lib.schema_registry import default_registry
-from k2_pipelines.lib.tables import DRAIN_STATE, DRAINED_TABLES
+from k2_pipelines.lib.iceberg.commit import commit_atomically
+from k2_pipelines.lib.iceberg.tables import DRAIN_STATE, DRAINED_TABLES
+from k2_pipelines.lib.iceberg.writes import append_files
 from k2_pipelines.lib.upkeep.expiry import expire_snapshots
 from k2_pipelines.lib.upkeep.table_files import TableFiles
 from k2_pipelines_tests.kafka_helpers import drain_all, replay_session, stored_state, table_ids

@@ -12,13 +12,13 @@ import pytest
 from pyiceberg.expressions import EqualTo
 from pyiceberg.table.snapshots import ancestors_of
 
-from k2_pipelines.lib.atomic_commit import commit_atomically
 from k2_pipelines.lib.drain.checkpoint import RUN_ID, checkpoint_properties, stored_checkpoint
-from k2_pipelines.lib.incidents import Incident, record_incident, runs_named_by_open_incidents
+from k2_pipelines.lib.iceberg.commit import commit_atomically
+from k2_pipelines.lib.iceberg.tables import REJECTS
+from k2_pipelines.lib.iceberg.writes import append_files, replace_atomically, replacement, write_rows
 from k2_pipelines.lib.query.plan import snapshot_id
 from k2_pipelines.lib.query.validate import QueryError, as_of
-from k2_pipelines.lib.replace import append_files, replace_atomically, replacement, write_rows
-from k2_pipelines.lib.tables import REJECTS
+from k2_pipelines.lib.recovery.incidents import Incident, record_incident, runs_named_by_open_incidents
 from k2_pipelines.lib.upkeep.expiry import expire_snapshots
 from k2_pipelines.lib.upkeep.table_files import TableFiles
 from k2_pipelines_tests.helpers import scan

@@ -3,7 +3,7 @@ import uuid
 import pyarrow as pa
 
 from k2_pipelines.lib.asx.fixed_width import parse_dates, parse_times
-from k2_pipelines.lib.uuids import random_uuids
+from k2_pipelines.lib.utils.uuids import random_uuids
 
 
 def test_dates_are_strict_calendar_dates():

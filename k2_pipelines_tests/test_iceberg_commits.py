@@ -2,9 +2,9 @@ import pyarrow as pa
 import pytest
 from pyiceberg.exceptions import CommitFailedException
 
-from k2_pipelines.lib.atomic_commit import commit_atomically
-from k2_pipelines.lib.replace import append_files, write_rows
-from k2_pipelines.lib.tables import ALL_TABLES, REFERENCE_DATA, REJECTS, TRADES, ensure_tables
+from k2_pipelines.lib.iceberg.commit import commit_atomically
+from k2_pipelines.lib.iceberg.tables import ALL_TABLES, REFERENCE_DATA, REJECTS, TRADES, ensure_tables
+from k2_pipelines.lib.iceberg.writes import append_files, write_rows
 from k2_pipelines_tests.helpers import scan
 
 
@@ -65,7 +65,7 @@ def test_racing_loads_neither_lose_nor_duplicate(catalog, landing):
     from k2_pipelines.lib.asx.layouts import QUOTES as QUOTES_LAYOUT
     from k2_pipelines.lib.asx.layouts import TRADES as TRADES_LAYOUT
     from k2_pipelines.lib.asx.load import load_market_days
-    from k2_pipelines.lib.tables import QUOTES, TRADES
+    from k2_pipelines.lib.iceberg.tables import QUOTES, TRADES
     from k2_pipelines_tests.helpers import lines_by_date
 
     days = [date(2014, 3, 10), date(2014, 3, 11), date(2014, 3, 12)]

@@ -6,8 +6,8 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 from k2_pipelines.defs.binance.resources import BinanceKafkaResource
-from k2_pipelines.lib.health import kafka_problem
-from k2_pipelines.lib.kafka.broker import Broker, BrokerError
+from k2_pipelines.dev.broker import Broker, BrokerError
+from k2_pipelines.lib.recovery.health import kafka_problem
 from k2_pipelines_tests.conftest import free_port
 
 

@@ -21,21 +21,21 @@ from k2_pipelines.defs.binance.assets import binance_trades
 from k2_pipelines.defs.binance.resources import BinanceKafkaResource
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.defs.quality.resources import QualityResource
+from k2_pipelines.dev.broker import free_port
 from k2_pipelines.lib.asx.sample import DEFAULT_START, trading_days
+from k2_pipelines.lib.avro.registry import default_registry
 from k2_pipelines.lib.binance.producer import MarketDataProducer
 from k2_pipelines.lib.binance.recording import replay
 from k2_pipelines.lib.binance.sample import generate_session
-from k2_pipelines.lib.catalog import load_catalog_at, load_k2_catalog
 from k2_pipelines.lib.drain.drain import drain_once, quotes_target, reader_for, trades_target
 from k2_pipelines.lib.drain.kafka_batch import Limits
-from k2_pipelines.lib.incidents import Incident, record_incident
-from k2_pipelines.lib.kafka.broker import free_port
+from k2_pipelines.lib.iceberg.catalog import load_catalog_at, load_k2_catalog
 from k2_pipelines.lib.metrics import StreamCollector, write_upkeep_metrics
 from k2_pipelines.lib.metrics.catalogue import CATALOGUE, COUNTER
 from k2_pipelines.lib.metrics.push import PUSHGATEWAY_URL
 from k2_pipelines.lib.metrics.tables import SOURCES, TablesCollector
-from k2_pipelines.lib.paths import CHECKOUT
-from k2_pipelines.lib.schema_registry import default_registry
+from k2_pipelines.lib.recovery.incidents import Incident, record_incident
+from k2_pipelines.settings import CHECKOUT
 from k2_pipelines_tests.helpers import run_asx_load
 from k2_pipelines_tests.kafka_helpers import drain_all, replay_session, unique_topics
 

@@ -10,12 +10,12 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from k2_pipelines.defs.binance.resources import BinanceKafkaResource
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.defs.recovery.drift_sensor import offset_drift_sensor
+from k2_pipelines.lib.avro.registry import default_registry
 from k2_pipelines.lib.drain.checkpoint import stored_checkpoint
 from k2_pipelines.lib.drain.drain import drain_once, group_id, reader_for, trades_target
 from k2_pipelines.lib.drain.kafka_batch import OffsetsOutOfRange
 from k2_pipelines.lib.drain.offset_drift import RealignRefused, offset_drift, realign_group
-from k2_pipelines.lib.incidents import NEEDS_HUMAN, incidents
-from k2_pipelines.lib.schema_registry import default_registry
+from k2_pipelines.lib.recovery.incidents import NEEDS_HUMAN, incidents
 from k2_pipelines_tests.kafka_helpers import drain_all, replay_session
 from k2_pipelines_tests.recovery_helpers import tick
 

@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 import pytest
 
 from k2_pipelines.lib.drain.drain import trades_target
-from k2_pipelines.lib.tables import TRADES
+from k2_pipelines.lib.iceberg.tables import TRADES
 from k2_pipelines.lib.upkeep.orphans import MIN_ORPHAN_AGE, remove_orphan_files
 from k2_pipelines.lib.upkeep.table_files import TableFiles
 from k2_pipelines_tests.kafka_helpers import drain_process, replay_session, table_ids

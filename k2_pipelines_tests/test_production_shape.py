@@ -14,13 +14,13 @@ import yaml
 from pyiceberg.catalog.sql import SqlCatalog
 
 from k2_pipelines.lib.asx.sample import DEFAULT_START, trading_days
-from k2_pipelines.lib.catalog import load_k2_catalog
-from k2_pipelines.lib.paths import CHECKOUT
-from k2_pipelines.lib.tables import QUOTES, TRADES
+from k2_pipelines.lib.iceberg.catalog import load_k2_catalog
+from k2_pipelines.lib.iceberg.tables import QUOTES, TRADES
 from k2_pipelines.lib.upkeep.compaction import compact_table
 from k2_pipelines.lib.upkeep.expiry import expire_snapshots
 from k2_pipelines.lib.upkeep.orphans import MIN_ORPHAN_AGE, remove_orphan_files
 from k2_pipelines.lib.upkeep.table_files import TableFiles
+from k2_pipelines.settings import CHECKOUT
 from k2_pipelines_tests.conftest import SAMPLE_DAYS
 from k2_pipelines_tests.helpers import lines_by_date, run_asx_load, scan
 from k2_pipelines_tests.kafka_helpers import unique_topics

@@ -25,7 +25,7 @@ from k2_pipelines.defs.recovery.incident_runs import INCIDENT_TAG
 from k2_pipelines.defs.upkeep import prune_runs as prune_module
 from k2_pipelines.defs.upkeep.prune_runs import prune_runs
 from k2_pipelines.defs.upkeep.sensors import orphan_cleanup_sensor
-from k2_pipelines.lib.incidents import Incident, record_incident
+from k2_pipelines.lib.recovery.incidents import Incident, record_incident
 
 NOW = datetime.now(timezone.utc)
 

@@ -7,6 +7,7 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
+from k2_pipelines.lib.iceberg.tables import QUOTES, REFERENCE_DATA, TRADES
 from k2_pipelines.lib.quality.checks import (
     ERROR,
     WARN,
@@ -19,7 +20,6 @@ from k2_pipelines.lib.quality.checks import (
 from k2_pipelines.lib.quality.frames import days_frame, market_rows, stream_frames, trading_dates
 from k2_pipelines.lib.quality.thresholds import Thresholds
 from k2_pipelines.lib.quality.validate import run_checks
-from k2_pipelines.lib.tables import QUOTES, REFERENCE_DATA, TRADES
 
 AT = datetime(2014, 3, 10, 0, 0, tzinfo=timezone.utc)  # 11:00 in Sydney (AEDT)
 NOW = datetime(2026, 11, 29, tzinfo=timezone.utc)

@@ -19,12 +19,12 @@ from k2_pipelines.defs.binance.resources import BinanceKafkaResource
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.defs.quality.resources import QualityResource
 from k2_pipelines.lib.asx.sample import DEFAULT_START, trading_days
+from k2_pipelines.lib.avro.registry import default_registry
 from k2_pipelines.lib.binance.producer import MarketDataProducer
 from k2_pipelines.lib.binance.recording import replay
 from k2_pipelines.lib.binance.sample import generate_session
+from k2_pipelines.lib.iceberg.tables import SEQUENCE_GAPS, TRADES
 from k2_pipelines.lib.quality.thresholds import Thresholds
-from k2_pipelines.lib.schema_registry import default_registry
-from k2_pipelines.lib.tables import SEQUENCE_GAPS, TRADES
 from k2_pipelines_tests.conftest import SAMPLE_DAYS
 from k2_pipelines_tests.helpers import run_asx_load, scan
 from k2_pipelines_tests.kafka_helpers import unique_topics

@@ -10,15 +10,15 @@ import pyarrow as pa
 import pytest
 
 from k2_pipelines.cli import main
+from k2_pipelines.lib.avro.registry import default_registry
 from k2_pipelines.lib.binance.producer import MarketDataProducer, Topics
 from k2_pipelines.lib.binance.recording import replay
 from k2_pipelines.lib.drain.checkpoint import RUN_ID, stored_checkpoint
 from k2_pipelines.lib.drain.drain import DrainResult, DrainTarget, drain, reader_for, trades_target
 from k2_pipelines.lib.drain.kafka_batch import Limits
-from k2_pipelines.lib.quarantine import SOURCE_RUN_ID, UnknownRun, held, quarantine_run, release
-from k2_pipelines.lib.run_rows import run_data_files
-from k2_pipelines.lib.schema_registry import default_registry
-from k2_pipelines.lib.tables import QUARANTINE, TRADES, ensure_tables
+from k2_pipelines.lib.iceberg.run_rows import run_data_files
+from k2_pipelines.lib.iceberg.tables import QUARANTINE, TRADES, ensure_tables
+from k2_pipelines.lib.recovery.quarantine import SOURCE_RUN_ID, UnknownRun, held, quarantine_run, release
 from k2_pipelines_tests.kafka_helpers import replay_session, stored_state, table_ids
 
 REASON, DETAIL = "price_positive", "3 trades priced at 0"

@@ -22,9 +22,9 @@ from k2_pipelines.cli import main
 from k2_pipelines.cli.bench import append_micro_batch, generated_trades
 from k2_pipelines.lib.drain.drain import quotes_target, trades_target
 from k2_pipelines.lib.drain.kafka_batch import Limits
+from k2_pipelines.lib.iceberg.tables import TRADES
 from k2_pipelines.lib.query.engine import Engine
 from k2_pipelines.lib.query.plan import plan, range_filter, source
-from k2_pipelines.lib.tables import TRADES
 from k2_pipelines_tests.kafka_helpers import SYMBOLS, drain_all, replay_session
 
 EVERYTHING = (datetime(2025, 11, 20, tzinfo=timezone.utc), datetime(2025, 11, 23, tzinfo=timezone.utc))

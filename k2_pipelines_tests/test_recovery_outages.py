@@ -8,9 +8,9 @@ import pytest
 
 from k2_pipelines.defs.binance.sensors import binance_lag_sensor
 from k2_pipelines.defs.recovery.health_sensors import kafka_health_sensor, storage_health_sensor
-from k2_pipelines.lib.catalog import load_k2_catalog
-from k2_pipelines.lib.incidents import OPEN, RESOLVED, incidents
-from k2_pipelines.lib.tables import TRADES
+from k2_pipelines.lib.iceberg.catalog import load_k2_catalog
+from k2_pipelines.lib.iceberg.tables import TRADES
+from k2_pipelines.lib.recovery.incidents import OPEN, RESOLVED, incidents
 from k2_pipelines_tests.kafka_helpers import unique_topics
 from k2_pipelines_tests.recovery_helpers import drain_run, produce, resolve_incident, resources, skipped, tick
 

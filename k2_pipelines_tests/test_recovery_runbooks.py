@@ -27,16 +27,16 @@ from k2_pipelines.defs.recovery.runbooks import (
     realign_consumer_offsets,
     release_quarantined_rows,
 )
-from k2_pipelines.lib.avro_codec import AvroEncoder
+from k2_pipelines.lib.avro.codec import AvroEncoder
+from k2_pipelines.lib.avro.registry import default_registry
 from k2_pipelines.lib.binance.normalize import normalize
 from k2_pipelines.lib.binance.recording import read_recording
 from k2_pipelines.lib.drain.checkpoint import stored_checkpoint
 from k2_pipelines.lib.drain.drain import group_id, trades_target
 from k2_pipelines.lib.drain.offset_drift import offset_drift
-from k2_pipelines.lib.incidents import OPEN, RESOLVED, incidents
-from k2_pipelines.lib.paths import state_dir
-from k2_pipelines.lib.schema_registry import default_registry
-from k2_pipelines.lib.tables import DEAD_LETTERS, QUARANTINE, TRADES
+from k2_pipelines.lib.iceberg.tables import DEAD_LETTERS, QUARANTINE, TRADES
+from k2_pipelines.lib.recovery.incidents import OPEN, RESOLVED, incidents
+from k2_pipelines.settings import state_dir
 from k2_pipelines_tests.kafka_helpers import unique_topics
 from k2_pipelines_tests.recovery_helpers import DRAIN_ASSETS, produce, resolve_incident, resources, skipped, tick
 

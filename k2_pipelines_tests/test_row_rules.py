@@ -16,16 +16,16 @@ from pyiceberg.expressions import EqualTo
 from k2_pipelines.definitions import defs
 from k2_pipelines.defs.recovery.quality_sensor import quality_gate_sensor
 from k2_pipelines.lib.asx.sample import DEFAULT_START
+from k2_pipelines.lib.avro.registry import default_registry
 from k2_pipelines.lib.binance.producer import MarketDataProducer
 from k2_pipelines.lib.binance.recording import replay
 from k2_pipelines.lib.binance.sample import generate_session
+from k2_pipelines.lib.iceberg.tables import DEAD_LETTERS, QUOTES, REJECTS, TRADES
 from k2_pipelines.lib.quality.checks import market_checks, required_fields
 from k2_pipelines.lib.quality.frames import market_rows
 from k2_pipelines.lib.quality.rules import broken_rows, row_rules
 from k2_pipelines.lib.quality.thresholds import Thresholds
 from k2_pipelines.lib.quality.validate import failing_rows
-from k2_pipelines.lib.schema_registry import default_registry
-from k2_pipelines.lib.tables import DEAD_LETTERS, QUOTES, REJECTS, TRADES
 from k2_pipelines_tests.helpers import run_asx_load, scan
 from k2_pipelines_tests.kafka_helpers import unique_topics
 from k2_pipelines_tests.recovery_helpers import DRAIN_ASSETS, resources, tick

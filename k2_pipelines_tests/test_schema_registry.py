@@ -8,14 +8,14 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from k2_pipelines.lib.avro_iceberg import load_avro
+from k2_pipelines.dev.schema_registry_server import SchemaRegistryServer, build
+from k2_pipelines.lib.avro.iceberg import load_avro
+from k2_pipelines.lib.avro.registry import ConfluentRegistry, default_registry
 from k2_pipelines.lib.binance.normalize import BadFrame, normalize
 from k2_pipelines.lib.binance.producer import MarketDataProducer
 from k2_pipelines.lib.binance.recording import read_recording, replay
 from k2_pipelines.lib.binance.sample import generate_session
-from k2_pipelines.lib.kafka.schema_registry_server import SchemaRegistryServer, build
-from k2_pipelines.lib.paths import CHECKOUT
-from k2_pipelines.lib.schema_registry import ConfluentRegistry, default_registry
+from k2_pipelines.settings import CHECKOUT
 from k2_pipelines_tests.conftest import free_port
 from k2_pipelines_tests.kafka_helpers import consume_all, unique_topics
 

@@ -10,7 +10,7 @@ import urllib.request
 
 from k2_pipelines.lib.binance.recording import read_recording
 from k2_pipelines.lib.binance.sample import generate_session
-from k2_pipelines.lib.paths import CHECKOUT
+from k2_pipelines.settings import CHECKOUT
 from k2_pipelines_tests.binance_server import BinanceServer, Script
 from k2_pipelines_tests.conftest import free_port
 from k2_pipelines_tests.kafka_helpers import end_offsets

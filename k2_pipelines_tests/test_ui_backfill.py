@@ -6,8 +6,8 @@ import pyarrow.compute as pc
 import pytest
 
 from k2_pipelines.lib.asx.sample import generate
-from k2_pipelines.lib.catalog import load_k2_catalog
-from k2_pipelines.lib.tables import TRADES
+from k2_pipelines.lib.iceberg.catalog import load_k2_catalog
+from k2_pipelines.lib.iceberg.tables import TRADES
 from k2_pipelines_tests.helpers import lines_by_date
 from k2_pipelines_tests.ui_helpers import dagster_dev, graphql
 

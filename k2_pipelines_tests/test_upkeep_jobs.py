@@ -18,9 +18,9 @@ from k2_pipelines.defs.upkeep.sensors import orphan_cleanup_sensor
 from k2_pipelines.lib.drain.checkpoint import stored_checkpoint
 from k2_pipelines.lib.drain.drain import trades_target
 from k2_pipelines.lib.drain.kafka_batch import Limits
-from k2_pipelines.lib.incidents import RESOLVED, incidents
-from k2_pipelines.lib.replace import write_rows
-from k2_pipelines.lib.tables import TRADES
+from k2_pipelines.lib.iceberg.tables import TRADES
+from k2_pipelines.lib.iceberg.writes import write_rows
+from k2_pipelines.lib.recovery.incidents import RESOLVED, incidents
 from k2_pipelines.lib.upkeep.orphans import MIN_ORPHAN_AGE
 from k2_pipelines_tests.helpers import run_asx_load
 from k2_pipelines_tests.kafka_helpers import drain_all, replay_session

@@ -15,8 +15,8 @@ from typing import Iterator
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, sync_playwright
 
-from k2_pipelines.lib.kafka.broker import free_port
-from k2_pipelines.lib.paths import CHECKOUT
+from k2_pipelines.dev.broker import free_port
+from k2_pipelines.settings import CHECKOUT
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's, which `make test` installs: Playwright's own browser cannot be downloaded
 # without the background-networking flags Chromium keeps calling out, the closed network refuses, and it stalls

@@ -7,9 +7,9 @@ from datetime import date
 from pathlib import Path
 
 from k2_pipelines.cli.query import add_parser as add_query_parser
+from k2_pipelines.dev.broker import Broker, BrokerError, fetch_jars
 from k2_pipelines.lib.asx.sample import DEFAULT_START, DEFAULT_SYMBOLS
 from k2_pipelines.lib.drain.kafka_batch import Limits
-from k2_pipelines.lib.kafka.broker import Broker, BrokerError, fetch_jars
 
 
 def _kafka(args) -> int:
@@ -76,9 +76,9 @@ def _drain_binance(args) -> int:
 
 
 def _tables(args) -> int:
-    from k2_pipelines.lib.catalog import load_k2_catalog
-    from k2_pipelines.lib.table_stats import format_stats, table_stats
-    from k2_pipelines.lib.tables import ensure_tables
+    from k2_pipelines.lib.iceberg.catalog import load_k2_catalog
+    from k2_pipelines.lib.iceberg.stats import format_stats, table_stats
+    from k2_pipelines.lib.iceberg.tables import ensure_tables
 
     catalog = load_k2_catalog()
     ensure_tables(catalog)
@@ -133,7 +133,7 @@ def _dev(args) -> int:
     import shutil
 
     from k2_pipelines.cli.dagster_home import prepare_dagster_home
-    from k2_pipelines.lib.paths import CHECKOUT
+    from k2_pipelines.settings import CHECKOUT
 
     home = prepare_dagster_home()
     Broker.from_env().start()

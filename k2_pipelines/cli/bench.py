@@ -22,23 +22,23 @@ from confluent_kafka import Consumer
 from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThan
 
 from k2_pipelines.cli.stream import replay_into_kafka
+from k2_pipelines.dev.broker import Broker
 from k2_pipelines.lib.asx.layouts import TRADES
 from k2_pipelines.lib.asx.load import load_market_days
 from k2_pipelines.lib.asx.sample import DEFAULT_START, trading_days
-from k2_pipelines.lib.atomic_commit import commit_atomically, new_transaction
-from k2_pipelines.lib.avro_codec import AvroDecoder
+from k2_pipelines.lib.avro.codec import AvroDecoder
+from k2_pipelines.lib.avro.registry import default_registry
 from k2_pipelines.lib.binance.producer import Topics
-from k2_pipelines.lib.catalog import load_catalog_at
 from k2_pipelines.lib.drain.checkpoint import checkpoint_properties
 from k2_pipelines.lib.drain.drain import drain, quotes_target, reader_for, trades_target
 from k2_pipelines.lib.drain.kafka_batch import Limits
-from k2_pipelines.lib.kafka.broker import Broker
+from k2_pipelines.lib.iceberg.catalog import load_catalog_at
+from k2_pipelines.lib.iceberg.commit import commit_atomically, new_transaction
+from k2_pipelines.lib.iceberg.tables import TRADES as TRADES_TABLE
+from k2_pipelines.lib.iceberg.tables import ensure_tables
+from k2_pipelines.lib.iceberg.writes import append_files, write_rows
 from k2_pipelines.lib.quality.thresholds import Thresholds
 from k2_pipelines.lib.quality.validations import validate_market_load
-from k2_pipelines.lib.replace import append_files, write_rows
-from k2_pipelines.lib.schema_registry import default_registry
-from k2_pipelines.lib.tables import TRADES as TRADES_TABLE
-from k2_pipelines.lib.tables import ensure_tables
 from k2_pipelines.lib.upkeep.compaction import compact_table
 
 BENCH_DAYS = 5

@@ -17,8 +17,8 @@ from k2_pipelines.cli.bench import (
     built_in_another_process,
     generated_trades,
 )
-from k2_pipelines.lib.catalog import load_catalog_at
-from k2_pipelines.lib.tables import TRADES, ensure_tables
+from k2_pipelines.lib.iceberg.catalog import load_catalog_at
+from k2_pipelines.lib.iceberg.tables import TRADES, ensure_tables
 from k2_pipelines.lib.upkeep.compaction import compact_table, sorted_by_sort_order
 from k2_pipelines.query import gold_ohlcv, ohlcv, trades
 

@@ -18,17 +18,17 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
+from k2_pipelines.dev.broker import Broker, free_port
+from k2_pipelines.lib.avro.registry import default_registry
 from k2_pipelines.lib.binance.producer import MarketDataProducer, Topics
 from k2_pipelines.lib.binance.recording import replay
 from k2_pipelines.lib.binance.sample import generate_session
-from k2_pipelines.lib.catalog import load_k2_catalog
 from k2_pipelines.lib.drain.checkpoint import stored_checkpoint
 from k2_pipelines.lib.drain.drain import group_id, trades_target
-from k2_pipelines.lib.incidents import RESOLVED, Incident, incidents
-from k2_pipelines.lib.kafka.broker import Broker, free_port
-from k2_pipelines.lib.paths import CHECKOUT
-from k2_pipelines.lib.schema_registry import default_registry
-from k2_pipelines.lib.tables import TRADES
+from k2_pipelines.lib.iceberg.catalog import load_k2_catalog
+from k2_pipelines.lib.iceberg.tables import TRADES
+from k2_pipelines.lib.recovery.incidents import RESOLVED, Incident, incidents
+from k2_pipelines.settings import CHECKOUT
 
 OUTAGE_SECONDS = 60  # long enough for the health sensor (every 30 s) to see it
 WAIT_SECONDS = 300

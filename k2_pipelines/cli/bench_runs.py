@@ -25,13 +25,13 @@ from pathlib import Path
 import dagster as dg
 from dagster_graphql import DagsterGraphQLClient
 
+from k2_pipelines.dev.broker import Broker, free_port
+from k2_pipelines.lib.avro.registry import default_registry
 from k2_pipelines.lib.binance.producer import MarketDataProducer, Topics
 from k2_pipelines.lib.binance.recording import replay
 from k2_pipelines.lib.binance.sample import generate_session
-from k2_pipelines.lib.catalog import load_k2_catalog
-from k2_pipelines.lib.kafka.broker import Broker, free_port
-from k2_pipelines.lib.paths import CHECKOUT
-from k2_pipelines.lib.schema_registry import default_registry
+from k2_pipelines.lib.iceberg.catalog import load_k2_catalog
+from k2_pipelines.settings import CHECKOUT
 
 JOB = "drain_binance_trades"
 TOPICS = Topics("bench.runs.trades", "bench.runs.quotes", "bench.runs.dlq")

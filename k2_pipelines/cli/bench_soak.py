@@ -18,15 +18,15 @@ import pyarrow as pa
 from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThan
 
 from k2_pipelines.defs.upkeep.compaction_sensor import SENSOR_TARGET_FILE_MB, SMALL_FILES_TRIGGER
+from k2_pipelines.dev.broker import Broker
+from k2_pipelines.lib.avro.registry import default_registry
 from k2_pipelines.lib.binance.producer import MarketDataProducer, Topics
 from k2_pipelines.lib.binance.sample import trade_frame
-from k2_pipelines.lib.catalog import load_catalog_at
 from k2_pipelines.lib.drain.drain import drain_once, reader_for, trades_target
 from k2_pipelines.lib.drain.kafka_batch import Limits
-from k2_pipelines.lib.kafka.broker import Broker
-from k2_pipelines.lib.schema_registry import default_registry
-from k2_pipelines.lib.snapshot_files import live_data_files
-from k2_pipelines.lib.tables import DRAIN_STATE, DRAINED_TABLES, TRADES, ensure_tables
+from k2_pipelines.lib.iceberg.catalog import load_catalog_at
+from k2_pipelines.lib.iceberg.snapshot_files import live_data_files
+from k2_pipelines.lib.iceberg.tables import DRAIN_STATE, DRAINED_TABLES, TRADES, ensure_tables
 from k2_pipelines.lib.upkeep.compaction import compact_table, most_small_files_in_a_partition
 from k2_pipelines.lib.upkeep.expiry import DRAINED_RETENTION_HOURS, expire_snapshots
 from k2_pipelines.query import ohlcv, trades

@@ -4,7 +4,7 @@ import os
 import shutil
 from pathlib import Path
 
-from k2_pipelines.lib.paths import CHECKOUT, dagster_home
+from k2_pipelines.settings import CHECKOUT, dagster_home
 
 
 def prepare_dagster_home() -> Path:

@@ -13,14 +13,14 @@ from k2_pipelines.cli.drain import run_drain_jobs
 from k2_pipelines.cli.gold import report, run_build_ohlcv, trade_day_ranges
 from k2_pipelines.cli.stream import print_counts, replay_into_kafka
 from k2_pipelines.cli.upkeep import run_upkeep
+from k2_pipelines.dev.broker import Broker
 from k2_pipelines.lib.asx.landing import landing_files, trading_dates
 from k2_pipelines.lib.asx.sample import DEFAULT_SYMBOLS, generate
 from k2_pipelines.lib.asx.summary import rejects_by_reason, rows_by_trading_date
 from k2_pipelines.lib.binance.sample import FAULTS, generate_session
-from k2_pipelines.lib.catalog import catalog_properties, load_k2_catalog
-from k2_pipelines.lib.kafka.broker import Broker
-from k2_pipelines.lib.paths import landing_dir, state_dir
-from k2_pipelines.lib.table_stats import format_stats, table_stats
+from k2_pipelines.lib.iceberg.catalog import catalog_properties, load_k2_catalog
+from k2_pipelines.lib.iceberg.stats import format_stats, table_stats
+from k2_pipelines.settings import landing_dir, state_dir
 
 DEMO_TRADES = 200_000
 DEMO_BAD_ROWS = 12

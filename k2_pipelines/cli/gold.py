@@ -9,8 +9,8 @@ from pyiceberg.catalog import Catalog
 
 from k2_pipelines.cli.dagster_home import prepare_dagster_home
 from k2_pipelines.defs.asx.sensors import RANGE_END_TAG, RANGE_START_TAG
-from k2_pipelines.lib.day_ranges import consecutive_day_ranges
-from k2_pipelines.lib.tables import TRADES
+from k2_pipelines.lib.iceberg.tables import TRADES
+from k2_pipelines.lib.utils.day_ranges import consecutive_day_ranges
 
 
 def run_build_ohlcv(first: date, last: date) -> dg.ExecuteInProcessResult:

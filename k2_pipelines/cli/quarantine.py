@@ -7,8 +7,8 @@ from k2_pipelines.cli.dagster_home import prepare_dagster_home
 
 
 def list_held(table: str | None) -> int:
-    from k2_pipelines.lib.catalog import load_k2_catalog
-    from k2_pipelines.lib.quarantine import held
+    from k2_pipelines.lib.iceberg.catalog import load_k2_catalog
+    from k2_pipelines.lib.recovery.quarantine import held
 
     rows = held(load_k2_catalog(), f"market_data.{table}" if table else None)
     groups = rows.group_by(["table_name", "source_run_id", "reason"]).aggregate(

@@ -32,8 +32,8 @@ def run_upkeep(action: str, config: dict) -> int:
 
 
 def list_incidents(status: str | None, as_json: bool) -> int:
-    from k2_pipelines.lib.catalog import load_k2_catalog
-    from k2_pipelines.lib.incidents import incidents
+    from k2_pipelines.lib.iceberg.catalog import load_k2_catalog
+    from k2_pipelines.lib.recovery.incidents import incidents
 
     found = incidents(load_k2_catalog(), status=status)
     if as_json:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from k2_pipelines.lib.paths import landing_dir
+from k2_pipelines.settings import landing_dir
 
 
 class AsxLandingResource(dg.ConfigurableResource):

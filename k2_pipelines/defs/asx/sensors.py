@@ -7,7 +7,7 @@ from k2_pipelines.defs.asx.jobs import asx_load_job
 from k2_pipelines.defs.asx.partitions import asx_trading_days
 from k2_pipelines.defs.asx.resources import AsxLandingResource
 from k2_pipelines.lib.asx.landing import digest, fingerprint, landing_files, trading_dates
-from k2_pipelines.lib.day_ranges import consecutive_day_ranges
+from k2_pipelines.lib.utils.day_ranges import consecutive_day_ranges
 
 # Dagster's tags for a run over a partition range (what the UI sets for a single-run backfill)
 RANGE_START_TAG = "dagster/asset_partition_range_start"

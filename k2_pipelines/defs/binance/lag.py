@@ -9,7 +9,7 @@ from confluent_kafka import KafkaException
 from k2_pipelines.defs.binance.resources import BinanceKafkaResource
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.lib.drain.checkpoint import stored_checkpoint
-from k2_pipelines.lib.health import UNREACHABLE
+from k2_pipelines.lib.recovery.health import UNREACHABLE
 
 
 @dataclass(frozen=True)

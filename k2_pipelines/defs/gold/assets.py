@@ -8,7 +8,7 @@ from k2_pipelines.defs.gold.gating import held_back, held_back_failure
 from k2_pipelines.defs.gold.partitions import utc_days
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.lib.gold.ohlcv import BarsResult, rebuild_day
-from k2_pipelines.lib.tables import OHLCV_TABLES
+from k2_pipelines.lib.iceberg.tables import OHLCV_TABLES
 
 # UTC day D holds trades of ASX trading dates D and D+1 (Sydney is ahead). Dagster's time-window mapping refuses
 # partitions in different time zones, so the graph maps D to trading date D, which holds most of them; the rebuild

@@ -13,7 +13,7 @@ import dagster as dg
 from k2_pipelines.defs.gold.gating import Gate, held_back
 from k2_pipelines.defs.gold.jobs import build_ohlcv
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
-from k2_pipelines.lib.health import UNREACHABLE
+from k2_pipelines.lib.recovery.health import UNREACHABLE
 
 HELD_TAG = "k2/held-back"  # on a run requested for a held-back day: what held it (Gate.key)
 

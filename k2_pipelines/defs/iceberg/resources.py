@@ -1,8 +1,8 @@
 import dagster as dg
 from pyiceberg.catalog import Catalog
 
-from k2_pipelines.lib.catalog import load_k2_catalog
-from k2_pipelines.lib.tables import ensure_tables
+from k2_pipelines.lib.iceberg.catalog import load_k2_catalog
+from k2_pipelines.lib.iceberg.tables import ensure_tables
 
 
 class IcebergCatalogResource(dg.ConfigurableResource):

@@ -13,8 +13,8 @@ from k2_pipelines.defs.quality.resources import QualityResource
 from k2_pipelines.defs.recovery.incident_runs import runbook_page, runbook_run_config, try_record
 from k2_pipelines.defs.recovery.runbooks import TABLES, replay_dead_letters_job
 from k2_pipelines.lib.drain.dead_letter_replay import replay_dead_letters
-from k2_pipelines.lib.health import UNREACHABLE
-from k2_pipelines.lib.incidents import Incident
+from k2_pipelines.lib.recovery.health import UNREACHABLE
+from k2_pipelines.lib.recovery.incidents import Incident
 
 
 @dg.sensor(job=replay_dead_letters_job, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING,

@@ -15,8 +15,8 @@ from k2_pipelines.defs.recovery.incident_runs import runbook_page, runbook_run_c
 from k2_pipelines.defs.recovery.runbooks import TABLES, realign_consumer_offsets
 from k2_pipelines.lib.drain.checkpoint import stored_checkpoint
 from k2_pipelines.lib.drain.offset_drift import offset_drift
-from k2_pipelines.lib.health import UNREACHABLE
-from k2_pipelines.lib.incidents import Incident
+from k2_pipelines.lib.recovery.health import UNREACHABLE
+from k2_pipelines.lib.recovery.incidents import Incident
 
 _REFUSED = ("topic_recreated", "topic_missing")
 

@@ -16,8 +16,8 @@ from k2_pipelines.defs.recovery.failures import BUG, POISON, QUALITY, TRANSIENT,
 from k2_pipelines.defs.recovery.incident_runs import INCIDENT_TAG, runbook_page, runbook_run_config, try_record
 from k2_pipelines.defs.recovery.jobs import catch_up_after_outage
 from k2_pipelines.defs.recovery.runbooks import quarantine_landing_file
-from k2_pipelines.lib.health import UNREACHABLE
-from k2_pipelines.lib.incidents import Incident, incidents
+from k2_pipelines.lib.recovery.health import UNREACHABLE
+from k2_pipelines.lib.recovery.incidents import Incident, incidents
 
 RETRIED_JOBS = [asx_load_job, *drain_jobs.values(), catch_up_after_outage]
 ATTEMPT_TAG = "k2/retry-attempt"

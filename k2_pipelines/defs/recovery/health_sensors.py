@@ -14,8 +14,8 @@ from k2_pipelines.defs.binance.resources import BinanceKafkaResource
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.defs.recovery.incident_runs import INCIDENT_TAG, runbook_page, try_record
 from k2_pipelines.defs.recovery.jobs import catch_up_after_outage
-from k2_pipelines.lib.health import catalog_problem, kafka_problem, object_store_problem
-from k2_pipelines.lib.incidents import Incident
+from k2_pipelines.lib.recovery.health import catalog_problem, kafka_problem, object_store_problem
+from k2_pipelines.lib.recovery.incidents import Incident
 
 BACK_AT_TAG = "k2/dependency-back-at"  # when the sensor saw the dependency answer again
 

@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
-from k2_pipelines.lib.health import UNREACHABLE
-from k2_pipelines.lib.incidents import Incident, record_incident
+from k2_pipelines.lib.recovery.health import UNREACHABLE
+from k2_pipelines.lib.recovery.incidents import Incident, record_incident
 
 INCIDENT_TAG = "k2/incident"  # a run launched to recover from an incident carries the incident's id
 

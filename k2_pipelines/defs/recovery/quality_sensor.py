@@ -18,7 +18,7 @@ from k2_pipelines.defs.quality.evaluations import (
 )
 from k2_pipelines.defs.recovery.incident_runs import runbook_page, runbook_run_config
 from k2_pipelines.defs.recovery.runbooks import quarantine_bad_batch
-from k2_pipelines.lib.incidents import Incident
+from k2_pipelines.lib.recovery.incidents import Incident
 
 _BLOCKING = {table: blocking_keys(checks)
              for table, checks in (("trades", binance_trades_quality), ("quotes", binance_quotes_quality))}

@@ -16,10 +16,10 @@ from k2_pipelines.defs.recovery.incident_runs import RunbookConfig, incident_met
 from k2_pipelines.lib.drain.checkpoint import stored_checkpoint
 from k2_pipelines.lib.drain.dead_letter_replay import replay_dead_letters
 from k2_pipelines.lib.drain.offset_drift import RealignRefused, realign_group
-from k2_pipelines.lib.incidents import Incident, record_incident
-from k2_pipelines.lib.paths import state_dir
 from k2_pipelines.lib.quality.validations import failing_drained_rows
-from k2_pipelines.lib.quarantine import quarantine_run, release
+from k2_pipelines.lib.recovery.incidents import Incident, record_incident
+from k2_pipelines.lib.recovery.quarantine import quarantine_run, release
+from k2_pipelines.settings import state_dir
 
 TABLES = ("trades", "quotes")
 

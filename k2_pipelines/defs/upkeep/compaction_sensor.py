@@ -10,9 +10,9 @@ import dagster as dg
 
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.defs.upkeep.jobs import compact_tables
-from k2_pipelines.lib.health import UNREACHABLE
-from k2_pipelines.lib.snapshot_files import live_data_files
-from k2_pipelines.lib.tables import QUOTES, TRADES
+from k2_pipelines.lib.iceberg.snapshot_files import live_data_files
+from k2_pipelines.lib.iceberg.tables import QUOTES, TRADES
+from k2_pipelines.lib.recovery.health import UNREACHABLE
 from k2_pipelines.lib.upkeep.compaction import most_small_files_in_a_partition
 
 SMALL_FILES_TRIGGER = 16  # 8 minutes of drains under lag; one symbol's day still reads in 50 ms (README, Performance)

@@ -10,10 +10,10 @@ from k2_pipelines.defs.binance.checks import binance_quotes_quality, binance_tra
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.defs.quality.evaluations import blocking_keys, failed_batches
 from k2_pipelines.defs.recovery.incident_runs import RunbookConfig, incident_metadata
-from k2_pipelines.lib.incidents import record_incident, runs_named_by_open_incidents
+from k2_pipelines.lib.iceberg.tables import ALL_TABLES, DRAINED_TABLES, QUOTES, TRADES
 from k2_pipelines.lib.metrics import write_upkeep_metrics
-from k2_pipelines.lib.quarantine import quarantined_runs
-from k2_pipelines.lib.tables import ALL_TABLES, DRAINED_TABLES, QUOTES, TRADES
+from k2_pipelines.lib.recovery.incidents import record_incident, runs_named_by_open_incidents
+from k2_pipelines.lib.recovery.quarantine import quarantined_runs
 from k2_pipelines.lib.upkeep.compaction import compact_table
 from k2_pipelines.lib.upkeep.expiry import DRAINED_RETENTION_HOURS, expire_snapshots
 from k2_pipelines.lib.upkeep.orphans import MIN_ORPHAN_AGE, remove_orphan_files

@@ -27,7 +27,7 @@ from k2_pipelines.defs.recovery.incident_runs import INCIDENT_TAG
 from k2_pipelines.defs.recovery.jobs import catch_up_after_outage
 from k2_pipelines.defs.upkeep.jobs import UPKEEP_TAG, compact_tables, expire_snapshots_job, remove_orphan_files_job
 from k2_pipelines.defs.upkeep.sensors import orphan_cleanup_sensor
-from k2_pipelines.lib.incidents import RESOLVED, incidents
+from k2_pipelines.lib.recovery.incidents import RESOLVED, incidents
 
 _PAGE = 200
 _SUCCEEDED = [dg.DagsterRunStatus.SUCCESS]

@@ -2,7 +2,7 @@ import dagster as dg
 
 from k2_pipelines.defs.upkeep.jobs import compact_tables, expire_snapshots_job, remove_orphan_files_job
 from k2_pipelines.defs.upkeep.prune_runs import prune_runs
-from k2_pipelines.lib.tables import DRAINED_TABLES
+from k2_pipelines.lib.iceberg.tables import DRAINED_TABLES
 
 # nightly in Sydney, after the ASX close and before its open; one after the other (dagster.yaml runs one at a time)
 upkeep_schedules = [

@@ -12,7 +12,7 @@ from k2_pipelines.defs.recovery.failed_runs import RETRIED_JOBS
 from k2_pipelines.defs.recovery.incident_runs import runbook_page, runbook_run_config
 from k2_pipelines.defs.recovery.runbooks import quarantine_bad_batch, release_quarantined_rows, replay_dead_letters_job
 from k2_pipelines.defs.upkeep.jobs import compact_tables, remove_orphan_files_job
-from k2_pipelines.lib.incidents import Incident
+from k2_pipelines.lib.recovery.incidents import Incident
 from k2_pipelines.lib.upkeep.orphans import MIN_ORPHAN_AGE
 
 WRITERS = {job.name for job in (*RETRIED_JOBS, compact_tables, quarantine_bad_batch, release_quarantined_rows,

@@ -17,12 +17,12 @@ from k2_pipelines.lib.asx.fixed_width import EPOCH
 from k2_pipelines.lib.asx.landing import fingerprint
 from k2_pipelines.lib.asx.layouts import CURRENCY, EXCHANGE, TIMEZONE, CsvLayout
 from k2_pipelines.lib.asx.parse import Company, ParsedFile, parse_market_file, raw_lines
+from k2_pipelines.lib.iceberg.tables import QUOTES, REFERENCE_DATA, REJECTS, TRADES
+from k2_pipelines.lib.iceberg.writes import CommitOutcome, Replacement, replace_atomically, replacement, write_rows
 from k2_pipelines.lib.quality.checks import Check, asx_checks, market_checks
 from k2_pipelines.lib.quality.rules import broken_rows, listings, row_rules
 from k2_pipelines.lib.quality.thresholds import DEFAULTS, Thresholds
-from k2_pipelines.lib.replace import CommitOutcome, Replacement, replace_atomically, replacement, write_rows
-from k2_pipelines.lib.tables import QUOTES, REFERENCE_DATA, REJECTS, TRADES
-from k2_pipelines.lib.uuids import random_uuids
+from k2_pipelines.lib.utils.uuids import random_uuids
 
 _TABLES = {"trades": TRADES, "quotes": QUOTES}
 RUN_ID = "k2.run-id"  # in the snapshot summary of every load commit

@@ -8,7 +8,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import EqualTo
 
 from k2_pipelines.lib.asx.layouts import EXCHANGE, TIMEZONE
-from k2_pipelines.lib.tables import QUOTES, REJECTS, TRADES
+from k2_pipelines.lib.iceberg.tables import QUOTES, REJECTS, TRADES
 
 
 def rows_by_trading_date(catalog: Catalog) -> dict[str, dict[str, int]]:

@@ -14,10 +14,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from k2_pipelines.lib.arrow_decimals import from_unscaled
-from k2_pipelines.lib.avro_arrow import join
+from k2_pipelines.lib.avro.arrow import join
 from k2_pipelines.lib.binance.normalize import EXCHANGE, LONG_MAX, BadFrame, split_symbol
-from k2_pipelines.lib.uuids import random_uuids
+from k2_pipelines.lib.utils.arrow_decimals import from_unscaled
+from k2_pipelines.lib.utils.uuids import random_uuids
 
 _DATA_FIELDS = {"e": pa.string(), "E": pa.int64(), "s": pa.string(), "t": pa.int64(), "p": pa.string(),
                 "q": pa.string(), "T": pa.int64(), "m": pa.bool_(), "M": pa.bool_(), "u": pa.int64(),

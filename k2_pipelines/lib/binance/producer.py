@@ -12,10 +12,10 @@ import numpy as np
 import pyarrow as pa
 from confluent_kafka import KafkaError, Producer
 
-from k2_pipelines.lib.avro_codec import AvroEncoder
+from k2_pipelines.lib.avro.codec import AvroEncoder
+from k2_pipelines.lib.avro.registry import Registry
 from k2_pipelines.lib.binance.batch import normalize_batch
 from k2_pipelines.lib.binance.normalize import BadFrame, Normalized, normalize
-from k2_pipelines.lib.schema_registry import Registry
 
 log = logging.getLogger(__name__)
 

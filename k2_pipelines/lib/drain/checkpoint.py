@@ -25,15 +25,15 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table, Transaction
 from pyiceberg.table.snapshots import ancestors_of
 
-from k2_pipelines.lib.atomic_commit import new_transaction
-from k2_pipelines.lib.bounded_cache import BoundedCache
-from k2_pipelines.lib.catalog import load_table
 from k2_pipelines.lib.drain.replays import Ceilings
 from k2_pipelines.lib.drain.sequences import State as Sequences
 from k2_pipelines.lib.drain.sequences import first_occurrences
-from k2_pipelines.lib.replace import append_files, write_rows
-from k2_pipelines.lib.snapshot_files import selected_data_files
-from k2_pipelines.lib.tables import DRAIN_STATE
+from k2_pipelines.lib.iceberg.catalog import load_table
+from k2_pipelines.lib.iceberg.commit import new_transaction
+from k2_pipelines.lib.iceberg.snapshot_files import selected_data_files
+from k2_pipelines.lib.iceberg.tables import DRAIN_STATE
+from k2_pipelines.lib.iceberg.writes import append_files, write_rows
+from k2_pipelines.lib.utils.bounded_cache import BoundedCache
 
 OFFSETS_PREFIX = "k2.drain.offsets."  # + topic
 STATE_PREFIX = "k2.drain.state."  # + topic: the checkpoint number of the state in market_data.drain_state

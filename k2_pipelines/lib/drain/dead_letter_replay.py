@@ -27,7 +27,6 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import And, EqualTo, In, Or
 from pyiceberg.table import Table
 
-from k2_pipelines.lib.atomic_commit import commit_atomically, new_transaction
 from k2_pipelines.lib.drain.checkpoint import (
     RUN_ID,
     Checkpoint,
@@ -43,9 +42,10 @@ from k2_pipelines.lib.drain.drain import DrainTarget, set_aside
 from k2_pipelines.lib.drain.kafka_batch import KafkaBatch
 from k2_pipelines.lib.drain.replays import ceilings_after, id_numbers, quarantined, repeats
 from k2_pipelines.lib.drain.sequences import first_occurrences, record_keys
+from k2_pipelines.lib.iceberg.commit import commit_atomically, new_transaction
+from k2_pipelines.lib.iceberg.tables import DEAD_LETTERS, QUARANTINE
+from k2_pipelines.lib.iceberg.writes import COMMIT_ATTEMPTS, append_files, wait_after_lost_race, write_rows
 from k2_pipelines.lib.quality.thresholds import DEFAULTS, Thresholds
-from k2_pipelines.lib.replace import COMMIT_ATTEMPTS, append_files, wait_after_lost_race, write_rows
-from k2_pipelines.lib.tables import DEAD_LETTERS, QUARANTINE
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Kafka values of one batch -> rows for an Iceberg table, and dead letters for the rest, each with its reason.
 
-Values are decoded in bulk per writer schema (lib/avro_decode.py). A value that is not Confluent wire format, names
+Values are decoded in bulk per writer schema (lib/avro/decode.py). A value that is not Confluent wire format, names
 an unknown schema id, does not decode, or holds something the table cannot (a null in a required column, a decimal
 with more scale or precision than the column) becomes a dead letter on its own; its neighbours become rows.
 """
@@ -13,11 +13,11 @@ import fastavro
 import numpy as np
 import pyarrow as pa
 
-from k2_pipelines.lib.arrow_decimals import rescaled
-from k2_pipelines.lib.avro_block import decode_block
-from k2_pipelines.lib.avro_decode import Decoded, decode_records
+from k2_pipelines.lib.avro.block import decode_block
+from k2_pipelines.lib.avro.decode import Decoded, decode_records
+from k2_pipelines.lib.avro.registry import HEADER, MAGIC, Registry
 from k2_pipelines.lib.drain.kafka_batch import KafkaBatch
-from k2_pipelines.lib.schema_registry import HEADER, MAGIC, Registry
+from k2_pipelines.lib.utils.arrow_decimals import rescaled
 
 DECODE_CHUNK = 65_536
 

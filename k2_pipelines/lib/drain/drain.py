@@ -27,8 +27,6 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.manifest import DataFile
 
-from k2_pipelines.lib.atomic_commit import commit_atomically, new_transaction
-from k2_pipelines.lib.catalog import load_table
 from k2_pipelines.lib.drain.checkpoint import (
     RUN_ID,
     Checkpoint,
@@ -43,10 +41,12 @@ from k2_pipelines.lib.drain.decode import decode_batch
 from k2_pipelines.lib.drain.kafka_batch import KafkaBatch, Limits, TopicReader
 from k2_pipelines.lib.drain.replays import ceilings_after, id_numbers, quarantined, repeats
 from k2_pipelines.lib.drain.sequences import Break, SequenceRules, classify, first_occurrences, record_keys
+from k2_pipelines.lib.iceberg.catalog import load_table
+from k2_pipelines.lib.iceberg.commit import commit_atomically, new_transaction
+from k2_pipelines.lib.iceberg.tables import DEAD_LETTERS, QUARANTINE, QUOTES, SEQUENCE_GAPS, TRADES, TableDefinition
+from k2_pipelines.lib.iceberg.writes import COMMIT_ATTEMPTS, append_files, wait_after_lost_race, write_rows
 from k2_pipelines.lib.quality.rules import broken_rows, listings, write_rules
 from k2_pipelines.lib.quality.thresholds import DEFAULTS, Thresholds
-from k2_pipelines.lib.replace import COMMIT_ATTEMPTS, append_files, wait_after_lost_race, write_rows
-from k2_pipelines.lib.tables import DEAD_LETTERS, QUARANTINE, QUOTES, SEQUENCE_GAPS, TRADES, TableDefinition
 
 log = logging.getLogger(__name__)
 KILL_AT = "K2_DRAIN_KILL_AT"  # crash tests: SIGKILL the drain at this point (see _crash_point)

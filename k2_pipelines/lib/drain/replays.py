@@ -8,7 +8,7 @@ others are looked up: rows numbered at or below the ceiling (replays, late arriv
 symbols without a ceiling yet. They are looked up by each symbol's range of their ids: not by event time, which a
 replayed bookTicker does not keep (Binance sends none; its time is when K2 received it).
 
-Rows a quarantine took out of the table (lib/quarantine.py) must not come back with a resend of their messages
+Rows a quarantine took out of the table (lib/recovery/quarantine.py) must not come back with a resend of their messages
 either: the ceilings it carries forward keep their ids suspect, and `quarantined` looks the suspects up in
 market_data.quarantine the same way. That table keeps no exchange column: there they match by symbol and id.
 """
@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from pyiceberg.expressions import And, BooleanExpression, EqualTo, GreaterThanOrEqual, LessThanOrEqual, Or
 from pyiceberg.table import Table
 
-from k2_pipelines.lib.avro_arrow import join
+from k2_pipelines.lib.avro.arrow import join
 from k2_pipelines.lib.drain.sequences import record_keys
 
 NOT_NUMBERED = np.iinfo(np.int64).min

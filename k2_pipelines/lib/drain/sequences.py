@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from k2_pipelines.lib.avro_arrow import join
+from k2_pipelines.lib.avro.arrow import join
 
 State = dict[str, tuple[int, int]]  # symbol -> (highest sequence, its event time in us)
 

@@ -17,10 +17,10 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
 
 from k2_pipelines.lib.asx.load import RUN_ID
+from k2_pipelines.lib.iceberg.tables import OHLCV_TABLES, TRADES
+from k2_pipelines.lib.iceberg.writes import replace_atomically, replacement
 from k2_pipelines.lib.query.engine import engine
 from k2_pipelines.lib.query.validate import interval as interval_width
-from k2_pipelines.lib.replace import replace_atomically, replacement
-from k2_pipelines.lib.tables import OHLCV_TABLES, TRADES
 
 TRADE_COLUMNS = ("exchange", "symbol", "timestamp", "price", "quantity", "trade_id")
 REBUILD_TIME_LIMIT_SECONDS = 600.0  # a day of every symbol's trades: seconds even at tens of millions

@@ -19,12 +19,12 @@ from pyiceberg.table import Table
 from k2_pipelines.lib.drain.checkpoint import stored_checkpoint
 from k2_pipelines.lib.drain.drain import DrainTarget, reader_for
 from k2_pipelines.lib.drain.kafka_batch import TopicReader
-from k2_pipelines.lib.incidents import NEEDS_HUMAN, OPEN, incidents
+from k2_pipelines.lib.iceberg.snapshot_files import live_data_files
+from k2_pipelines.lib.iceberg.stats import newest_event_time, table_stats
+from k2_pipelines.lib.iceberg.tables import DEAD_LETTERS, INCIDENTS, NAMESPACE, QUOTES, SEQUENCE_GAPS, TRADES
 from k2_pipelines.lib.metrics import catalogue as m
 from k2_pipelines.lib.metrics.upkeep import textfile_families
-from k2_pipelines.lib.snapshot_files import live_data_files
-from k2_pipelines.lib.table_stats import newest_event_time, table_stats
-from k2_pipelines.lib.tables import DEAD_LETTERS, INCIDENTS, NAMESPACE, QUOTES, SEQUENCE_GAPS, TRADES
+from k2_pipelines.lib.recovery.incidents import NEEDS_HUMAN, OPEN, incidents
 from k2_pipelines.lib.upkeep.compaction import is_small
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from k2_pipelines.lib.metrics import catalogue as m
 from k2_pipelines.lib.metrics.exposition import Families, registry_of
-from k2_pipelines.lib.paths import state_dir
+from k2_pipelines.settings import state_dir
 
 log = logging.getLogger(__name__)
 

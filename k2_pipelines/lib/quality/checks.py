@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 import great_expectations.expectations as gxe
 from pyiceberg.schema import Schema
 
-from k2_pipelines.lib.avro_iceberg import load_avro
+from k2_pipelines.lib.avro.iceberg import load_avro
 from k2_pipelines.lib.quality.thresholds import Thresholds
 
 ERROR, WARN = "ERROR", "WARN"

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from k2_pipelines.lib.asx.layouts import TIMEZONE
-from k2_pipelines.lib.avro_arrow import join
+from k2_pipelines.lib.avro.arrow import join
 
 _READ_BY_CHECKS = {"trade_id", "quote_id", "symbol", "exchange", "side"}  # strings checked beyond nulls
 

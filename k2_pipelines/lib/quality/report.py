@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from k2_pipelines.lib.paths import state_dir
 from k2_pipelines.lib.quality.checks import ERROR
 from k2_pipelines.lib.quality.validate import SAMPLE_SIZE, Outcome
+from k2_pipelines.settings import state_dir
 
 WHOLE_RUN = "all"
 TREND_RUNS = 30  # runs a report's trend charts show, its own included

@@ -17,12 +17,12 @@ import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.schema import Schema
 
-from k2_pipelines.lib.bounded_cache import BoundedCache
-from k2_pipelines.lib.catalog import load_table
+from k2_pipelines.lib.iceberg.catalog import load_table
+from k2_pipelines.lib.iceberg.tables import REFERENCE_DATA
 from k2_pipelines.lib.quality.checks import ERROR, Check, market_checks
 from k2_pipelines.lib.quality.frames import checked_columns
 from k2_pipelines.lib.quality.thresholds import Thresholds
-from k2_pipelines.lib.tables import REFERENCE_DATA
+from k2_pipelines.lib.utils.bounded_cache import BoundedCache
 
 _ONE_ROW_AT_A_TIME = (gxe.ExpectColumnValuesToNotBeNull, gxe.ExpectColumnValuesToBeBetween,
                       gxe.ExpectColumnValuesToBeInSet, gxe.ExpectColumnPairValuesAToBeGreaterThanB,

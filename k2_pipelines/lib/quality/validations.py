@@ -16,6 +16,9 @@ from k2_pipelines.lib.asx.layouts import CsvLayout
 from k2_pipelines.lib.asx.load import PARTITIONS
 from k2_pipelines.lib.asx.load import RUN_ID as LOAD_RUN_ID
 from k2_pipelines.lib.drain.checkpoint import RUN_ID as DRAIN_RUN_ID
+from k2_pipelines.lib.iceberg.run_rows import rows_written_by_run
+from k2_pipelines.lib.iceberg.stats import newest_event_time
+from k2_pipelines.lib.iceberg.tables import DEAD_LETTERS, QUOTES, REFERENCE_DATA, REJECTS, SEQUENCE_GAPS, TRADES
 from k2_pipelines.lib.quality.checks import (
     asx_checks,
     market_checks,
@@ -28,9 +31,6 @@ from k2_pipelines.lib.quality.report import SetAside, Validation
 from k2_pipelines.lib.quality.rules import listings
 from k2_pipelines.lib.quality.thresholds import Thresholds
 from k2_pipelines.lib.quality.validate import SAMPLE_SIZE, failing_rows, run_checks
-from k2_pipelines.lib.run_rows import rows_written_by_run
-from k2_pipelines.lib.table_stats import newest_event_time
-from k2_pipelines.lib.tables import DEAD_LETTERS, QUOTES, REFERENCE_DATA, REJECTS, SEQUENCE_GAPS, TRADES
 
 MARKET_TABLES = {"trades": (TRADES, "trade_id"), "quotes": (QUOTES, "quote_id")}
 

@@ -11,16 +11,16 @@ import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
-from k2_pipelines.lib import table_stats as stats
-from k2_pipelines.lib.catalog import catalog_properties, load_k2_catalog
 from k2_pipelines.lib.gold.ohlcv import bars_sql
+from k2_pipelines.lib.iceberg import stats as stats
+from k2_pipelines.lib.iceberg.catalog import catalog_properties, load_k2_catalog
+from k2_pipelines.lib.iceberg.tables import NAMESPACE, OHLCV_TABLES
 from k2_pipelines.lib.query import validate
 from k2_pipelines.lib.query.engine import TIME_LIMIT_SECONDS, engine
 from k2_pipelines.lib.query.plan import plan, range_filter, snapshot_id, source
 from k2_pipelines.lib.query.symbols import table_symbols
 from k2_pipelines.lib.query.tables import current_table
 from k2_pipelines.lib.query.validate import QueryError
-from k2_pipelines.lib.tables import NAMESPACE, OHLCV_TABLES
 
 
 def trades(symbols, start, end, limit=1000, as_of=None, newest_first=False, *, catalog: Catalog | None = None,

@@ -1,5 +1,5 @@
 """Scan planning for a query: the snapshot an as-of names, and the data files a row filter selects (partition pruning
-on the day, then the files' column statistics; see lib/snapshot_files.py)."""
+on the day, then the files' column statistics; see lib/iceberg/snapshot_files.py)."""
 
 from dataclasses import dataclass
 from datetime import datetime
@@ -9,8 +9,8 @@ import pyarrow as pa
 from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, In, LessThan
 from pyiceberg.table import ALWAYS_TRUE, Table
 
+from k2_pipelines.lib.iceberg.snapshot_files import selected_data_files
 from k2_pipelines.lib.query.validate import AsOf, QueryError
-from k2_pipelines.lib.snapshot_files import selected_data_files
 
 LOCAL_SCHEME = "file://"
 

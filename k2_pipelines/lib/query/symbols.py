@@ -6,9 +6,9 @@ new files, and per snapshot (immutable too)."""
 import pyarrow.compute as pc
 from pyiceberg.table import Table
 
-from k2_pipelines.lib.bounded_cache import BoundedCache
 from k2_pipelines.lib.query.engine import TIME_LIMIT_SECONDS, engine
 from k2_pipelines.lib.query.plan import plan
+from k2_pipelines.lib.utils.bounded_cache import BoundedCache
 
 MAX_CACHED = 100_000  # files (or snapshots) remembered
 _by_file: BoundedCache[frozenset[str]] = BoundedCache(MAX_CACHED)

@@ -4,7 +4,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.table import Table
 
-from k2_pipelines.lib.catalog import load_table
+from k2_pipelines.lib.iceberg.catalog import load_table
 
 
 def current_table(catalog: Catalog, identifier: str) -> Table | None:

@@ -30,9 +30,9 @@ from pyiceberg.table.sorting import NullOrder, SortDirection
 from pyiceberg.typedef import Record
 from pyiceberg.utils.bin_packing import PackingIterator
 
-from k2_pipelines.lib.atomic_commit import commit_atomically, new_transaction
-from k2_pipelines.lib.partitioned_write import write_data_files
-from k2_pipelines.lib.replace import COMMIT_ATTEMPTS, wait_after_lost_race
+from k2_pipelines.lib.iceberg.commit import commit_atomically, new_transaction
+from k2_pipelines.lib.iceberg.data_files import write_data_files
+from k2_pipelines.lib.iceberg.writes import COMMIT_ATTEMPTS, wait_after_lost_race
 
 log = logging.getLogger(__name__)
 OPERATION = "k2.upkeep.operation"  # snapshot summary property: which upkeep job made the snapshot

@@ -5,7 +5,7 @@ Only files referenced before the commit and not by the table as committed are de
 (a concurrent writer's uncommitted files are not ours), never a manifest a newer snapshot still lists.
 
 Snapshots a run named by an open incident committed are kept too: its runbook (a quarantine, say) still needs them.
-Old metadata json files are deleted by every commit as they drop out of the metadata log (lib/atomic_commit).
+Old metadata json files are deleted by every commit as they drop out of the metadata log (lib/iceberg/commit).
 """
 
 import contextlib
@@ -20,9 +20,9 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot, ancestors_of
 from pyiceberg.table.update.snapshot import ExpireSnapshots
 
-from k2_pipelines.lib.atomic_commit import commit_atomically, new_transaction
 from k2_pipelines.lib.drain.checkpoint import OFFSETS_PREFIX, stored_checkpoint
-from k2_pipelines.lib.replace import COMMIT_ATTEMPTS, wait_after_lost_race
+from k2_pipelines.lib.iceberg.commit import commit_atomically, new_transaction
+from k2_pipelines.lib.iceberg.writes import COMMIT_ATTEMPTS, wait_after_lost_race
 from k2_pipelines.lib.upkeep.table_files import TableFiles, cutoff_ms
 
 log = logging.getLogger(__name__)

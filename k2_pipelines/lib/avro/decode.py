@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from k2_pipelines.lib.arrow_decimals import from_words, low_words
+from k2_pipelines.lib.utils.arrow_decimals import from_words, low_words
 
 _MAX_VARINT_BYTES = 10
 

@@ -11,7 +11,7 @@ from typing import Protocol
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from k2_pipelines.lib.paths import state_dir
+from k2_pipelines.settings import state_dir
 
 MAGIC = 0
 HEADER = struct.Struct(">bI")  # magic byte, schema id

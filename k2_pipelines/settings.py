@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-CHECKOUT = Path(__file__).resolve().parents[2]
+CHECKOUT = Path(__file__).resolve().parents[1]
 SCHEMAS_DIR = CHECKOUT / "schemas"
 
 

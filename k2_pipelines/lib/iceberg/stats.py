@@ -8,7 +8,7 @@ from pyiceberg.expressions import EqualTo
 from pyiceberg.table import Table
 from pyiceberg.types import TimestamptzType
 
-from k2_pipelines.lib.tables import NAMESPACE
+from k2_pipelines.lib.iceberg.tables import NAMESPACE
 
 
 def table_stats(catalog: Catalog) -> list[dict]:

@@ -26,7 +26,7 @@ from pyiceberg.utils.datetime import datetime_to_millis
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from k2_pipelines.lib.catalog import remember, stored_metadata_location
+from k2_pipelines.lib.iceberg.catalog import remember, stored_metadata_location
 
 
 def _updated_metadata(base: TableMetadata, updates: tuple[TableUpdate, ...],

@@ -16,9 +16,9 @@ from pyiceberg.manifest import DataFile, ManifestContent, ManifestFile
 from pyiceberg.schema import Schema
 from pyiceberg.table import ALWAYS_TRUE, Table
 
-from k2_pipelines.lib.bounded_cache import BoundedCache
+from k2_pipelines.lib.utils.bounded_cache import BoundedCache
 
-# data files listed by the manifests cached: appends merge manifests (lib/tables.py), and each merged one lists
+# data files listed by the manifests cached: appends merge manifests (lib/iceberg/tables.py), and each merged one lists
 # again the live files of those it replaces, so the cache is bounded by what they list, not by how many
 MAX_CACHED_DATA_FILES = 200_000
 MAX_CACHED_SNAPSHOTS = 1_000  # each a tuple of references to the manifests above

@@ -20,7 +20,7 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
-from k2_pipelines.lib.paths import SCHEMAS_DIR
+from k2_pipelines.settings import SCHEMAS_DIR
 
 _PRIMITIVES: dict[str, IcebergType] = {
     "string": StringType(),

@@ -10,8 +10,8 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import AlwaysTrue, And, EqualTo
 
-from k2_pipelines.lib.replace import replace_atomically, replacement
-from k2_pipelines.lib.tables import INCIDENTS
+from k2_pipelines.lib.iceberg.tables import INCIDENTS
+from k2_pipelines.lib.iceberg.writes import replace_atomically, replacement
 
 OPEN, RESOLVED, NEEDS_HUMAN = "open", "resolved", "needs_human"
 

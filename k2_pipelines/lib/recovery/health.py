@@ -5,8 +5,8 @@ from confluent_kafka.admin import AdminClient
 from pyiceberg.exceptions import NoSuchTableError
 from sqlalchemy.exc import SQLAlchemyError
 
-from k2_pipelines.lib.catalog import CatalogUnavailable, load_k2_catalog
-from k2_pipelines.lib.tables import NAMESPACE, TRADES
+from k2_pipelines.lib.iceberg.catalog import CatalogUnavailable, load_k2_catalog
+from k2_pipelines.lib.iceberg.tables import NAMESPACE, TRADES
 
 PROBE_SECONDS = 5
 # what an unreachable dependency raises (a run failing with one of these is worth a retry)

@@ -1,6 +1,6 @@
 """Avro record bodies decoded by polars' Rust reader, wrapped as one block of an Avro container file.
 
-This is the fast path of lib/avro_decode.py, about 7x faster than its lockstep decoder. Polars decodes the block
+This is the fast path of lib/avro/decode.py, about 7x faster than its lockstep decoder. Polars decodes the block
 as one stream of records and never sees the boundaries between bodies. So every record is checked afterwards: the
 size of the canonical encoding of its decoded values must equal the length of its body. When all records pass,
 each one was read from exactly its own body. When any fails, or polars refuses the block, decode_block returns
@@ -22,7 +22,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from k2_pipelines.lib.arrow_decimals import low_words
+from k2_pipelines.lib.utils.arrow_decimals import low_words
 
 _SYNC = os.urandom(16)
 _VARINT_STEPS = [np.uint64(1) << np.uint64(7 * k) for k in range(1, 10)]  # each one more byte as a varint

@@ -29,7 +29,6 @@ from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table
 
-from k2_pipelines.lib.atomic_commit import commit_atomically, new_transaction
 from k2_pipelines.lib.drain.checkpoint import (
     RUN_ID,
     Checkpoint,
@@ -42,9 +41,10 @@ from k2_pipelines.lib.drain.checkpoint import (
 from k2_pipelines.lib.drain.drain import DrainTarget
 from k2_pipelines.lib.drain.replays import any_of, id_numbers, repeats
 from k2_pipelines.lib.drain.sequences import record_keys
-from k2_pipelines.lib.replace import COMMIT_ATTEMPTS, append_files, wait_after_lost_race, write_rows
-from k2_pipelines.lib.run_rows import run_data_files
-from k2_pipelines.lib.tables import QUARANTINE
+from k2_pipelines.lib.iceberg.commit import commit_atomically, new_transaction
+from k2_pipelines.lib.iceberg.run_rows import run_data_files
+from k2_pipelines.lib.iceberg.tables import QUARANTINE
+from k2_pipelines.lib.iceberg.writes import COMMIT_ATTEMPTS, append_files, wait_after_lost_race, write_rows
 
 SOURCE_RUN_ID = "k2.quarantine.source-run-id"
 _SOURCE_SNAPSHOT = "_source_snapshot_id"  # columns planned rows carry beside the table's own

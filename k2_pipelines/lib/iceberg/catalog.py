@@ -11,8 +11,8 @@ from pyiceberg.utils.config import Config
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from k2_pipelines.lib.bounded_cache import BoundedCache
-from k2_pipelines.lib.paths import state_dir
+from k2_pipelines.lib.utils.bounded_cache import BoundedCache
+from k2_pipelines.settings import state_dir
 
 CATALOG_NAME = "k2"
 

@@ -6,9 +6,9 @@ from functools import lru_cache
 import fastavro
 import pyarrow as pa
 
-from k2_pipelines.lib.avro_arrow import encode_records, join
-from k2_pipelines.lib.avro_iceberg import load_avro
-from k2_pipelines.lib.schema_registry import Registry, frame, unframe
+from k2_pipelines.lib.avro.arrow import encode_records, join
+from k2_pipelines.lib.avro.iceberg import load_avro
+from k2_pipelines.lib.avro.registry import Registry, frame, unframe
 
 
 class AvroEncoder:

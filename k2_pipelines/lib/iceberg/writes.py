@@ -18,9 +18,9 @@ from pyiceberg.expressions import BooleanExpression
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Transaction
 
-from k2_pipelines.lib.atomic_commit import commit_atomically, new_transaction
-from k2_pipelines.lib.catalog import load_table
-from k2_pipelines.lib.partitioned_write import write_data_files
+from k2_pipelines.lib.iceberg.catalog import load_table
+from k2_pipelines.lib.iceberg.commit import commit_atomically, new_transaction
+from k2_pipelines.lib.iceberg.data_files import write_data_files
 
 log = logging.getLogger(__name__)
 COMMIT_ATTEMPTS = 10
@@ -65,7 +65,7 @@ def _snapshot_id(table) -> int | None:
 
 
 def append_files(transaction: Transaction, data_files: list[DataFile], snapshot_properties: dict[str, str]) -> None:
-    """Append files in a merge append: small manifests are merged as `commit.manifest.*` says (lib/tables.py)."""
+    """Append files in a merge append: small manifests are merged as `commit.manifest.*` says (lib/iceberg/tables.py)."""
     with transaction.update_snapshot(snapshot_properties=snapshot_properties).merge_append() as append:
         for data_file in data_files:
             append.append_data_file(data_file)

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from k2_pipelines.lib import arrow_decimals
+from k2_pipelines.lib.utils import arrow_decimals
 
 _MAX_VARINT_BYTES = 10
 _EMPTY = pa.scalar(b"", pa.binary())

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from k2_pipelines.lib.paths import state_dir
+from k2_pipelines.settings import state_dir
 
 HERE = Path(__file__).parent
 POM = HERE / "pom.xml"

@@ -10,7 +10,7 @@ from pyiceberg.table import Table
 from pyiceberg.table.sorting import SortField, SortOrder
 from pyiceberg.transforms import DayTransform, IdentityTransform
 
-from k2_pipelines.lib.avro_iceberg import iceberg_schema, load_avro
+from k2_pipelines.lib.avro.iceberg import iceberg_schema, load_avro
 
 NAMESPACE = "market_data"
 
