@@ -20,11 +20,12 @@ from k2_pipelines.lib.drain.checkpoint import checkpoint_properties, stored_chec
 from k2_pipelines.lib.drain.drain import drain_once, reader_for, trades_target
 from k2_pipelines.lib.drain.kafka_batch import Limits
 from k2_pipelines.lib.iceberg.catalog import load_k2_catalog
-from k2_pipelines.lib.iceberg.commit import commit_atomically
+from k2_pipelines.lib.iceberg.summary import UPKEEP_OPERATION
 from k2_pipelines.lib.iceberg.tables import TRADES
 from k2_pipelines.lib.iceberg.writes import Replacement, conform, replace_atomically, write_rows
 from k2_pipelines.lib.upkeep import compaction
-from k2_pipelines.lib.upkeep.compaction import OPERATION, ContentMismatch, compact_table, content_checksum, plan_bins
+from k2_pipelines.lib.upkeep.compaction import ContentMismatch, compact_table, content_checksum, plan_bins
+from k2_pipelines_tests.commit_hooks import after_planning
 from k2_pipelines_tests.kafka_helpers import drain_all, replay_session, table_ids
 
 TOPIC = "test.trades.generated"
@@ -95,7 +96,7 @@ def test_thirty_drain_batches_compact_to_a_few_sorted_files_with_the_same_rows(k
     assert result.checksum_before == result.checksum_after == f"{content_checksum(before):016x}"
     _assert_files_sorted(files_after)
     assert table.current_snapshot().snapshot_id == result.snapshot_id
-    assert table.current_snapshot().summary[OPERATION] == "compact"
+    assert table.current_snapshot().summary[UPKEEP_OPERATION] == "compact"
     checkpoint = stored_checkpoint(table, topics.trades)  # found past the compaction's snapshot
     assert checkpoint.offsets == drains[-1].offsets_to and checkpoint.snapshot_id == drains[-1].snapshot_after
 
@@ -179,12 +180,11 @@ def test_a_drain_committing_first_loses_and_duplicates_nothing(kafka_broker, cat
     ids_before = table_ids(catalog, target)
     racing = []
 
-    def drain_then_commit(catalog, transactions):
+    def drain_a_batch() -> None:
         if not racing:  # between the compaction's plan and its commit, a drain commits a batch
             racing.append(drain_once(load_k2_catalog(), reader, target, default_registry(), Limits(max_messages=100)))
-        return commit_atomically(catalog, transactions)
 
-    monkeypatch.setattr(compaction, "commit_atomically", drain_then_commit)
+    monkeypatch.setattr(compaction, "commit", after_planning(drain_a_batch))
     result = compact_table(catalog, TRADES.identifier)
 
     [drained] = racing
@@ -209,14 +209,13 @@ def test_a_bin_whose_files_a_reload_replaced_is_dropped_and_the_reload_kept(cata
     day_two = _content(catalog, _day_filter(1))
     reloaded = []
 
-    def reload_then_commit(catalog, transactions):
+    def reload_day_one() -> None:
         if not reloaded:  # between the compaction's plan and its commit, day one is loaded again
             files = write_rows(catalog, TRADES.identifier, reload)
             reloaded.append(replace_atomically(catalog, [Replacement(TRADES.identifier, files, _day_filter(0))],
                                                {"k2.run-id": "reload"}))
-        return commit_atomically(catalog, transactions)
 
-    monkeypatch.setattr(compaction, "commit_atomically", reload_then_commit)
+    monkeypatch.setattr(compaction, "commit", after_planning(reload_day_one))
     result = compact_table(catalog, TRADES.identifier)
 
     assert result.commit_attempts == 2 and result.snapshot_id is not None

@@ -22,10 +22,11 @@ from k2_pipelines.lib.avro.iceberg import load_avro
 from k2_pipelines.lib.avro.registry import EmbeddedRegistry, default_registry, frame
 from k2_pipelines.lib.binance.normalize import normalize
 from k2_pipelines.lib.binance.recording import read_recording
-from k2_pipelines.lib.drain.checkpoint import RUN_ID, stored_checkpoint
+from k2_pipelines.lib.drain.checkpoint import stored_checkpoint
 from k2_pipelines.lib.drain.dead_letter_replay import replay_dead_letters
 from k2_pipelines.lib.drain.drain import drain, reader_for, trades_target
 from k2_pipelines.lib.iceberg.catalog import load_k2_catalog
+from k2_pipelines.lib.iceberg.summary import DRAIN_RUN_ID
 from k2_pipelines.lib.iceberg.tables import DRAIN_STATE
 from k2_pipelines.lib.recovery.incidents import NEEDS_HUMAN, RESOLVED, incidents
 from k2_pipelines_tests.kafka_helpers import drain_all, end_offsets, replay_session, stored_state, table_ids
@@ -133,7 +134,7 @@ def test_dead_letters_land_once_their_schema_is_registered(kafka_broker, catalog
         {(d["partition"], d["offset"], d["error_class"]) for d in dead if d["error_class"] != "UnknownSchemaId"}
     main = catalog.load_table(target.table.identifier)
     assert main.current_snapshot().snapshot_id == replayed.snapshot_after
-    assert main.current_snapshot().summary[RUN_ID] == run_id
+    assert main.current_snapshot().summary[DRAIN_RUN_ID] == run_id
     assert stored_checkpoint(main, target.topic).snapshot_id == replayed.snapshot_after
     # the drain's checkpoint, ceilings raised to the replayed ids
     assert stored_state(catalog, target) == (offsets, sequences,

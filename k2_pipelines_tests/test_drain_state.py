@@ -9,10 +9,11 @@ from urllib.parse import urlparse
 from pyiceberg.expressions import EqualTo
 
 from k2_pipelines.lib.avro.registry import default_registry
-from k2_pipelines.lib.drain.checkpoint import MAX_STATE_FILES, RUN_ID, STATE_PREFIX, stored_checkpoint
+from k2_pipelines.lib.drain.checkpoint import MAX_STATE_FILES, stored_checkpoint
 from k2_pipelines.lib.drain.drain import drain_once, reader_for, trades_target
 from k2_pipelines.lib.drain.kafka_batch import Limits
 from k2_pipelines.lib.iceberg.commit import commit_atomically
+from k2_pipelines.lib.iceberg.summary import DRAIN_RUN_ID, DRAIN_STATE_PREFIX
 from k2_pipelines.lib.iceberg.tables import DRAIN_STATE, DRAINED_TABLES
 from k2_pipelines.lib.iceberg.writes import append_files
 from k2_pipelines.lib.upkeep.expiry import expire_snapshots
@@ -44,7 +45,7 @@ def test_summaries_hold_offsets_and_state_files_stay_bounded(kafka_broker, catal
     assert len(batched) > 2 * MAX_STATE_FILES  # enough commits to rewrite the state at least twice
     main = catalog.load_table(target.table.identifier)
     drain_keys = {key for s in main.snapshots() for key in s.summary.additional_properties if key.startswith("k2.")}
-    assert drain_keys == {f"k2.drain.offsets.{topics.trades}", STATE_PREFIX + topics.trades, RUN_ID}
+    assert drain_keys == {f"k2.drain.offsets.{topics.trades}", DRAIN_STATE_PREFIX + topics.trades, DRAIN_RUN_ID}
     assert _state_files(catalog, topics.trades) <= MAX_STATE_FILES
     ids = table_ids(catalog, target)
     assert len(ids) == len(set(ids)) == counts["trades"]
@@ -70,7 +71,7 @@ def test_a_checkpoint_of_the_old_form_is_read_and_carried_forward(kafka_broker, 
         f"k2.drain.sequences.{topics.trades}": json.dumps({s: list(v) for s, v in
                                                           (sequences | sequences_only_there).items()}),
         f"k2.drain.id-ceilings.{topics.trades}": json.dumps(ceilings | {"OLDUSDT": 41}),
-        RUN_ID: "before-the-state-table"})
+        DRAIN_RUN_ID: "before-the-state-table"})
     commit_atomically(catalog, [main, state])
     legacy = stored_checkpoint(catalog.load_table(target.table.identifier), target.topic)
     assert legacy.legacy_state is not None and not legacy.number and legacy.offsets == offsets

@@ -12,8 +12,9 @@ import pytest
 from pyiceberg.expressions import EqualTo
 from pyiceberg.table.snapshots import ancestors_of
 
-from k2_pipelines.lib.drain.checkpoint import RUN_ID, checkpoint_properties, stored_checkpoint
+from k2_pipelines.lib.drain.checkpoint import checkpoint_properties, stored_checkpoint
 from k2_pipelines.lib.iceberg.commit import commit_atomically
+from k2_pipelines.lib.iceberg.summary import DRAIN_RUN_ID
 from k2_pipelines.lib.iceberg.tables import REJECTS
 from k2_pipelines.lib.iceberg.writes import append_files, replace_atomically, replacement, write_rows
 from k2_pipelines.lib.query.plan import snapshot_id
@@ -140,7 +141,7 @@ def test_expiry_racing_a_drain_like_writer_loses_no_file_and_no_offset(catalog):
 
 def test_snapshots_of_a_run_an_open_incident_names_are_kept_until_it_is_resolved(catalog):
     run_id = "0b5c8f8e-6c1f-4a5e-9d4e-2f1a7c3b9e10"  # a Dagster run id
-    theirs = _append(catalog, _rows("bad", 0, 3), _checkpoint("t", 3) | {RUN_ID: run_id})
+    theirs = _append(catalog, _rows("bad", 0, 3), _checkpoint("t", 3) | {DRAIN_RUN_ID: run_id})
     _append(catalog, _rows("later", 0, 3), _checkpoint("t", 6))
     incident = Incident("quality_check_failed", f"market_data.rejects batch of run {run_id}",
                         datetime.now(timezone.utc), "test", "a blocking check failed", "docs/runbooks/x.md")

@@ -21,8 +21,8 @@ from k2_pipelines.lib.avro.registry import default_registry
 from k2_pipelines.lib.binance.producer import MarketDataProducer
 from k2_pipelines.lib.binance.recording import replay
 from k2_pipelines.lib.binance.sample import generate_session
-from k2_pipelines.lib.drain.checkpoint import RUN_ID as DRAIN_RUN_ID
 from k2_pipelines.lib.gold.ohlcv import day_trades
+from k2_pipelines.lib.iceberg.summary import DRAIN_RUN_ID
 from k2_pipelines.lib.iceberg.tables import OHLCV_TABLES, QUARANTINE, TRADES
 from k2_pipelines_tests.helpers import run_asx_load
 from k2_pipelines_tests.kafka_helpers import unique_topics

@@ -13,12 +13,13 @@ from k2_pipelines.cli import main
 from k2_pipelines.lib.avro.registry import default_registry
 from k2_pipelines.lib.binance.producer import MarketDataProducer, Topics
 from k2_pipelines.lib.binance.recording import replay
-from k2_pipelines.lib.drain.checkpoint import RUN_ID, stored_checkpoint
+from k2_pipelines.lib.drain.checkpoint import stored_checkpoint
 from k2_pipelines.lib.drain.drain import DrainResult, DrainTarget, drain, reader_for, trades_target
 from k2_pipelines.lib.drain.kafka_batch import Limits
 from k2_pipelines.lib.iceberg.run_rows import run_data_files
+from k2_pipelines.lib.iceberg.summary import DRAIN_RUN_ID, SOURCE_RUN_ID
 from k2_pipelines.lib.iceberg.tables import QUARANTINE, TRADES, ensure_tables
-from k2_pipelines.lib.recovery.quarantine import SOURCE_RUN_ID, UnknownRun, held, quarantine_run, release
+from k2_pipelines.lib.recovery.quarantine import UnknownRun, held, quarantine_run, release
 from k2_pipelines_tests.kafka_helpers import replay_session, stored_state, table_ids
 
 REASON, DETAIL = "price_positive", "3 trades priced at 0"
@@ -81,7 +82,7 @@ def test_a_bad_batch_moves_to_quarantine_and_the_drain_goes_on(kafka_broker, cat
 
     dry = quarantine_run(catalog, target, b.run_id, REASON, DETAIL, "quarantine-1", dry_run=True)
     assert (dry.rows_quarantined, dry.files_removed, dry.snapshots) == (
-        len(ids_b), len(run_data_files(main, RUN_ID, b.run_id)), [b.snapshot_after])
+        len(ids_b), len(run_data_files(main, DRAIN_RUN_ID, b.run_id)), [b.snapshot_after])
     assert catalog.load_table(target.table.identifier).current_snapshot().snapshot_id == snapshot_before
     assert not _quarantined(catalog)
 
@@ -121,7 +122,7 @@ def test_a_batch_compaction_merged_is_deleted_by_id(kafka_broker, catalog, tmp_p
     main.overwrite(main.scan().to_arrow())  # compaction: every batch's rows rewritten into shared files
     main = catalog.load_table(target.table.identifier)
     live = set(main.inspect.data_files().column("file_path").to_pylist())
-    assert not live & {f.file_path for f in run_data_files(main, RUN_ID, b.run_id)}
+    assert not live & {f.file_path for f in run_data_files(main, DRAIN_RUN_ID, b.run_id)}
 
     result = quarantine_run(catalog, target, b.run_id, REASON, DETAIL, "quarantine-1")
     assert (result.rows_quarantined, result.rows_by_filter, result.files_removed) == (len(ids_b), len(ids_b), 0)

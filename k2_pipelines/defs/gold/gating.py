@@ -38,9 +38,9 @@ from k2_pipelines.defs.quality.evaluations import (
 )
 from k2_pipelines.lib.asx.layouts import EXCHANGE as ASX
 from k2_pipelines.lib.asx.load import local_midnight_utc
-from k2_pipelines.lib.drain.checkpoint import RUN_ID as DRAIN_RUN_ID
 from k2_pipelines.lib.gold.ohlcv import utc_day_range
 from k2_pipelines.lib.iceberg.run_rows import rows_written_by_run
+from k2_pipelines.lib.iceberg.summary import DRAIN_RUN_ID
 from k2_pipelines.lib.iceberg.tables import TRADES
 from k2_pipelines.lib.quality.validations import market_loads
 from k2_pipelines.lib.query.plan import plan

@@ -17,6 +17,7 @@ from k2_pipelines.lib.asx.fixed_width import EPOCH
 from k2_pipelines.lib.asx.landing import fingerprint
 from k2_pipelines.lib.asx.layouts import CURRENCY, EXCHANGE, TIMEZONE, CsvLayout
 from k2_pipelines.lib.asx.parse import Company, ParsedFile, parse_market_file, raw_lines
+from k2_pipelines.lib.iceberg.summary import PARTITIONS, RUN_ID, SOURCE_FILES
 from k2_pipelines.lib.iceberg.tables import QUOTES, REFERENCE_DATA, REJECTS, TRADES
 from k2_pipelines.lib.iceberg.writes import CommitOutcome, Replacement, replace_atomically, replacement, write_rows
 from k2_pipelines.lib.quality.checks import Check, asx_checks, market_checks
@@ -25,8 +26,6 @@ from k2_pipelines.lib.quality.thresholds import DEFAULTS, Thresholds
 from k2_pipelines.lib.utils.uuids import random_uuids
 
 _TABLES = {"trades": TRADES, "quotes": QUOTES}
-RUN_ID = "k2.run-id"  # in the snapshot summary of every load commit
-PARTITIONS = "k2.partitions"  # first..last trading date of a market load, "all" for reference data
 WRITE_BATCH_ROWS = 2_000_000  # about 0.5 GB of parsed Arrow rows
 
 
@@ -68,7 +67,7 @@ def _snapshot_properties(run_id: str, source_files: list[Path], partitions: str)
     return {
         RUN_ID: run_id,
         PARTITIONS: partitions,
-        "k2.source-files": json.dumps([{"path": str(p), "fingerprint": fingerprint(p)} for p in source_files]),
+        SOURCE_FILES: json.dumps([{"path": str(p), "fingerprint": fingerprint(p)} for p in source_files]),
     }
 
 

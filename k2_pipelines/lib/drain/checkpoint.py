@@ -31,15 +31,17 @@ from k2_pipelines.lib.drain.sequences import first_occurrences
 from k2_pipelines.lib.iceberg.catalog import load_table
 from k2_pipelines.lib.iceberg.commit import new_transaction
 from k2_pipelines.lib.iceberg.snapshot_files import selected_data_files
+from k2_pipelines.lib.iceberg.summary import (
+    DRAIN_OFFSETS_PREFIX,
+    DRAIN_RUN_ID,
+    DRAIN_STATE_PREFIX,
+    LEGACY_DRAIN_CEILINGS_PREFIX,
+    LEGACY_DRAIN_SEQUENCES_PREFIX,
+)
 from k2_pipelines.lib.iceberg.tables import DRAIN_STATE
 from k2_pipelines.lib.iceberg.writes import append_files, write_rows
 from k2_pipelines.lib.utils.bounded_cache import BoundedCache
 
-OFFSETS_PREFIX = "k2.drain.offsets."  # + topic
-STATE_PREFIX = "k2.drain.state."  # + topic: the checkpoint number of the state in market_data.drain_state
-_LEGACY_SEQUENCES = "k2.drain.sequences."  # + topic: the whole state as JSON, before market_data.drain_state
-_LEGACY_CEILINGS = "k2.drain.id-ceilings."
-RUN_ID = "k2.drain.run-id"
 MAX_STATE_FILES = 16
 _state_files: BoundedCache[pa.Table] = BoundedCache(4 * MAX_STATE_FILES)  # a few topics' worth
 
@@ -64,15 +66,17 @@ class Checkpoint:
 def stored_checkpoint(table: Table, topic: str) -> Checkpoint:
     for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
         summary = snapshot.summary or {}
-        offsets = summary.get(OFFSETS_PREFIX + topic)
+        offsets = summary.get(DRAIN_OFFSETS_PREFIX + topic)
         if offsets is None:
             continue
-        legacy, sequences = None, summary.get(_LEGACY_SEQUENCES + topic)
+        legacy, sequences = None, summary.get(LEGACY_DRAIN_SEQUENCES_PREFIX + topic)
         if sequences is not None:
-            legacy = SymbolState({symbol: tuple(state) for symbol, state in json.loads(sequences).items()},
-                                 json.loads(summary.get(_LEGACY_CEILINGS + topic) or "{}"), in_state_table=False)
+            ceilings = json.loads(summary.get(LEGACY_DRAIN_CEILINGS_PREFIX + topic) or "{}")
+            legacy = SymbolState({symbol: tuple(state) for symbol, state in json.loads(sequences).items()}, ceilings,
+                                 in_state_table=False)
         return Checkpoint({int(partition): offset for partition, offset in json.loads(offsets).items()},
-                          int(summary.get(STATE_PREFIX + topic) or 0), snapshot.snapshot_id, summary.get(RUN_ID), legacy)
+                          int(summary.get(DRAIN_STATE_PREFIX + topic) or 0), snapshot.snapshot_id,
+                          summary.get(DRAIN_RUN_ID), legacy)
     return Checkpoint()
 
 
@@ -117,8 +121,8 @@ class NextCheckpoint:
 
 def checkpoint_properties(topic: str, offsets: dict[int, int], number: int, run_id: str) -> dict[str, str]:
     """The drained table's snapshot summary properties of a checkpoint."""
-    return {OFFSETS_PREFIX + topic: json.dumps({str(p): o for p, o in sorted(offsets.items())}),
-            STATE_PREFIX + topic: str(number), RUN_ID: run_id}
+    return {DRAIN_OFFSETS_PREFIX + topic: json.dumps({str(p): o for p, o in sorted(offsets.items())}),
+            DRAIN_STATE_PREFIX + topic: str(number), DRAIN_RUN_ID: run_id}
 
 
 def next_checkpoint(topic: str, offsets: dict[int, int], run_id: str, checkpoint: Checkpoint, before: SymbolState,
@@ -162,6 +166,6 @@ def state_transaction(catalog: Catalog, topic: str, after: NextCheckpoint, data_
     if after.rewrite:
         with warnings.catch_warnings():  # state of the old form replaces nothing in the table
             warnings.filterwarnings("ignore", "Delete operation did not match any records")
-            transaction.delete(EqualTo("topic", topic), snapshot_properties={RUN_ID: run_id})
-    append_files(transaction, data_files, {RUN_ID: run_id})
+            transaction.delete(EqualTo("topic", topic), snapshot_properties={DRAIN_RUN_ID: run_id})
+    append_files(transaction, data_files, {DRAIN_RUN_ID: run_id})
     return transaction

@@ -4,9 +4,10 @@ A message becomes a dead letter when its value cannot be a row yet or ever (lib/
 not in the registry (a producer registered a schema the registry K2 reads does not have yet), its body is not
 Avro, it names another record, or a value does not fit the table; or when its row breaks a row rule
 (lib/quality/rules.py). Once the cause is fixed (the schema is there, the table widened, a threshold or the
-reference data corrected) a replay decodes them again with the same code and applies the same rules. Rows that decode are deduplicated as the drain
-does (in the batch, then against committed and quarantined rows: replays.py) and appended; the dead letters that
-landed, or repeat such a row, are deleted; the rest stay as they were. Rows and deletions are one atomic commit.
+reference data corrected) a replay decodes them again with the same code and applies the same rules. Rows that
+decode are deduplicated as the drain does (in the batch, then against committed and quarantined rows: replays.py)
+and appended; the dead letters that landed, or repeat such a row, are deleted; the rest stay as they were. Rows and
+deletions are one atomic commit.
 
 The main table's snapshot carries the drain's checkpoint forward (same offsets and sequences, id ceilings raised
 to the replayed ids in the state table, in the same commit), so that the next drain's dedupe sees the replayed
@@ -23,12 +24,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import And, EqualTo, In, Or
-from pyiceberg.table import Table
+from pyiceberg.table import Table, Transaction
 
+from k2_pipelines.lib.avro.registry import Registry
 from k2_pipelines.lib.drain.checkpoint import (
-    RUN_ID,
     Checkpoint,
     SymbolState,
     next_checkpoint,
@@ -42,9 +42,10 @@ from k2_pipelines.lib.drain.drain import DrainTarget, set_aside
 from k2_pipelines.lib.drain.kafka_batch import KafkaBatch
 from k2_pipelines.lib.drain.replays import ceilings_after, id_numbers, quarantined, repeats
 from k2_pipelines.lib.drain.sequences import first_occurrences, record_keys
-from k2_pipelines.lib.iceberg.commit import commit_atomically, new_transaction
+from k2_pipelines.lib.iceberg.commit import commit, new_transaction
+from k2_pipelines.lib.iceberg.summary import DRAIN_RUN_ID
 from k2_pipelines.lib.iceberg.tables import DEAD_LETTERS, QUARANTINE
-from k2_pipelines.lib.iceberg.writes import COMMIT_ATTEMPTS, append_files, wait_after_lost_race, write_rows
+from k2_pipelines.lib.iceberg.writes import append_files, write_rows
 from k2_pipelines.lib.quality.thresholds import DEFAULTS, Thresholds
 
 
@@ -83,7 +84,7 @@ def _as_batch(letters: pa.Table) -> KafkaBatch:
                       letters.column("partition").to_numpy(), letters.column("offset").to_numpy(), {}, {}, {})
 
 
-def _plan(catalog: Catalog, main: Table, dead_letters: Table, target: DrainTarget, registry,
+def _plan(catalog: Catalog, main: Table, dead_letters: Table, target: DrainTarget, registry: Registry,
           thresholds: Thresholds, result: ReplayResult) -> _Plan:
     checkpoint = stored_checkpoint(main, target.topic)
     state = symbol_state(catalog, target.topic, checkpoint)
@@ -110,7 +111,8 @@ def _among(resolved: pa.Table, topic: str):
     """A filter for exactly these dead letters of the topic: per partition, their offsets."""
     partitions = resolved.column("partition")
     return And(EqualTo("topic", topic), reduce(Or, [
-        And(EqualTo("partition", p), In("offset", resolved.column("offset").filter(pc.equal(partitions, p)).to_pylist()))
+        And(EqualTo("partition", p),
+            In("offset", resolved.column("offset").filter(pc.equal(partitions, p)).to_pylist()))
         for p in pc.unique(partitions).to_pylist()]))
 
 
@@ -118,19 +120,21 @@ def _snapshot_id(table: Table) -> int | None:
     return table.current_snapshot().snapshot_id if table.current_snapshot() else None
 
 
-def replay_dead_letters(catalog: Catalog, target: DrainTarget, registry, run_id: str, dry_run: bool = False,
-                        thresholds: Thresholds = DEFAULTS) -> ReplayResult:
+def replay_dead_letters(catalog: Catalog, target: DrainTarget, registry: Registry, run_id: str,
+                        dry_run: bool = False, thresholds: Thresholds = DEFAULTS) -> ReplayResult:
     started = time.perf_counter()
     result = ReplayResult(target.topic, target.table.identifier, run_id, dry_run)
-    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+
+    def plan_commit(attempt: int) -> list[Transaction] | None:
         main, dead_letters = catalog.load_table(target.table.identifier), catalog.load_table(DEAD_LETTERS.identifier)
         plan = _plan(catalog, main, dead_letters, target, registry, thresholds, result)
         result.snapshot_after = _snapshot_id(main)
         if dry_run or not plan.resolved.num_rows:
-            break
+            return None
         result.commit_attempts = attempt
         transactions = [new_transaction(dead_letters)]
-        transactions[0].delete(delete_filter=_among(plan.resolved, target.topic), snapshot_properties={RUN_ID: run_id})
+        transactions[0].delete(delete_filter=_among(plan.resolved, target.topic),
+                               snapshot_properties={DRAIN_RUN_ID: run_id})
         if plan.rows.num_rows:
             transactions.append(new_transaction(main))
             after = next_checkpoint(target.topic, plan.checkpoint.offsets, run_id, plan.checkpoint, plan.state,
@@ -138,13 +142,10 @@ def replay_dead_letters(catalog: Catalog, target: DrainTarget, registry, run_id:
             append_files(transactions[1], write_rows(catalog, target.table.identifier, plan.rows), after.properties)
             state_changes = state_transaction(catalog, target.topic, after, state_files(catalog, after), run_id)
             transactions += [state_changes] if state_changes else []
-        try:
-            committed = commit_atomically(catalog, transactions)
-        except CommitFailedException as conflict:
-            wait_after_lost_race(attempt, conflict, "planning the replay again")
-            continue
-        result.snapshot_after = next((_snapshot_id(t) for t in committed if ".".join(t.name()) == result.table),
-                                     result.snapshot_after)
-        break
+        return transactions
+
+    committed = commit(catalog, plan_commit, "planning the replay again")
+    if committed and result.table in committed.tables:  # rows landed, not only dead letters deleted
+        result.snapshot_after = committed.snapshot_id(result.table)
     result.seconds = time.perf_counter() - started
     return result

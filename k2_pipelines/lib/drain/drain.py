@@ -24,11 +24,11 @@ import numpy as np
 import pyarrow as pa
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.manifest import DataFile
+from pyiceberg.table import Transaction
 
+from k2_pipelines.lib.avro.registry import Registry
 from k2_pipelines.lib.drain.checkpoint import (
-    RUN_ID,
     Checkpoint,
     NextCheckpoint,
     next_checkpoint,
@@ -42,9 +42,10 @@ from k2_pipelines.lib.drain.kafka_batch import KafkaBatch, Limits, TopicReader
 from k2_pipelines.lib.drain.replays import ceilings_after, id_numbers, quarantined, repeats
 from k2_pipelines.lib.drain.sequences import Break, SequenceRules, classify, first_occurrences, record_keys
 from k2_pipelines.lib.iceberg.catalog import load_table
-from k2_pipelines.lib.iceberg.commit import commit_atomically, new_transaction
+from k2_pipelines.lib.iceberg.commit import commit, new_transaction
+from k2_pipelines.lib.iceberg.summary import DRAIN_RUN_ID
 from k2_pipelines.lib.iceberg.tables import DEAD_LETTERS, QUARANTINE, QUOTES, SEQUENCE_GAPS, TRADES, TableDefinition
-from k2_pipelines.lib.iceberg.writes import COMMIT_ATTEMPTS, append_files, wait_after_lost_race, write_rows
+from k2_pipelines.lib.iceberg.writes import append_files, write_rows
 from k2_pipelines.lib.quality.rules import broken_rows, listings, write_rules
 from k2_pipelines.lib.quality.thresholds import DEFAULTS, Thresholds
 
@@ -165,7 +166,8 @@ def _commit(catalog: Catalog, target: DrainTarget, checkpoint: Checkpoint, files
             after: NextCheckpoint, state: list[DataFile], result: DrainResult) -> None:
     """Append every table's files in one transaction; the main table's snapshot carries the checkpoint, the state
     table the symbols' state it numbers."""
-    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+
+    def plan_commit(attempt: int) -> list[Transaction]:
         result.commit_attempts = attempt
         tables = {identifier: load_table(catalog, identifier) for identifier in files}
         main = tables[target.table.identifier]
@@ -182,19 +184,14 @@ def _commit(catalog: Catalog, target: DrainTarget, checkpoint: Checkpoint, files
                 continue
             transaction = new_transaction(table)
             append_files(transaction, files[identifier], after.properties if identifier == target.table.identifier
-                         else {RUN_ID: result.run_id})
+                         else {DRAIN_RUN_ID: result.run_id})
             transactions.append(transaction)
         state_changes = state_transaction(catalog, target.topic, after, state, result.run_id)
-        transactions += [state_changes] if state_changes else []
         _crash_point("before-commit")
-        try:
-            committed = commit_atomically(catalog, transactions)
-        except CommitFailedException as conflict:
-            wait_after_lost_race(attempt, conflict, "checking the stored offsets again")
-            continue
-        result.snapshot_after = next(t.current_snapshot().snapshot_id for t in committed
-                                     if ".".join(t.name()) == target.table.identifier)
-        return
+        return transactions + ([state_changes] if state_changes else [])
+
+    committed = commit(catalog, plan_commit, "checking the stored offsets again")
+    result.snapshot_after = committed.snapshot_id(target.table.identifier)
 
 
 def set_aside(catalog: Catalog, target: DrainTarget, rows: pa.Table, thresholds: Thresholds
@@ -207,8 +204,9 @@ def set_aside(catalog: Catalog, target: DrainTarget, rows: pa.Table, thresholds:
     return kept, list(zip(broken.positions.tolist(), broken.rules, broken.details))
 
 
-def drain_once(catalog: Catalog, reader: TopicReader, target: DrainTarget, registry, limits: Limits | None = None,
-               run_id: str | None = None, thresholds: Thresholds = DEFAULTS) -> DrainResult:
+def drain_once(catalog: Catalog, reader: TopicReader, target: DrainTarget, registry: Registry,
+               limits: Limits | None = None, run_id: str | None = None, thresholds: Thresholds = DEFAULTS
+               ) -> DrainResult:
     started = time.perf_counter()
     limits = limits or Limits()
     run_id = run_id or uuid.uuid4().hex
@@ -282,7 +280,7 @@ def drain_once(catalog: Catalog, reader: TopicReader, target: DrainTarget, regis
     return result
 
 
-def drain(catalog: Catalog, reader: TopicReader, target: DrainTarget, registry, limits: Limits | None = None,
+def drain(catalog: Catalog, reader: TopicReader, target: DrainTarget, registry: Registry, limits: Limits | None = None,
           run_id: str | None = None, thresholds: Thresholds = DEFAULTS, attempts: int = 3) -> DrainResult:
     """drain_once, starting again from the new offsets if another drain committed this range first."""
     for attempt in range(1, attempts + 1):

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
 
-from k2_pipelines.lib.asx.load import RUN_ID
+from k2_pipelines.lib.iceberg.summary import RUN_ID
 from k2_pipelines.lib.iceberg.tables import OHLCV_TABLES, TRADES
 from k2_pipelines.lib.iceberg.writes import replace_atomically, replacement
 from k2_pipelines.lib.query.engine import engine

@@ -7,10 +7,20 @@ the transaction was built from) makes a multi-table commit atomic: rows and thei
 Like PyIceberg's own commit path, which this one bypasses, a committed table deletes the metadata json files that
 dropped out of its metadata log (`write.metadata.delete-after-commit.enabled`, keeping
 `write.metadata.previous-versions-max`): without it a table keeps one file per commit until orphan removal.
+
+Every K2 writer commits through `commit`: plan against the tables as they are, commit, and after a lost race
+(another writer moved a table) wait and plan again.
 """
 
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
+from typing import overload
 
+from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import IcebergTables, SqlCatalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table, Transaction
@@ -27,6 +37,10 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from k2_pipelines.lib.iceberg.catalog import remember, stored_metadata_location
+
+log = logging.getLogger(__name__)
+COMMIT_ATTEMPTS = 10
+BACKOFF_SECONDS = (0.05, 5.0)  # first and largest wait between attempts (exponential, full jitter)
 
 
 def _updated_metadata(base: TableMetadata, updates: tuple[TableUpdate, ...],
@@ -83,7 +97,7 @@ def new_transaction(table: Table) -> Transaction:
     return _Transaction(table)
 
 
-def commit_atomically(catalog: SqlCatalog, transactions: list[Transaction]) -> list[Table]:
+def commit_atomically(catalog: Catalog, transactions: list[Transaction]) -> list[Table]:
     """Commit `transactions` (each from `new_transaction(table)`) in one catalog transaction.
 
     Raises CommitFailedException, with nothing committed, if any table moved since its transaction began.
@@ -114,7 +128,8 @@ def commit_atomically(catalog: SqlCatalog, transactions: list[Transaction]) -> l
                     IcebergTables.table_name == name,
                     IcebergTables.metadata_location == current.metadata_location,
                 )
-                .values(metadata_location=updated.metadata_location, previous_metadata_location=current.metadata_location)
+                .values(metadata_location=updated.metadata_location,
+                        previous_metadata_location=current.metadata_location)
             )
             if moved.rowcount != 1:
                 raise CommitFailedException(f"{namespace}.{name} was updated by another process; nothing committed")
@@ -124,3 +139,45 @@ def commit_atomically(catalog: SqlCatalog, transactions: list[Transaction]) -> l
         remember(catalog, updated)
     return [updated for _, updated in staged]
 
+
+@dataclass(frozen=True)
+class Committed:
+    tables: dict[str, Table]  # identifier -> the table as committed, of those the commit changed
+    attempts: int
+
+    def snapshot_id(self, identifier: str) -> int | None:
+        """The table's current snapshot after the commit (None: the commit left the table alone)."""
+        snapshot = self.tables[identifier].current_snapshot() if identifier in self.tables else None
+        return snapshot.snapshot_id if snapshot else None
+
+
+Plan = Callable[[int], list[Transaction] | None]  # attempt -> the transactions to commit (None: nothing to commit)
+
+
+def _wait_after_lost_race(attempt: int, conflict: CommitFailedException, next_step: str) -> None:
+    """Re-raise the conflict after the last attempt; else wait an exponential backoff with full jitter."""
+    if attempt == COMMIT_ATTEMPTS:
+        raise conflict
+    wait = random.uniform(0, min(BACKOFF_SECONDS[1], BACKOFF_SECONDS[0] * 2**attempt))
+    log.warning("commit attempt %d lost a race (%s); %s in %.2fs", attempt, conflict, next_step, wait)
+    time.sleep(wait)
+
+
+@overload
+def commit(catalog: Catalog, plan: Callable[[int], list[Transaction]], next_step: str) -> Committed: ...
+@overload
+def commit(catalog: Catalog, plan: Plan, next_step: str) -> Committed | None: ...
+def commit(catalog: Catalog, plan: Plan, next_step: str) -> Committed | None:
+    """Commit what `plan(attempt)` returns (transactions from `new_transaction` on tables it loads) atomically; after
+    a lost race wait and plan again (the log names `next_step`), up to COMMIT_ATTEMPTS attempts, then re-raise the
+    CommitFailedException. None if a plan found nothing to commit."""
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        transactions = plan(attempt)
+        if transactions is None:
+            return None
+        try:
+            committed = commit_atomically(catalog, transactions)
+            return Committed({".".join(table.name()): table for table in committed}, attempt)
+        except CommitFailedException as conflict:
+            _wait_after_lost_race(attempt, conflict, next_step)
+    raise AssertionError("unreachable")

@@ -4,27 +4,19 @@ Data files are written first, once; the commit only adds them and deletes what t
 got there first the commit is planned again against the tables as they now are, reusing the same files.
 """
 
-import logging
-import random
-import time
 import uuid
 import warnings
 from dataclasses import dataclass
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import BooleanExpression
 from pyiceberg.manifest import DataFile
-from pyiceberg.table import Transaction
+from pyiceberg.table import Table, Transaction
 
 from k2_pipelines.lib.iceberg.catalog import load_table
-from k2_pipelines.lib.iceberg.commit import commit_atomically, new_transaction
+from k2_pipelines.lib.iceberg.commit import commit, new_transaction
 from k2_pipelines.lib.iceberg.data_files import write_data_files
-
-log = logging.getLogger(__name__)
-COMMIT_ATTEMPTS = 10
-BACKOFF_SECONDS = (0.05, 5.0)  # first and largest wait between attempts (exponential, full jitter)
 
 
 @dataclass(frozen=True)
@@ -49,40 +41,38 @@ def conform(rows: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def write_rows(catalog: Catalog, identifier: str, rows: pa.Table, file_groups: pa.Array | None = None) -> list[DataFile]:
+def write_rows(catalog: Catalog, identifier: str, rows: pa.Table,
+               file_groups: pa.Array | None = None) -> list[DataFile]:
     """Write `rows` as data files of the table, not yet committed (see write_data_files for file_groups)."""
     table = load_table(catalog, identifier)
-    return write_data_files(table.metadata, table.io, conform(rows, table.schema().as_arrow()), uuid.uuid4(), file_groups)
+    rows = conform(rows, table.schema().as_arrow())
+    return write_data_files(table.metadata, table.io, rows, uuid.uuid4(), file_groups)
 
 
 def replacement(catalog: Catalog, identifier: str, rows: pa.Table, row_filter: BooleanExpression) -> Replacement:
     return Replacement(identifier, write_rows(catalog, identifier, rows), row_filter)
 
 
-def _snapshot_id(table) -> int | None:
+def _snapshot_id(table: Table) -> int | None:
     snapshot = table.current_snapshot()
     return snapshot.snapshot_id if snapshot else None
 
 
 def append_files(transaction: Transaction, data_files: list[DataFile], snapshot_properties: dict[str, str]) -> None:
-    """Append files in a merge append: small manifests are merged as `commit.manifest.*` says (lib/iceberg/tables.py)."""
+    """Append files in a merge append: small manifests are merged as `commit.manifest.*` says
+    (lib/iceberg/tables.py)."""
     with transaction.update_snapshot(snapshot_properties=snapshot_properties).merge_append() as append:
         for data_file in data_files:
             append.append_data_file(data_file)
 
 
-def wait_after_lost_race(attempt: int, conflict: CommitFailedException, next_step: str) -> None:
-    """Re-raise the conflict after the last attempt; else wait an exponential backoff with full jitter."""
-    if attempt == COMMIT_ATTEMPTS:
-        raise conflict
-    wait = random.uniform(0, min(BACKOFF_SECONDS[1], BACKOFF_SECONDS[0] * 2**attempt))
-    log.warning("commit attempt %d lost a race (%s); %s in %.2fs", attempt, conflict, next_step, wait)
-    time.sleep(wait)
-
-
-def replace_atomically(catalog: Catalog, replacements: list[Replacement], snapshot_properties: dict[str, str]) -> CommitOutcome:
+def replace_atomically(catalog: Catalog, replacements: list[Replacement],
+                       snapshot_properties: dict[str, str]) -> CommitOutcome:
     """Commit every replacement in one catalog transaction: each slice is deleted and its new files added."""
-    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+    before: dict[str, int | None] = {}
+
+    def plan_commit(attempt: int) -> list[Transaction]:
+        nonlocal before
         tables = {r.table: load_table(catalog, r.table) for r in replacements}
         before = {name: _snapshot_id(table) for name, table in tables.items()}
         transactions = []
@@ -94,11 +84,8 @@ def replace_atomically(catalog: Catalog, replacements: list[Replacement], snapsh
             if r.data_files:
                 append_files(transaction, r.data_files, snapshot_properties)
             transactions.append(transaction)
-        try:
-            committed = commit_atomically(catalog, transactions)
-        except CommitFailedException as conflict:
-            wait_after_lost_race(attempt, conflict, "planning again")
-        else:
-            after = dict(before) | {".".join(t.name()): _snapshot_id(t) for t in committed}
-            return CommitOutcome(before, after, attempt)
-    raise AssertionError("unreachable")
+        return transactions
+
+    committed = commit(catalog, plan_commit, "planning again")
+    after = dict(before) | {name: committed.snapshot_id(name) for name in committed.tables}
+    return CommitOutcome(before, after, committed.attempts)

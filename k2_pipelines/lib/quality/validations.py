@@ -13,11 +13,10 @@ from pyiceberg.expressions import And, EqualTo
 
 from k2_pipelines.lib.asx.landing import lines_by_trading_date
 from k2_pipelines.lib.asx.layouts import CsvLayout
-from k2_pipelines.lib.asx.load import PARTITIONS
-from k2_pipelines.lib.asx.load import RUN_ID as LOAD_RUN_ID
-from k2_pipelines.lib.drain.checkpoint import RUN_ID as DRAIN_RUN_ID
 from k2_pipelines.lib.iceberg.run_rows import rows_written_by_run
 from k2_pipelines.lib.iceberg.stats import newest_event_time
+from k2_pipelines.lib.iceberg.summary import DRAIN_RUN_ID, PARTITIONS
+from k2_pipelines.lib.iceberg.summary import RUN_ID as LOAD_RUN_ID
 from k2_pipelines.lib.iceberg.tables import DEAD_LETTERS, QUOTES, REFERENCE_DATA, REJECTS, SEQUENCE_GAPS, TRADES
 from k2_pipelines.lib.quality.checks import (
     asx_checks,

@@ -23,14 +23,12 @@ from functools import reduce
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import AlwaysTrue, And, EqualTo, In, IsNull
 from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.manifest import DataFile
-from pyiceberg.table import FileScanTask, Table
+from pyiceberg.table import FileScanTask, Table, Transaction
 
 from k2_pipelines.lib.drain.checkpoint import (
-    RUN_ID,
     Checkpoint,
     next_checkpoint,
     state_files,
@@ -41,12 +39,12 @@ from k2_pipelines.lib.drain.checkpoint import (
 from k2_pipelines.lib.drain.drain import DrainTarget
 from k2_pipelines.lib.drain.replays import any_of, id_numbers, repeats
 from k2_pipelines.lib.drain.sequences import record_keys
-from k2_pipelines.lib.iceberg.commit import commit_atomically, new_transaction
+from k2_pipelines.lib.iceberg.commit import commit, new_transaction
 from k2_pipelines.lib.iceberg.run_rows import run_data_files
+from k2_pipelines.lib.iceberg.summary import DRAIN_RUN_ID, RELEASE_RUN_ID, SOURCE_RUN_ID
 from k2_pipelines.lib.iceberg.tables import QUARANTINE
-from k2_pipelines.lib.iceberg.writes import COMMIT_ATTEMPTS, append_files, wait_after_lost_race, write_rows
+from k2_pipelines.lib.iceberg.writes import append_files, write_rows
 
-SOURCE_RUN_ID = "k2.quarantine.source-run-id"
 _SOURCE_SNAPSHOT = "_source_snapshot_id"  # columns planned rows carry beside the table's own
 _REASON = "_reason"
 
@@ -81,7 +79,7 @@ class _Plan:
 
 
 def _run_snapshots(table: Table, run_id: str) -> list[int]:
-    return [s.snapshot_id for s in table.snapshots() if (s.summary or {}).get(RUN_ID) == run_id]
+    return [s.snapshot_id for s in table.snapshots() if (s.summary or {}).get(DRAIN_RUN_ID) == run_id]
 
 
 def _added_by(table: Table, snapshot_ids: list[int]) -> dict[str, int]:
@@ -190,12 +188,15 @@ def quarantine_run(catalog: Catalog, target: DrainTarget, source_run_id: str, re
     snapshots = _run_snapshots(main, source_run_id)
     if not snapshots:
         raise UnknownRun(f"no snapshot of {identifier} was committed by run {source_run_id!r}")
-    run_files = run_data_files(main, RUN_ID, source_run_id)
+    run_files = run_data_files(main, DRAIN_RUN_ID, source_run_id)
     added_by = _added_by(main, snapshots)
     result = QuarantineResult(identifier, source_run_id, dry_run, snapshots, 0, 0, None, {}, 0, 0.0,
                               already_quarantined=_already_quarantined(catalog, target, source_run_id))
-    written_for, files = None, []
-    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+    written_for: pa.Table | None = None
+    files: list[DataFile] = []
+
+    def plan_commit(attempt: int) -> list[Transaction] | None:
+        nonlocal written_for, files
         main, quarantine = catalog.load_table(identifier), catalog.load_table(QUARANTINE.identifier)
         plan = _plan(main, target, run_files, added_by) if pick is None \
             else _plan_rows(main, target, run_files, added_by, pick)
@@ -203,7 +204,7 @@ def quarantine_run(catalog: Catalog, target: DrainTarget, source_run_id: str, re
         result.rows_by_filter, result.offsets_kept = plan.merged.num_rows, plan.checkpoint.offsets
         result.snapshot_after = main.current_snapshot().snapshot_id
         if not plan.rows.num_rows or dry_run:
-            break
+            return None
         if written_for is None or not plan.rows.equals(written_for):  # a lost race changed what to take out
             files, written_for = write_rows(catalog, QUARANTINE.identifier, _quarantine_rows(
                 plan.rows, target, source_run_id, reason, detail, quarantine_run_id)), plan.rows
@@ -219,20 +220,16 @@ def quarantine_run(catalog: Catalog, target: DrainTarget, source_run_id: str, re
         if plan.merged.num_rows:
             main_transaction.delete(_id_filter(plan.merged, target.id_column), snapshot_properties=properties)
         quarantine_transaction = new_transaction(quarantine)
-        append_files(quarantine_transaction, files, {RUN_ID: quarantine_run_id, SOURCE_RUN_ID: source_run_id})
+        append_files(quarantine_transaction, files, {DRAIN_RUN_ID: quarantine_run_id, SOURCE_RUN_ID: source_run_id})
         # only a checkpoint of the old form has state to write: it moves to the state table
         state_changes = state_transaction(catalog, target.topic, after, state_files(catalog, after), quarantine_run_id)
         result.commit_attempts = attempt
-        try:
-            committed = commit_atomically(catalog, [main_transaction, quarantine_transaction]
-                                          + ([state_changes] if state_changes else []))
-        except CommitFailedException as conflict:
-            wait_after_lost_race(attempt, conflict, "planning again")
-            continue
-        main = next(t for t in committed if ".".join(t.name()) == identifier)
-        result.snapshot_after = main.current_snapshot().snapshot_id
-        result.offsets_kept = stored_checkpoint(main, target.topic).offsets
-        break
+        return [main_transaction, quarantine_transaction] + ([state_changes] if state_changes else [])
+
+    committed = commit(catalog, plan_commit, "planning again")
+    if committed:
+        result.snapshot_after = committed.snapshot_id(identifier)
+        result.offsets_kept = stored_checkpoint(committed.tables[identifier], target.topic).offsets
     if not result.rows_quarantined:
         result.note = (f"nothing to do: no rows of run {source_run_id} are left in {identifier}"
                        + (f"; the quarantine table holds {result.already_quarantined}" if result.already_quarantined
@@ -249,9 +246,6 @@ def quarantined_runs(catalog: Catalog, identifier: str) -> set[str]:
     held = catalog.load_table(QUARANTINE.identifier).scan(row_filter=EqualTo("table_name", identifier),
                                                           selected_fields=("source_run_id",)).to_arrow()
     return set(pc.unique(held.column("source_run_id")).to_pylist())
-
-
-RELEASE_RUN_ID = "k2.quarantine.release-run-id"
 
 
 @dataclass
@@ -311,13 +305,14 @@ def release(catalog: Catalog, target: DrainTarget, source_run_id: str, release_r
     started = time.perf_counter()
     identifier = target.table.identifier
     result = ReleaseResult(identifier, source_run_id, reason, 0, 0, None, 0, 0.0)
-    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+
+    def plan_commit(attempt: int) -> list[Transaction] | None:
         main, quarantine = catalog.load_table(identifier), catalog.load_table(QUARANTINE.identifier)
         result.snapshot_after = main.current_snapshot().snapshot_id if main.current_snapshot() else None
         row_filter = _held_filter(identifier, source_run_id, reason)
         rows_held = quarantine.scan(row_filter=row_filter).to_arrow()
         if not rows_held.num_rows:
-            break
+            return None
         rows = _rows_from_json(rows_held.column("row_json").to_pylist(), main.schema().as_arrow())
         there = repeats(main, rows, record_keys(rows, target.id_column), id_numbers(rows, target.id_column),
                         target.id_column, {})
@@ -337,13 +332,10 @@ def release(catalog: Catalog, target: DrainTarget, source_run_id: str, release_r
             append_files(main_transaction, write_rows(catalog, identifier, back), properties)
             transactions.append(main_transaction)
         result.commit_attempts = attempt
-        try:
-            committed = commit_atomically(catalog, transactions)
-        except CommitFailedException as conflict:
-            wait_after_lost_race(attempt, conflict, "planning the release again")
-            continue
-        result.snapshot_after = next((t.current_snapshot().snapshot_id for t in committed
-                                      if ".".join(t.name()) == identifier), result.snapshot_after)
-        break
+        return transactions
+
+    committed = commit(catalog, plan_commit, "planning the release again")
+    if committed and identifier in committed.tables:  # rows went back, not only marked released
+        result.snapshot_after = committed.snapshot_id(identifier)
     result.seconds = time.perf_counter() - started
     return result

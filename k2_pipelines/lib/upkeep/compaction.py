@@ -25,17 +25,16 @@ from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io import FileIO
 from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.manifest import DataFile
-from pyiceberg.table import FileScanTask, Table, TableProperties
+from pyiceberg.table import FileScanTask, Table, TableProperties, Transaction
 from pyiceberg.table.sorting import NullOrder, SortDirection
 from pyiceberg.typedef import Record
 from pyiceberg.utils.bin_packing import PackingIterator
 
-from k2_pipelines.lib.iceberg.commit import commit_atomically, new_transaction
+from k2_pipelines.lib.iceberg.commit import commit, new_transaction
 from k2_pipelines.lib.iceberg.data_files import write_data_files
-from k2_pipelines.lib.iceberg.writes import COMMIT_ATTEMPTS, wait_after_lost_race
+from k2_pipelines.lib.iceberg.summary import UPKEEP_OPERATION
 
 log = logging.getLogger(__name__)
-OPERATION = "k2.upkeep.operation"  # snapshot summary property: which upkeep job made the snapshot
 TARGET_FILE_BYTES = 128 * 2**20  # the default size compaction packs files to
 SMALL_FILE_RATIO = 0.75  # files under this share of the target are rewritten (Iceberg's min-file-size-bytes default)
 PACKING_LOOKBACK = 16  # open bins the packer tries before closing one (a first-fit over the last few)
@@ -176,8 +175,13 @@ class _Committed:
 
 def _commit(catalog: Catalog, identifier: str, rewrites: list[Rewrite]) -> _Committed:
     """Commit the rewrites whose inputs are all still live, in one snapshot; a lost race plans the commit again."""
-    for attempt in range(1, COMMIT_ATTEMPTS + 1):
-        table = catalog.load_table(identifier)
+    table: Table  # as the last attempt loaded it
+    snapshot_id: int | None = None  # the one the last attempt planned
+    attempts = 0
+
+    def plan_commit(attempt: int) -> list[Transaction] | None:
+        nonlocal table, rewrites, snapshot_id, attempts
+        attempts, table = attempt, catalog.load_table(identifier)
         live = {task.file.file_path for task in _live_files(table)}
         intact = {id(r): all(task.file.file_path in live for task in r.bin.inputs) for r in rewrites}
         for dropped in (r for r in rewrites if not intact[id(r)]):
@@ -186,23 +190,25 @@ def _commit(catalog: Catalog, identifier: str, rewrites: list[Rewrite]) -> _Comm
             _delete(table.io, dropped.outputs)
         rewrites = [r for r in rewrites if intact[id(r)]]
         if not rewrites:
-            return _Committed([], table, None, attempt)
+            return None
         transaction = new_transaction(table)
-        with transaction.update_snapshot(snapshot_properties={OPERATION: "compact"}).overwrite() as overwrite:
+        with transaction.update_snapshot(snapshot_properties={UPKEEP_OPERATION: "compact"}).overwrite() as overwrite:
             for rewrite in rewrites:
                 for task in rewrite.bin.inputs:
                     overwrite.delete_data_file(task.file)
                 for data_file in rewrite.outputs:
                     overwrite.append_data_file(data_file)
-        try:
-            [committed] = commit_atomically(catalog, [transaction])
-        except CommitFailedException as conflict:
-            if attempt == COMMIT_ATTEMPTS:  # known not committed: the new files would only be orphans
-                _delete(table.io, [f for r in rewrites for f in r.outputs])
-            wait_after_lost_race(attempt, conflict, "planning the commit again")
-            continue
-        return _Committed(rewrites, committed, overwrite.snapshot_id, attempt)
-    raise AssertionError("unreachable")
+        snapshot_id = overwrite.snapshot_id
+        return [transaction]
+
+    try:
+        committed = commit(catalog, plan_commit, "planning the commit again")
+    except CommitFailedException:  # the last attempt lost too, known not committed: the new files would only be orphans
+        _delete(table.io, [f for r in rewrites for f in r.outputs])
+        raise
+    if not committed:
+        return _Committed([], table, None, attempts)
+    return _Committed(rewrites, committed.tables[identifier], snapshot_id, committed.attempts)
 
 
 def _checksum_hex(checksums: list[int]) -> str:

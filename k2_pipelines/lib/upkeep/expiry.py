@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.table import Table
+from pyiceberg.table import Table, Transaction
 from pyiceberg.table.snapshots import Snapshot, ancestors_of
 from pyiceberg.table.update.snapshot import ExpireSnapshots
 
-from k2_pipelines.lib.drain.checkpoint import OFFSETS_PREFIX, stored_checkpoint
-from k2_pipelines.lib.iceberg.commit import commit_atomically, new_transaction
-from k2_pipelines.lib.iceberg.writes import COMMIT_ATTEMPTS, wait_after_lost_race
+from k2_pipelines.lib.drain.checkpoint import stored_checkpoint
+from k2_pipelines.lib.iceberg.commit import commit, new_transaction
+from k2_pipelines.lib.iceberg.summary import DRAIN_OFFSETS_PREFIX, RUN_IDS
 from k2_pipelines.lib.upkeep.table_files import TableFiles, cutoff_ms
 
 log = logging.getLogger(__name__)
@@ -51,8 +50,8 @@ def kept_for_offsets(table: Table) -> set[int]:
     """The current snapshot and its ancestors back to the newest one holding each topic's drain offsets:
     stored_checkpoint walks this ancestry by parent ids, so a gap in it would lose the offsets."""
     ancestry = list(ancestors_of(table.current_snapshot(), table.metadata))
-    topics = {key.removeprefix(OFFSETS_PREFIX) for s in ancestry if s.summary
-              for key in s.summary.additional_properties if key.startswith(OFFSETS_PREFIX)}
+    topics = {key.removeprefix(DRAIN_OFFSETS_PREFIX) for s in ancestry if s.summary
+              for key in s.summary.additional_properties if key.startswith(DRAIN_OFFSETS_PREFIX)}
     holders = {stored_checkpoint(table, topic).snapshot_id for topic in topics}
     kept = set()
     for snapshot in ancestry:
@@ -65,7 +64,7 @@ def kept_for_offsets(table: Table) -> set[int]:
 
 def _committed_by(snapshot: Snapshot, runs: frozenset[str]) -> bool:
     summary = snapshot.summary.additional_properties if snapshot.summary else {}
-    return any(value in runs for key, value in summary.items() if key.endswith(".run-id"))
+    return any(summary.get(key) in runs for key in RUN_IDS)
 
 
 def _days_ends(snapshots: list[Snapshot], since: int | None) -> set[int]:
@@ -101,9 +100,15 @@ def expire_snapshots(catalog: Catalog, identifier: str, older_than: datetime, dr
     after. A dry run commits and deletes nothing and reports what would go
     (its files_after leaves out the metadata json the commit would write)."""
     started, cutoff = time.perf_counter(), cutoff_ms(older_than)
-    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+    table: Table  # as the last attempt planned from
+    transaction: Transaction
+    expired: list[int]
+    pinned: list[int]
+
+    def plan_commit(attempt: int) -> list[Transaction] | None:
+        nonlocal table, transaction, expired, pinned
         table = catalog.load_table(identifier)
-        expired, pinned = _plan(table, cutoff, kept_runs, days_ends_after and cutoff_ms(days_ends_after))
+        expired, pinned = _plan(table, cutoff, kept_runs, cutoff_ms(days_ends_after) if days_ends_after else None)
         # not table.maintenance.expire_snapshots(): it commits with no requirement, and PyIceberg's retries would
         # apply the removal to whatever the table has become; the same builder on our own transaction is committed
         # as a compare-and-set on the metadata it was planned from
@@ -114,16 +119,14 @@ def expire_snapshots(catalog: Catalog, identifier: str, older_than: datetime, dr
             # 2 minutes for a day of drains); these ids come from this very metadata
             expire._snapshot_ids_to_expire = set(expired)
             expire.commit()  # stages: the transaction does not autocommit
-        if dry_run or not expired:
-            after, after_location = transaction.table_metadata, table.metadata_location
-            break
-        try:
-            [committed] = commit_atomically(catalog, [transaction])
-        except CommitFailedException as conflict:  # a drain (or another writer) committed meanwhile
-            wait_after_lost_race(attempt, conflict, "planning the expiry again")
-            continue
-        after, after_location = committed.metadata, committed.metadata_location
-        break
+        return None if dry_run or not expired else [transaction]
+
+    committed = commit(catalog, plan_commit, "planning the expiry again")  # a drain may commit meanwhile
+    if committed:
+        expired_table = committed.tables[identifier]
+        after, after_location = expired_table.metadata, expired_table.metadata_location
+    else:
+        after, after_location = transaction.table_metadata, table.metadata_location
 
     files = TableFiles(table.io)
     referenced_before = files.sizes(files.referenced(table.metadata, table.metadata_location))
