@@ -13,7 +13,7 @@ from k2_pipelines.lib.binance.producer import MarketDataProducer, Topics
 from k2_pipelines.lib.binance.recording import replay
 from k2_pipelines.lib.binance.sample import generate_session
 from k2_pipelines.lib.drain.checkpoint import stored_checkpoint, symbol_state
-from k2_pipelines.lib.drain.drain import KILL_AT, DrainResult, DrainTarget, drain_once, reader_for
+from k2_pipelines.lib.drain.drain import DrainResult, DrainTarget, drain_once, reader_for
 from k2_pipelines.lib.drain.kafka_batch import Limits
 from k2_pipelines.lib.iceberg.catalog import load_k2_catalog
 
@@ -89,9 +89,9 @@ def stored_state(catalog, target: DrainTarget) -> tuple[dict[int, int], dict, di
 
 
 def drain_process(kafka_broker, topic: str, *extra: str, kill_at: str | None = None) -> subprocess.Popen:
-    """`k2 drain binance` of the topic in a process of its own (one a test may kill at a crash point)."""
+    """`k2 drain binance` of the topic in a process of its own (one a test may kill at a crash point: see
+    killed_drain.POINTS)."""
     env = {**os.environ, "K2_KAFKA_PORT": str(kafka_broker.port)}
-    if kill_at:
-        env[KILL_AT] = kill_at
-    return subprocess.Popen([sys.executable, "-m", "k2_pipelines", "drain", "binance", "--table", "trades", "--topic",
-                             topic, *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    k2 = ["k2_pipelines_tests.killed_drain", kill_at] if kill_at else ["k2_pipelines"]
+    return subprocess.Popen([sys.executable, "-m", *k2, "drain", "binance", "--table", "trades", "--topic", topic,
+                             *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -13,8 +13,6 @@
 """
 
 import logging
-import os
-import signal
 import time
 import uuid
 from collections import Counter
@@ -50,7 +48,6 @@ from k2_pipelines.lib.quality.rules import broken_rows, listings, write_rules
 from k2_pipelines.lib.quality.thresholds import DEFAULTS, Thresholds
 
 log = logging.getLogger(__name__)
-KILL_AT = "K2_DRAIN_KILL_AT"  # crash tests: SIGKILL the drain at this point (see _crash_point)
 
 
 @dataclass(frozen=True)
@@ -96,11 +93,6 @@ class DrainResult:
     snapshot_after: int | None = None
     commit_attempts: int = 0
     seconds: float = 0.0
-
-
-def _crash_point(name: str) -> None:
-    if os.environ.get(KILL_AT) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def group_id(target: DrainTarget) -> str:
@@ -187,7 +179,6 @@ def _commit(catalog: Catalog, target: DrainTarget, checkpoint: Checkpoint, files
                          else {DRAIN_RUN_ID: result.run_id})
             transactions.append(transaction)
         state_changes = state_transaction(catalog, target.topic, after, state, result.run_id)
-        _crash_point("before-commit")
         return transactions + ([state_changes] if state_changes else [])
 
     committed = commit(catalog, plan_commit, "checking the stored offsets again")
@@ -256,13 +247,10 @@ def drain_once(catalog: Catalog, reader: TopicReader, target: DrainTarget, regis
         SEQUENCE_GAPS.identifier: write_rows(catalog, SEQUENCE_GAPS.identifier,
                                              _break_rows(breaks, target, exchange, run_id, now_us)),
     }
-    _crash_point("files-written")
     after = next_checkpoint(target.topic, batch.end, run_id, checkpoint, state, sequences,
                             ceilings_after(rows, numbers, state.ceilings))
     state_written = state_files(catalog, after)
-    _crash_point("state-written")
     _commit(catalog, target, checkpoint, files, after, state_written, result)
-    _crash_point("iceberg-committed")
     try:
         reader.consumer.commit(offsets=[TopicPartition(target.topic, p, o) for p, o in batch.end.items()],
                                asynchronous=False)
