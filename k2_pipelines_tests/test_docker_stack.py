@@ -1,7 +1,6 @@
 """docker/ (the production stack) checked statically against the code: Docker cannot run here, so the compose file,
 the Dockerfile and the configuration they give K2 are compared with what the code reads and listens on."""
 
-import ast
 import re
 import shlex
 import shutil
@@ -13,7 +12,7 @@ import pytest
 import yaml
 
 from k2_pipelines.cli import parser
-from k2_pipelines.settings import CHECKOUT
+from k2_pipelines.settings import CHECKOUT, VARIABLES
 
 DOCKER = CHECKOUT / "docker"
 COMPOSE = DOCKER / "compose.yaml"
@@ -55,30 +54,6 @@ def exposed_ports(service: dict) -> set[int]:
     return ports | {int(str(mapping).rsplit(":", 1)[-1]) for mapping in service.get("ports", [])}
 
 
-def environ_names_read_by_code() -> set[str]:
-    """Names the package reads with os.environ.get / os.environ[...] / os.getenv, literal or by module constant."""
-    names = set()
-    for path in (CHECKOUT / "k2_pipelines").rglob("*.py"):
-        tree = ast.parse(path.read_text())
-        constants = {target.id: node.value.value for node in tree.body if isinstance(node, ast.Assign)
-                     and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
-                     for target in node.targets if isinstance(target, ast.Name)}
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and node.args and isinstance(node.func, ast.Attribute) and (
-                    node.func.attr == "getenv" or (node.func.attr in ("get", "setdefault")
-                                                   and ast.unparse(node.func.value).endswith("environ"))):
-                names.add(_name_of(node.args[0], constants))
-            elif isinstance(node, ast.Subscript) and ast.unparse(node.value).endswith("environ"):
-                names.add(_name_of(node.slice, constants))
-    return names - {None}
-
-
-def _name_of(arg: ast.expr, constants: dict[str, str]) -> str | None:
-    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-        return arg.value
-    return constants.get(arg.id) if isinstance(arg, ast.Name) else None
-
-
 def dagster_yaml_env_names() -> set[str]:
     """The variables docker/dagster.yaml reads (`env: NAME` values)."""
     path = DOCKER / "dagster.yaml"
@@ -109,8 +84,8 @@ def test_every_service_has_an_image_and_k2_services_share_one_build(services, k2
 
 
 def test_k2_services_get_only_variables_the_code_reads():
-    code_names = environ_names_read_by_code()
-    assert {"K2_HOME", "DAGSTER_HOME", "K2_SCHEMA_REGISTRY_URL"} <= code_names  # the scan finds what it should
+    code_names = {variable.name for variable in VARIABLES}  # k2_pipelines.settings reads the environment for K2
+    assert {"K2_HOME", "DAGSTER_HOME", "K2_SCHEMA_REGISTRY_URL"} <= code_names
     read = code_names | dagster_yaml_env_names()
     services = yaml.safe_load(COMPOSE.read_text())["services"]
     for name in ("stream", "metrics", "dagster-webserver", "dagster-daemon"):

@@ -32,7 +32,6 @@ from k2_pipelines.lib.drain.kafka_batch import Limits
 from k2_pipelines.lib.iceberg.catalog import load_catalog_at, load_k2_catalog
 from k2_pipelines.lib.metrics import StreamCollector, write_upkeep_metrics
 from k2_pipelines.lib.metrics.catalogue import CATALOGUE, COUNTER
-from k2_pipelines.lib.metrics.push import PUSHGATEWAY_URL
 from k2_pipelines.lib.metrics.tables import SOURCES, TablesCollector
 from k2_pipelines.lib.recovery.incidents import Incident, record_incident
 from k2_pipelines.settings import CHECKOUT
@@ -255,7 +254,7 @@ def _pushed(url: str, job: str, table: str) -> dict[str, float]:
 def test_drain_and_asx_runs_push_running_totals_to_a_real_pushgateway(kafka_broker, catalog, landing, pushgateway,
                                                                       tmp_path, monkeypatch):
     _, counts, topics = replay_session(kafka_broker, tmp_path, 3_000, {"duplicates"})
-    monkeypatch.setenv(PUSHGATEWAY_URL, pushgateway)
+    monkeypatch.setenv("K2_PUSHGATEWAY_URL", pushgateway)
     resources = {"iceberg": IcebergCatalogResource(), "quality": QualityResource(),
                  "binance_kafka": BinanceKafkaResource(bootstrap=kafka_broker.bootstrap, trades_topic=topics.trades,
                                                        quotes_topic=topics.quotes)}
@@ -287,7 +286,7 @@ def test_drain_and_asx_runs_push_running_totals_to_a_real_pushgateway(kafka_brok
 
 def test_a_failed_push_does_not_fail_the_run(kafka_broker, catalog, tmp_path, monkeypatch, caplog):
     _, counts, topics = replay_session(kafka_broker, tmp_path, 500, set())
-    monkeypatch.setenv(PUSHGATEWAY_URL, f"http://127.0.0.1:{free_port()}")  # nothing listens
+    monkeypatch.setenv("K2_PUSHGATEWAY_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens
     resources = {"iceberg": IcebergCatalogResource(), "quality": QualityResource(),
                  "binance_kafka": BinanceKafkaResource(bootstrap=kafka_broker.bootstrap, trades_topic=topics.trades,
                                                        quotes_topic=topics.quotes)}

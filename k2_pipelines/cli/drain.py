@@ -3,7 +3,6 @@
 import dagster as dg
 
 from k2_pipelines.cli.dagster_home import prepare_dagster_home
-from k2_pipelines.dev.broker import bootstrap_servers
 from k2_pipelines.lib.avro.registry import default_registry
 from k2_pipelines.lib.binance.producer import Topics
 from k2_pipelines.lib.drain.drain import (
@@ -17,6 +16,7 @@ from k2_pipelines.lib.drain.drain import (
 from k2_pipelines.lib.drain.kafka_batch import Limits
 from k2_pipelines.lib.iceberg.catalog import load_k2_catalog
 from k2_pipelines.lib.iceberg.tables import ensure_tables
+from k2_pipelines.settings import bootstrap_servers
 
 
 def describe(result: DrainResult) -> str:

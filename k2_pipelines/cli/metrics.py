@@ -2,12 +2,12 @@
 
 import threading
 
-from k2_pipelines.dev.broker import bootstrap_servers
 from k2_pipelines.lib.binance.producer import Topics
 from k2_pipelines.lib.drain.drain import quotes_target, trades_target
 from k2_pipelines.lib.iceberg.catalog import load_k2_catalog
 from k2_pipelines.lib.metrics import metrics_dir, serve_metrics
 from k2_pipelines.lib.metrics.tables import TablesCollector
+from k2_pipelines.settings import bootstrap_servers
 
 
 def serve(host: str, port: int, trades_topic: str | None, quotes_topic: str | None) -> int:

@@ -7,12 +7,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from k2_pipelines.dev.broker import bootstrap_servers
 from k2_pipelines.lib.avro.registry import default_registry
 from k2_pipelines.lib.binance.producer import MarketDataProducer, Topics
 from k2_pipelines.lib.binance.recording import Recorder, replay
 from k2_pipelines.lib.binance.stream import StreamSettings, run_stream
 from k2_pipelines.lib.metrics import StreamCollector, serve_metrics
+from k2_pipelines.settings import bootstrap_servers
 
 
 def local_producer(topics: Topics | None = None) -> MarketDataProducer:

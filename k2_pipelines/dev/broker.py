@@ -12,12 +12,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from k2_pipelines.settings import state_dir
+from k2_pipelines.settings import LOOPBACK, local_broker_address, settings
 
 HERE = Path(__file__).parent
 POM = HERE / "pom.xml"
 LOG4J_CONFIG = HERE / "log4j2.properties"
-DEFAULT_PORT = 9092
 JVM_OPTIONS = ["-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true"]
 
 
@@ -33,12 +32,9 @@ class Broker:
 
     @classmethod
     def from_env(cls, port: int | None = None) -> "Broker":
-        home = state_dir() / "kafka"
-        return cls(
-            home=home,
-            port=port or int(os.environ.get("K2_KAFKA_PORT", DEFAULT_PORT)),
-            libs=Path(os.environ.get("K2_KAFKA_LIBS") or home / "libs"),
-        )
+        """K2's own broker, as settings (K2_HOME, K2_KAFKA_PORT, K2_KAFKA_LIBS) place it."""
+        current = settings()
+        return cls(home=current.home / "kafka", port=port or current.kafka_port, libs=current.kafka_libs)
 
     @property
     def controller_port(self) -> int:
@@ -46,7 +42,7 @@ class Broker:
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return local_broker_address(self.port)
 
     @property
     def data_dir(self) -> Path:
@@ -95,7 +91,7 @@ class Broker:
             raise BrokerError("Java is not installed: Kafka needs Java 17 or newer (apt-get install openjdk-17-jre-headless)")
         for port in (self.port, self.controller_port):
             if _accepts(port) or not _can_bind(port):
-                raise BrokerError(f"port {port} on 127.0.0.1 is already in use; pick another with --port or K2_KAFKA_PORT")
+                raise BrokerError(f"port {port} on {LOOPBACK} is already in use; pick another with --port or K2_KAFKA_PORT")
         fetch_jars(self.libs)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         properties = self._write_properties()
@@ -138,9 +134,9 @@ class Broker:
         properties = {
             "process.roles": "broker,controller",
             "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.quorum.voters": f"1@{LOOPBACK}:{self.controller_port}",
+            "listeners": f"PLAINTEXT://{LOOPBACK}:{self.port},CONTROLLER://{LOOPBACK}:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{LOOPBACK}:{self.port}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
@@ -184,17 +180,11 @@ def fetch_jars(libs: Path) -> None:
         raise BrokerError(f"fetching the Kafka jars with Maven failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
 
 
-def bootstrap_servers() -> str:
-    """Kafka's bootstrap.servers for K2's clients: K2_KAFKA_BOOTSTRAP_SERVERS (a remote cluster, as in the docker/
-    stack), else the local broker K2 runs."""
-    return os.environ.get("K2_KAFKA_BOOTSTRAP_SERVERS") or Broker.from_env().bootstrap
-
-
 def free_port() -> int:
     """A free port whose neighbour (the controller's) is free too: for a broker of its own (tests, benchmarks)."""
     for _ in range(50):
         with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
+            first.bind((LOOPBACK, 0))
             port = first.getsockname()[1]
         if _can_bind(port + 1):
             return port
@@ -204,14 +194,14 @@ def free_port() -> int:
 def _accepts(port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(0.5)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
+        return probe.connect_ex((LOOPBACK, port)) == 0
 
 
 def _can_bind(port: int) -> bool:
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind(("127.0.0.1", port))
+            probe.bind((LOOPBACK, port))
         except OSError:
             return False
         return True

@@ -1,10 +1,10 @@
 import dagster as dg
 
-from k2_pipelines.dev.broker import bootstrap_servers
 from k2_pipelines.lib.avro.registry import Registry, default_registry
 from k2_pipelines.lib.binance.producer import Topics
 from k2_pipelines.lib.drain.drain import DrainTarget, quotes_target, reader_for, trades_target
 from k2_pipelines.lib.drain.kafka_batch import TopicReader
+from k2_pipelines.settings import bootstrap_servers
 
 
 class BinanceKafkaResource(dg.ConfigurableResource):

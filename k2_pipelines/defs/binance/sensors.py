@@ -1,4 +1,3 @@
-import os
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -8,12 +7,13 @@ from k2_pipelines.defs.binance.lag import Lag, table_lag
 from k2_pipelines.defs.binance.resources import BinanceKafkaResource
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.lib.drain.kafka_batch import Limits
+from k2_pipelines.settings import settings
 
 # The batch policy. A drain run costs Dagster a process start, ~7.7 CPU s compiled against ~0.15 s of draining a
 # quiet stream (`k2 bench runs`): a run every 30 s per table is half a core. So a table is drained when a full batch
 # waits (its start is then paid for by the work), else once its newest drain is this old: drained rows are at most
 # this stale (until fresh reads of the Kafka tail, issue 20). 300 s: 576 runs a day for two tables, 0.05 cores.
-DRAIN_INTERVAL_SECONDS = int(os.environ.get("K2_DRAIN_INTERVAL_SECONDS", "300"))
+DRAIN_INTERVAL_SECONDS = settings().drain_interval_seconds
 FULL_BATCH_MESSAGES = Limits.max_messages  # a drain run's default batch
 
 

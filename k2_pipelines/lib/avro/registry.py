@@ -3,18 +3,19 @@ set, otherwise an embedded registry persisted under the state dir (same ids acro
 
 import fcntl
 import json
-import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from k2_pipelines.settings import state_dir
+from k2_pipelines.settings import settings
 
 MAGIC = 0
 HEADER = struct.Struct(">bI")  # magic byte, schema id
+T = TypeVar("T")
 
 
 class Registry(Protocol):
@@ -25,11 +26,11 @@ class Registry(Protocol):
 class EmbeddedRegistry:
     """Ids in one JSON file, updated under a file lock; an identical schema always gets the same id."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
 
-    def _locked_update(self, change) -> object:
+    def _locked_update(self, change: Callable[[dict], T]) -> T:
         with open(self.path.with_suffix(".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             state = json.loads(self.path.read_text()) if self.path.exists() else {"schemas": {}, "subjects": {}}
@@ -62,7 +63,7 @@ class EmbeddedRegistry:
 
 
 class ConfluentRegistry:
-    def __init__(self, url: str):
+    def __init__(self, url: str) -> None:
         self.url = url
         self.client = SchemaRegistryClient({"url": url})
 
@@ -79,8 +80,10 @@ class ConfluentRegistry:
 
 
 def default_registry() -> Registry:
-    url = os.environ.get("K2_SCHEMA_REGISTRY_URL")
-    return ConfluentRegistry(url) if url else EmbeddedRegistry(state_dir() / "schema-registry" / "schemas.json")
+    current = settings()
+    if current.schema_registry_url:
+        return ConfluentRegistry(current.schema_registry_url)
+    return EmbeddedRegistry(current.home / "schema-registry" / "schemas.json")
 
 
 def frame(schema_id: int, body: bytes) -> bytes:

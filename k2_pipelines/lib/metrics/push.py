@@ -11,7 +11,6 @@ Gauges (duration, last success) are the last run's. A failed push is logged, nev
 
 import fcntl
 import logging
-import os
 import time
 import urllib.request
 
@@ -24,15 +23,15 @@ from k2_pipelines.lib.metrics import catalogue as m
 from k2_pipelines.lib.metrics.catalogue import MetricDef
 from k2_pipelines.lib.metrics.exposition import Families, registry_of
 from k2_pipelines.lib.metrics.upkeep import metrics_dir
+from k2_pipelines.settings import settings
 
 log = logging.getLogger(__name__)
-PUSHGATEWAY_URL = "K2_PUSHGATEWAY_URL"  # e.g. http://localhost:9091
 DRAIN_JOB, ASX_JOB = "k2_drain", "k2_asx"
 TIMEOUT_SECONDS = 5.0
 
 
 def _gateway_url() -> str | None:
-    url = os.environ.get(PUSHGATEWAY_URL, "").rstrip("/")
+    url = (settings().pushgateway_url or "").rstrip("/")  # e.g. http://localhost:9091 or localhost:9091
     return (url if "://" in url else f"http://{url}") if url else None
 
 

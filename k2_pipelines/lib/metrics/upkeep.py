@@ -2,7 +2,6 @@
 `k2 metrics serve` exposes too."""
 
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -12,14 +11,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from k2_pipelines.lib.metrics import catalogue as m
 from k2_pipelines.lib.metrics.exposition import Families, registry_of
-from k2_pipelines.settings import state_dir
+from k2_pipelines.settings import settings
 
 log = logging.getLogger(__name__)
 
 
 def metrics_dir() -> Path:
     """Where batch jobs leave their metrics (K2_METRICS_DIR overrides $K2_HOME/metrics)."""
-    return Path(os.environ.get("K2_METRICS_DIR") or state_dir() / "metrics")
+    return settings().metrics_dir
 
 
 def write_upkeep_metrics(job: str, sizes: list[tuple[str, dict[str, int], dict[str, int], float]]) -> Path:
