@@ -11,11 +11,11 @@ import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
-from k2_pipelines.lib.gold.ohlcv import bars_sql
 from k2_pipelines.lib.iceberg import stats as stats
 from k2_pipelines.lib.iceberg.catalog import catalog_properties, load_k2_catalog
 from k2_pipelines.lib.iceberg.tables import NAMESPACE, OHLCV_TABLES
 from k2_pipelines.lib.query import validate
+from k2_pipelines.lib.query.bars import bars_sql
 from k2_pipelines.lib.query.engine import TIME_LIMIT_SECONDS, engine
 from k2_pipelines.lib.query.plan import plan, range_filter, snapshot_id, source
 from k2_pipelines.lib.query.symbols import table_symbols
@@ -101,7 +101,8 @@ def _events(name, id_column, symbols_, start, end, limit, as_of, newest_first, c
     if not newest_first:
         # DuckDB returns a scan's rows in the files' order, which after compaction (files sorted by symbol and time)
         # is already event-time order: a check costs 1 ms where sorting 140,000 rows costs 15
-        rows = engine().run(f"SELECT * FROM {{source}} WHERE {where}", params, read_from, time_limit, max_rows=limit + 1)
+        rows = engine().run(f"SELECT * FROM {{source}} WHERE {where}", params, read_from, time_limit,
+                            max_rows=limit + 1)
         if rows.num_rows <= limit:  # every match: put them in order here
             return _in_event_order(rows, id_column)
     order = "DESC" if newest_first else "ASC"
