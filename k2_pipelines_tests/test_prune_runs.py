@@ -21,10 +21,10 @@ from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.defs.recovery.failed_runs import failed_run_sensor
-from k2_pipelines.defs.recovery.incident_runs import INCIDENT_TAG
+from k2_pipelines.defs.recovery.orphan_sensor import orphan_cleanup_sensor
+from k2_pipelines.defs.tags import INCIDENT_TAG
 from k2_pipelines.defs.upkeep import prune_runs as prune_module
 from k2_pipelines.defs.upkeep.prune_runs import prune_runs
-from k2_pipelines.defs.upkeep.sensors import orphan_cleanup_sensor
 from k2_pipelines.lib.recovery.incidents import Incident, record_incident
 
 NOW = datetime.now(timezone.utc)

@@ -11,10 +11,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from k2_pipelines.cli.bench import append_micro_batch, generated_trades
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
-from k2_pipelines.defs.upkeep import sensors as upkeep_sensors
+from k2_pipelines.defs.recovery import orphan_sensor
+from k2_pipelines.defs.recovery.orphan_sensor import orphan_cleanup_sensor
 from k2_pipelines.defs.upkeep.compaction_sensor import SENSOR_TARGET_FILE_MB, SMALL_FILES_TRIGGER, small_files_sensor
 from k2_pipelines.defs.upkeep.jobs import compact_tables, expire_snapshots_job, remove_orphan_files_job
-from k2_pipelines.defs.upkeep.sensors import orphan_cleanup_sensor
 from k2_pipelines.lib.drain.checkpoint import stored_checkpoint
 from k2_pipelines.lib.drain.drain import trades_target
 from k2_pipelines.lib.drain.kafka_batch import Limits
@@ -95,7 +95,7 @@ def test_a_failed_load_triggers_orphan_removal_once_the_safety_age_has_passed(ca
         aged = time.time() - MIN_ORPHAN_AGE.total_seconds() - 60
         for path in orphans:
             os.utime(path.removeprefix("file://"), (aged, aged))
-        monkeypatch.setattr(upkeep_sensors, "MIN_ORPHAN_AGE", timedelta(0))  # as if the hour had passed
+        monkeypatch.setattr(orphan_sensor, "MIN_ORPHAN_AGE", timedelta(0))  # as if the hour had passed
         [request] = tick(orphan_cleanup_sensor, instance, RESOURCES, waiting.cursor).run_requests
         result = remove_orphan_files_job.execute_in_process(run_config=request.run_config, tags=request.tags,
                                                             resources=RESOURCES, instance=instance)

@@ -3,7 +3,7 @@ import dagster as dg
 from k2_pipelines.defs.binance.resources import BinanceKafkaResource
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.defs.quality.resources import QualityResource
-from k2_pipelines.defs.recovery.incident_runs import INCIDENT_TAG
+from k2_pipelines.defs.tags import INCIDENT_TAG
 from k2_pipelines.lib.drain.drain import DrainResult, drain
 from k2_pipelines.lib.drain.kafka_batch import Limits, OffsetsOutOfRange
 from k2_pipelines.lib.metrics.push import push_drain

@@ -8,11 +8,11 @@ from datetime import datetime, timezone
 import dagster as dg
 from confluent_kafka import KafkaException
 
-from k2_pipelines.defs.binance.jobs import DRAIN_TAG
 from k2_pipelines.defs.binance.resources import BinanceKafkaResource
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.defs.recovery.incident_runs import runbook_page, runbook_run_config, try_record
 from k2_pipelines.defs.recovery.runbooks import TABLES, realign_consumer_offsets
+from k2_pipelines.defs.tags import DRAIN_TAG
 from k2_pipelines.lib.drain.checkpoint import stored_checkpoint
 from k2_pipelines.lib.drain.offset_drift import offset_drift
 from k2_pipelines.lib.recovery.health import UNREACHABLE

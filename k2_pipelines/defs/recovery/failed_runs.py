@@ -2,7 +2,6 @@
 carries the incident; the incident sensor closes it when a retry succeeds), poison data is quarantined, a failed
 quality gate is left to the quality sensor, anything else stays failed with an incident a human reads."""
 
-import json
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -12,10 +11,12 @@ import dagster as dg
 from k2_pipelines.defs.asx.jobs import asx_load_job
 from k2_pipelines.defs.binance.jobs import drain_jobs
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
+from k2_pipelines.defs.recovery.failed_run_cursor import FailedRunCursor
 from k2_pipelines.defs.recovery.failures import BUG, POISON, QUALITY, TRANSIENT, classify, run_errors
-from k2_pipelines.defs.recovery.incident_runs import INCIDENT_TAG, runbook_page, runbook_run_config, try_record
+from k2_pipelines.defs.recovery.incident_runs import runbook_page, runbook_run_config, try_record
 from k2_pipelines.defs.recovery.jobs import catch_up_after_outage
 from k2_pipelines.defs.recovery.runbooks import quarantine_landing_file
+from k2_pipelines.defs.tags import DRAIN_TAG, INCIDENT_TAG
 from k2_pipelines.lib.recovery.health import UNREACHABLE
 from k2_pipelines.lib.recovery.incidents import Incident, incidents
 
@@ -25,7 +26,7 @@ MAX_ATTEMPTS = 3
 FIRST_BACKOFF_SECONDS = 30  # then x4: 30 s, 2 min, 8 min
 # the tags a retry keeps: what it runs (partitions), how it is limited, and the incident it belongs to
 _KEPT_TAGS = ("dagster/partition", "dagster/asset_partition_range_start", "dagster/asset_partition_range_end",
-              "k2/drain", INCIDENT_TAG)
+              DRAIN_TAG, INCIDENT_TAG)
 
 
 def backoff_seconds(attempt: int) -> float:
@@ -57,9 +58,9 @@ def _retry_request(run: dg.DagsterRun, attempt: int, incident_id: str) -> dg.Run
            description="Runbook run_failed: classifies each failed drain or ASX load run; retries transient failures "
                        "with backoff, quarantines poison data, escalates bugs")
 def failed_run_sensor(context: dg.SensorEvaluationContext, iceberg: IcebergCatalogResource) -> dg.SensorResult:
-    state = json.loads(context.cursor) if context.cursor else {"after": time.time(), "pending": []}
+    cursor = FailedRunCursor.parse(context.cursor)
     requests, pending = [], []
-    for retry in state["pending"]:  # retries waiting out their backoff
+    for retry in cursor.pending:  # retries waiting out their backoff
         if retry["due"] <= time.time():
             run = context.instance.get_run_by_id(retry["run_id"])
             if run:  # else deleted from the instance meanwhile: nothing left to retry
@@ -67,13 +68,8 @@ def failed_run_sensor(context: dg.SensorEvaluationContext, iceberg: IcebergCatal
         else:
             pending.append(retry)
 
-    records = context.instance.get_run_records(
-        dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE],
-                      updated_after=datetime.fromtimestamp(state["after"], timezone.utc)),
-        order_by="update_timestamp", ascending=True)
-    after = state["after"]
+    records, after = cursor.new_failures(context.instance)
     for record in records:
-        after = max(after, record.update_timestamp.timestamp())
         run = record.dagster_run
         if run.job_name not in {job.name for job in RETRIED_JOBS}:
             continue
@@ -98,4 +94,4 @@ def failed_run_sensor(context: dg.SensorEvaluationContext, iceberg: IcebergCatal
             incident = incident.escalate("none: stays failed", f"{why}; see the run's logs", None)
         try_record(iceberg, incident, context.log)
         context.log.info(f"{run.job_name} run {run.run_id}: {failure.kind} ({failure.error})")
-    return dg.SensorResult(run_requests=requests, cursor=json.dumps({"after": after, "pending": pending}))
+    return dg.SensorResult(run_requests=requests, cursor=FailedRunCursor(after, pending).serialize())

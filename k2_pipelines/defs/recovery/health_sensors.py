@@ -12,8 +12,9 @@ import dagster as dg
 
 from k2_pipelines.defs.binance.resources import BinanceKafkaResource
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
-from k2_pipelines.defs.recovery.incident_runs import INCIDENT_TAG, runbook_page, try_record
+from k2_pipelines.defs.recovery.incident_runs import runbook_page, try_record
 from k2_pipelines.defs.recovery.jobs import catch_up_after_outage
+from k2_pipelines.defs.tags import INCIDENT_TAG
 from k2_pipelines.lib.recovery.health import catalog_problem, kafka_problem, object_store_problem
 from k2_pipelines.lib.recovery.incidents import Incident
 

@@ -1,4 +1,5 @@
-"""What every runbook shares: the incident a run acts on (its tag and config) and how it is reported."""
+"""What every runbook shares: the incident a run acts on (its config; its tag is defs/tags.INCIDENT_TAG) and how it is
+reported."""
 
 import json
 from datetime import datetime, timezone
@@ -8,8 +9,6 @@ import dagster as dg
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.lib.recovery.health import UNREACHABLE
 from k2_pipelines.lib.recovery.incidents import Incident, record_incident
-
-INCIDENT_TAG = "k2/incident"  # a run launched to recover from an incident carries the incident's id
 
 
 def runbook_page(name: str) -> str:

@@ -6,7 +6,7 @@ import dagster as dg
 
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.defs.recovery.health_sensors import BACK_AT_TAG
-from k2_pipelines.defs.recovery.incident_runs import INCIDENT_TAG
+from k2_pipelines.defs.tags import INCIDENT_TAG
 from k2_pipelines.lib.recovery.incidents import OPEN, incidents, record_incident
 
 

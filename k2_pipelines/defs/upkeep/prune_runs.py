@@ -8,7 +8,6 @@ pruned: the runs of the partitioned ASX loads and gold builds hold the materiali
 are loaded (the gold gate reads them), and delete_run deletes those events too.
 """
 
-import json
 import math
 import time
 from collections import Counter
@@ -19,20 +18,22 @@ from pathlib import Path
 import dagster as dg
 from dagster._core.definitions.run_request import InstigatorType
 from dagster._core.storage.event_log import SqliteEventLogStorage
+from pyiceberg.catalog import Catalog
 
 from k2_pipelines.defs.binance.jobs import drain_jobs
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
+from k2_pipelines.defs.recovery.failed_run_cursor import FailedRunCursor
 from k2_pipelines.defs.recovery.failed_runs import failed_run_sensor
-from k2_pipelines.defs.recovery.incident_runs import INCIDENT_TAG
 from k2_pipelines.defs.recovery.jobs import catch_up_after_outage
+from k2_pipelines.defs.recovery.orphan_sensor import orphan_cleanup_sensor
+from k2_pipelines.defs.tags import INCIDENT_TAG
 from k2_pipelines.defs.upkeep.jobs import UPKEEP_TAG, compact_tables, expire_snapshots_job, remove_orphan_files_job
-from k2_pipelines.defs.upkeep.sensors import orphan_cleanup_sensor
 from k2_pipelines.lib.recovery.incidents import RESOLVED, incidents
 
 _PAGE = 200
 _SUCCEEDED = [dg.DagsterRunStatus.SUCCESS]
 _UNSUCCESSFUL = [dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
-# their cursors: {"after": the update time of the newest failure read, "pending": [{"run_id": ...}, ...]}
+# the sensors that read failed runs through a FailedRunCursor: their cursors say which failures they still need
 _FAILURE_READERS = (failed_run_sensor.name, orphan_cleanup_sensor.name)
 PRUNED_JOBS = [*(job.name for job in drain_jobs.values()), catch_up_after_outage.name, compact_tables.name,
                expire_snapshots_job.name, remove_orphan_files_job.name, "prune_runs"]
@@ -49,7 +50,7 @@ class PruneRunsConfig(dg.Config):
 class _Held:
     """What must stay, read once per prune."""
 
-    def __init__(self, instance: dg.DagsterInstance, catalog):
+    def __init__(self, instance: dg.DagsterInstance, catalog: Catalog) -> None:
         found = incidents(catalog)
         self.resolved = {i.incident_id for i in found if i.status == RESOLVED}
         self.named = " ".join(f"{i.subject} {i.detail} {i.run_id}" for i in found if i.status != RESOLVED)
@@ -58,9 +59,9 @@ class _Held:
         for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
             cursor = state.instigator_data.cursor if state.instigator_data else None
             if state.name in _FAILURE_READERS and cursor:
-                read = json.loads(cursor)
-                self.unread_failures_after = min(self.unread_failures_after, read["after"])
-                self.sensor_runs |= {pending["run_id"] for pending in read["pending"]}
+                read = FailedRunCursor.parse(cursor)
+                self.unread_failures_after = min(self.unread_failures_after, read.after)
+                self.sensor_runs |= read.pending_run_ids()
 
     def why(self, record: dg.RunRecord) -> str | None:
         run = record.dagster_run

@@ -1,39 +1,35 @@
 """Case 7: a run that writes tables failed; the files it wrote but never committed are orphans. Once the safety age
 has passed since it failed, orphan removal runs (it also runs nightly)."""
 
-import json
 import time
 from datetime import datetime, timezone
 
 import dagster as dg
 
 from k2_pipelines.defs.gold.jobs import build_ohlcv
+from k2_pipelines.defs.recovery.failed_run_cursor import FailedRunCursor
 from k2_pipelines.defs.recovery.failed_runs import RETRIED_JOBS
 from k2_pipelines.defs.recovery.incident_runs import runbook_page, runbook_run_config
 from k2_pipelines.defs.recovery.runbooks import quarantine_bad_batch, release_quarantined_rows, replay_dead_letters_job
-from k2_pipelines.defs.upkeep.jobs import compact_tables, remove_orphan_files_job
 from k2_pipelines.lib.recovery.incidents import Incident
 from k2_pipelines.lib.upkeep.orphans import MIN_ORPHAN_AGE
 
-WRITERS = {job.name for job in (*RETRIED_JOBS, compact_tables, quarantine_bad_batch, release_quarantined_rows,
-                                 replay_dead_letters_job, build_ohlcv)}
+# defs/upkeep's jobs by name: upkeep imports recovery (prune_runs keeps what the recovery sensors need), never the
+# reverse; test_definitions checks that each name is a job
+REMOVE_ORPHAN_FILES, COMPACT_TABLES = "remove_orphan_files", "compact_tables"
+WRITERS = {COMPACT_TABLES, build_ohlcv.name, *(job.name for job in RETRIED_JOBS),
+           *(job.name for job in (quarantine_bad_batch, release_quarantined_rows, replay_dead_letters_job))}
 
 
-@dg.sensor(job=remove_orphan_files_job, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING,
+@dg.sensor(job_name=REMOVE_ORPHAN_FILES, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Runbook orphan_files: after a run that writes tables failed, removes the files it left once "
                        "the safety age has passed")
 def orphan_cleanup_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-    state = json.loads(context.cursor) if context.cursor else {"after": time.time(), "pending": []}
-    records = context.instance.get_run_records(
-        dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE],
-                      updated_after=datetime.fromtimestamp(state["after"], timezone.utc)),
-        order_by="update_timestamp", ascending=True)
-    pending, after = state["pending"], state["after"]
-    for record in records:
-        after = max(after, record.update_timestamp.timestamp())
-        if record.dagster_run.job_name in WRITERS:
-            pending.append({"run_id": record.dagster_run.run_id, "job": record.dagster_run.job_name,
-                            "failed_at": record.update_timestamp.timestamp()})
+    cursor = FailedRunCursor.parse(context.cursor)
+    records, after = cursor.new_failures(context.instance)
+    pending = cursor.pending + [{"run_id": record.dagster_run.run_id, "job": record.dagster_run.job_name,
+                                 "failed_at": record.update_timestamp.timestamp()}
+                                for record in records if record.dagster_run.job_name in WRITERS]
     due = [p for p in pending if p["failed_at"] + MIN_ORPHAN_AGE.total_seconds() <= time.time()]
     requests = []
     if due:  # one removal covers every failed run due; its files are older than the safety age by now
@@ -46,5 +42,5 @@ def orphan_cleanup_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResul
             run_key=f"orphans-after:{max(p['failed_at'] for p in due)}",
             run_config=runbook_run_config("remove_orphans", incident,
                                           older_than_hours=MIN_ORPHAN_AGE.total_seconds() / 3600)))
-    return dg.SensorResult(run_requests=requests, cursor=json.dumps(
-        {"after": after, "pending": [p for p in pending if p not in due]}))
+    return dg.SensorResult(run_requests=requests,
+                           cursor=FailedRunCursor(after, [p for p in pending if p not in due]).serialize())
