@@ -14,7 +14,7 @@ from pyiceberg.table import ALWAYS_TRUE
 from pyiceberg.table.sorting import NullOrder, SortDirection, SortField, SortOrder
 from pyiceberg.types import LongType, NestedField, StringType
 
-from k2_pipelines.cli.bench import COMPACT_START, append_micro_batch, generated_trades
+from k2_pipelines.cli.bench.generated import COMPACT_START, append_micro_batch, generated_trades
 from k2_pipelines.lib.avro.registry import default_registry
 from k2_pipelines.lib.drain.checkpoint import checkpoint_properties, stored_checkpoint
 from k2_pipelines.lib.drain.drain import drain_once, reader_for, trades_target

@@ -19,7 +19,7 @@ import pytest
 
 from k2_pipelines import query
 from k2_pipelines.cli import main
-from k2_pipelines.cli.bench import append_micro_batch, generated_trades
+from k2_pipelines.cli.bench.generated import append_micro_batch, generated_trades
 from k2_pipelines.lib.drain.drain import quotes_target, trades_target
 from k2_pipelines.lib.drain.kafka_batch import Limits
 from k2_pipelines.lib.iceberg.tables import TRADES

@@ -8,7 +8,7 @@ import pytest
 
 from k2_pipelines import query
 from k2_pipelines.cli import main
-from k2_pipelines.cli.bench import append_micro_batch, generated_trades
+from k2_pipelines.cli.bench.generated import append_micro_batch, generated_trades
 from k2_pipelines.lib.iceberg.tables import TRADES
 
 START = datetime(2025, 3, 3, tzinfo=timezone.utc)

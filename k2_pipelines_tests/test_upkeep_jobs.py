@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.compute as pc
 from prometheus_client.parser import text_string_to_metric_families
 
-from k2_pipelines.cli.bench import append_micro_batch, generated_trades
+from k2_pipelines.cli.bench.generated import append_micro_batch, generated_trades
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.defs.recovery import orphan_sensor
 from k2_pipelines.defs.recovery.orphan_sensor import orphan_cleanup_sensor

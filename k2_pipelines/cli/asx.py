@@ -1,22 +1,28 @@
-"""`k2 asx load`: run the asx_load job over a range of trading dates, recorded in the persistent instance."""
+"""`k2 asx load`: run the asx_load job over a range of trading dates (a CLI backfill), recorded in the persistent
+instance."""
 
+import argparse
 from datetime import date
 
-import dagster as dg
-
-from k2_pipelines.cli.dagster_home import prepare_dagster_home
-from k2_pipelines.defs.asx.sensors import RANGE_END_TAG, RANGE_START_TAG
+from k2_pipelines.cli.jobs import run_range
 
 
-def run_asx_load(first: date, last: date) -> dg.ExecuteInProcessResult:
-    from k2_pipelines.definitions import defs
+def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    actions = commands.add_parser("asx", help="ASX batch loads").add_subparsers(dest="action", required=True)
+    load = actions.add_parser("load", help="load trading dates START..END in one run (a CLI backfill)")
+    load.add_argument("--start", type=date.fromisoformat, required=True, help="first trading date (YYYY-MM-DD)")
+    load.add_argument("--end", type=date.fromisoformat, help="last trading date (default: --start)")
+    load.set_defaults(run=asx_load)
 
-    prepare_dagster_home()
-    job = defs().resolve_job_def("asx_load")
-    with dg.DagsterInstance.get() as instance:
-        return job.execute_in_process(
-            instance=instance,
-            tags={RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()},
-            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
-            raise_on_error=False,
-        )
+
+def asx_load(args: argparse.Namespace) -> int:
+    end = args.end or args.start
+    result = run_range("asx_load", args.start, end)
+    # a ranged run reports each asset once for all its dates (one event per date, same metadata)
+    reported = {e.asset_key.to_user_string(): e.materialization.metadata
+                for e in result.get_asset_materialization_events()}
+    for asset, metadata in reported.items():
+        print(f"{asset} {args.start}..{end}: {metadata['rows_written'].value:,} rows, "
+              f"{metadata['rows_rejected'].value:,} rejected")
+    print(f"run {result.run_id}: {'succeeded' if result.success else 'FAILED'}")
+    return 0 if result.success else 1

@@ -1,26 +1,26 @@
-"""`make demo`: the embedded stack end to end, then what it did and where to look."""
+"""`k2 demo` (`make demo`): the embedded stack end to end, then what it did and where to look."""
 
+import argparse
 from collections import defaultdict
 from datetime import date, datetime, time, timedelta, timezone
 from textwrap import indent
 from time import perf_counter
+from typing import TYPE_CHECKING, Any
 
-import dagster as dg
-
-from k2_pipelines.cli.asx import run_asx_load
-from k2_pipelines.cli.dagster_home import prepare_dagster_home
-from k2_pipelines.cli.drain import run_drain_jobs
-from k2_pipelines.cli.gold import report, run_build_ohlcv, trade_day_ranges
-from k2_pipelines.cli.stream import print_counts, replay_into_kafka
+from k2_pipelines.cli.gold import report
+from k2_pipelines.cli.jobs import prepare_dagster_home, run_job, run_range
+from k2_pipelines.cli.kafka import running_broker
+from k2_pipelines.cli.replay import replay_into_kafka
+from k2_pipelines.cli.stream import print_counts
 from k2_pipelines.cli.upkeep import run_upkeep
-from k2_pipelines.dev.broker import Broker
 from k2_pipelines.lib.asx.landing import landing_files, trading_dates
 from k2_pipelines.lib.asx.sample import DEFAULT_SYMBOLS, generate
-from k2_pipelines.lib.asx.summary import rejects_by_reason, rows_by_trading_date
 from k2_pipelines.lib.binance.sample import FAULTS, generate_session
-from k2_pipelines.lib.iceberg.catalog import catalog_properties, load_k2_catalog
-from k2_pipelines.lib.iceberg.stats import format_stats, table_stats
 from k2_pipelines.settings import landing_dir, state_dir
+
+if TYPE_CHECKING:
+    import dagster as dg
+    from pyiceberg.catalog import Catalog
 
 DEMO_TRADES = 200_000
 DEMO_BAD_ROWS = 12
@@ -28,7 +28,12 @@ DEMO_BINANCE_SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT")
 DEMO_FRAMES = 50_000
 
 
-def print_checks(result: dg.ExecuteInProcessResult) -> None:
+def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    demo = commands.add_parser("demo", help="start Kafka, generate a drop, load it, print what happened")
+    demo.set_defaults(run=run_demo)
+
+
+def print_checks(result: "dg.ExecuteInProcessResult") -> None:
     """The run's data-quality check results, per asset."""
     by_asset = defaultdict(list)
     for evaluation in result.get_asset_check_evaluations():
@@ -41,9 +46,18 @@ def print_checks(result: dg.ExecuteInProcessResult) -> None:
               + f"\n       report {evaluations[0].metadata['report'].value}")
 
 
-def run_demo() -> int:
+def run_demo(args: argparse.Namespace) -> int:
+    """Every step in the persistent instance and state dir; the broker, if the demo started it, stopped after."""
+    with running_broker() as broker:
+        return _demo_steps(broker.status())
+
+
+def _demo_steps(broker: dict[str, Any]) -> int:
+    from k2_pipelines.lib.asx.summary import rejects_by_reason, rows_by_trading_date
+    from k2_pipelines.lib.iceberg.catalog import catalog_properties, load_k2_catalog
+    from k2_pipelines.lib.iceberg.stats import format_stats, table_stats
+
     home = prepare_dagster_home()
-    broker = Broker.from_env().start()
     print(f"1. Kafka {broker['bootstrap']} is up (pid {broker['pid']}); log {broker['log']}")
 
     landing = landing_dir()
@@ -56,7 +70,7 @@ def run_demo() -> int:
 
     keys = sorted({key for path in landing_files(landing) if path.parent != landing for key in trading_dates(path)})
     first, last = date.fromisoformat(keys[0]), date.fromisoformat(keys[-1])
-    result = run_asx_load(first, last)
+    result = run_range("asx_load", first, last)
     print(f"3. Dagster run {result.run_id} loaded trading dates {first}..{last}: "
           f"{'succeeded' if result.success else 'FAILED'}; Great Expectations checked what it wrote:")
     print_checks(result)
@@ -85,10 +99,11 @@ def run_demo() -> int:
     compacted = run_upkeep("compact", {"tables": ["trades", "quotes"]}) == 0
 
     catalog = load_k2_catalog()
-    print("7. built the gold OHLCV bars of every UTC day with trades (build_ohlcv, also hourly for yesterday and today):")
+    print("7. built the gold OHLCV bars of every UTC day with trades (build_ohlcv, also hourly for yesterday and "
+          "today):")
     built, ranges = True, trade_day_ranges(catalog)
     for first_day, last_day in ranges:
-        bars_run = run_build_ohlcv(first_day, last_day)
+        bars_run = run_range("build_ohlcv", first_day, last_day)
         report(bars_run, first_day, last_day)
         built &= bars_run.success
     print("8. queried them (k2_pipelines.query; the same as `k2 query`):")
@@ -101,7 +116,8 @@ def run_demo() -> int:
     day = first
     print(f"  {'date':<12}" + "".join(f"{name:>22}" for name in by_date))
     while day <= last:
-        print(f"  {day.isoformat():<12}" + "".join(f"{counts.get(day.isoformat(), 0):>22,}" for counts in by_date.values()))
+        print(f"  {day.isoformat():<12}"
+              + "".join(f"{counts.get(day.isoformat(), 0):>22,}" for counts in by_date.values()))
         day += timedelta(days=1)
     print("\nRejected rows (market_data.rejects) by reason:")
     for (source, reason), count in rejects_by_reason(catalog).items() or {("-", "none"): 0}.items():
@@ -115,7 +131,7 @@ Where things are:
   landing        {landing}
 Next:
   make dev       opens the Dagster UI at http://127.0.0.1:3000 (this run is in its Runs page)
-  k2 tables      table stats;  k2 kafka status|stop  the broker
+  k2 tables      table stats;  k2 kafka start|status|stop  the broker (the demo stops the one it started)
   k2 dq report   the newest data-quality results (--asset A, --partition P, --html for the reports' paths)
   k2 stream binance --symbols BTCUSDT,ETHUSDT   the live stream (needs internet); k2 replay binance FILE
   k2 drain binance --until-caught-up             drain outside Dagster; in `make dev` the lag sensor drains
@@ -127,7 +143,7 @@ Next:
     return 0 if result.success and drained and compacted and built else 1
 
 
-def show_queries(catalog, symbol: str, day: date) -> None:
+def show_queries(catalog: "Catalog", symbol: str, day: date) -> None:
     """The symbol's latest trades of the UTC day and its hour bars, with how long each query took."""
     from k2_pipelines.cli.query import as_text
     from k2_pipelines.query import gold_ohlcv, trades
@@ -146,3 +162,25 @@ def show_queries(catalog, symbol: str, day: date) -> None:
         rows = query()
         print(f"  {label} ({(perf_counter() - started) * 1000:.0f} ms):")
         print(indent(as_text(rows), "    "))
+
+
+def run_drain_jobs(table: str) -> list["dg.ExecuteInProcessResult"]:
+    """The table's Dagster drain job, run after run, until the topic is drained."""
+    runs = []
+    while True:
+        runs.append(run_job(f"drain_binance_{table}"))
+        metadata = runs[-1].asset_materializations_for_node(f"binance_{table}")
+        if not runs[-1].success or not metadata or not metadata[0].metadata["lag_after"].value:
+            return runs
+
+
+def trade_day_ranges(catalog: "Catalog") -> list[tuple[date, date]]:
+    """The runs of consecutive UTC days that hold trades (from the timestamps: for the demo's small tables)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from k2_pipelines.lib.iceberg.tables import TRADES
+    from k2_pipelines.lib.utils.day_ranges import consecutive_day_ranges
+
+    times = catalog.load_table(TRADES.identifier).scan(selected_fields=("timestamp",)).to_arrow()["timestamp"]
+    return consecutive_day_ranges(pc.unique(times.cast(pa.date32())).to_pylist())

@@ -1,25 +1,30 @@
-"""`k2 drain binance`: drain micro-batches from Kafka into Iceberg outside Dagster (operators, tests, benchmarks)."""
+"""`k2 drain binance`: what the Dagster drain assets run (defs/binance/assets.py `drain_batch`), outside Dagster
+(operators, tests, benchmarks): micro-batches from Kafka into Iceberg, exactly once, each one's metrics pushed."""
 
-import dagster as dg
+import argparse
+import sys
+from typing import TYPE_CHECKING
 
-from k2_pipelines.cli.dagster_home import prepare_dagster_home
-from k2_pipelines.lib.avro.registry import default_registry
-from k2_pipelines.lib.binance.producer import Topics
-from k2_pipelines.lib.drain.drain import (
-    DrainAbandoned,
-    DrainResult,
-    drain,
-    quotes_target,
-    reader_for,
-    trades_target,
-)
 from k2_pipelines.lib.drain.kafka_batch import Limits
-from k2_pipelines.lib.iceberg.catalog import load_k2_catalog
-from k2_pipelines.lib.iceberg.tables import ensure_tables
-from k2_pipelines.settings import bootstrap_servers
+
+if TYPE_CHECKING:
+    from k2_pipelines.lib.drain.drain import DrainResult
 
 
-def describe(result: DrainResult) -> str:
+def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    sources = commands.add_parser("drain", help="drain Kafka into Iceberg (what the Dagster drain assets run)") \
+        .add_subparsers(dest="source", required=True)
+    binance = sources.add_parser("binance", help="Binance trades/quotes topics into market_data tables")
+    binance.add_argument("--table", choices=["trades", "quotes", "all"], default="all")
+    binance.add_argument("--topic", help="read this topic instead of the default one")
+    binance.add_argument("--max-messages", type=int, default=Limits.max_messages)
+    binance.add_argument("--max-bytes", type=int, default=Limits.max_bytes)
+    binance.add_argument("--max-seconds", type=float, default=Limits.max_seconds)
+    binance.add_argument("--until-caught-up", action="store_true", help="drain batch after batch until no lag")
+    binance.set_defaults(run=drain_binance)
+
+
+def describe(result: "DrainResult") -> str:
     spans = ", ".join(f"[{p}] {result.offsets_from[p]}..{result.offsets_to[p]}" for p in sorted(result.offsets_to))
     dead = sum(result.dead_letters.values())
     return (f"{result.table}: {result.messages:,} messages -> {result.rows_written:,} rows, {dead:,} dead letters, "
@@ -29,42 +34,37 @@ def describe(result: DrainResult) -> str:
             f"{sum(result.lag_after.values()):,}; {result.seconds:.2f}s")
 
 
-def drain_binance(tables: list[str], topic: str | None, limits: Limits, until_caught_up: bool) -> int:
-    catalog = load_k2_catalog()
-    ensure_tables(catalog)
-    registry = default_registry()
-    topics = Topics()
-    makers = {"trades": (trades_target, topics.trades), "quotes": (quotes_target, topics.quotes)}
+def drain_binance(args: argparse.Namespace) -> int:
+    from k2_pipelines.defs.binance.assets import drain_batch
+    from k2_pipelines.defs.binance.resources import BinanceKafkaResource
+    from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
+    from k2_pipelines.defs.quality.resources import QualityResource
+    from k2_pipelines.lib.drain.drain import DrainAbandoned
+    from k2_pipelines.lib.drain.kafka_batch import OffsetsOutOfRange
+
+    tables = ["trades", "quotes"] if args.table == "all" else [args.table]
+    if args.topic and len(tables) > 1:
+        raise SystemExit("k2 drain: --topic needs --table trades or --table quotes")
+    limits = Limits(args.max_messages, args.max_bytes, args.max_seconds)
+    # the asset's resources, unconfigured: the same catalog, broker, registry and thresholds as a default run
+    kafka = BinanceKafkaResource(**{f"{tables[0]}_topic": args.topic} if args.topic else {})
+    catalog, registry, thresholds = IcebergCatalogResource().catalog(), kafka.registry(), QualityResource().thresholds()
     for table in tables:
-        make, default_topic = makers[table]
-        target = make(topic or default_topic)
-        reader = reader_for(bootstrap_servers(), target)
+        target = kafka.target(table)
+        reader = kafka.reader(target)
         try:
             while True:
                 try:
-                    result = drain(catalog, reader, target, registry, limits)
+                    result = drain_batch(catalog, reader, target, registry, limits, thresholds)
                 except DrainAbandoned as abandoned:  # other drains keep committing: each abandon is their progress
                     print(f"{target.table.identifier}: {abandoned}; draining on from the new offsets")
                     continue
+                except OffsetsOutOfRange as error:  # as the asset, which fails without a retry: no retry can help
+                    print(f"k2 drain: {error}", file=sys.stderr)
+                    return 1
                 print(describe(result))
-                if not until_caught_up or not result.messages or not sum(result.lag_after.values()):
+                if not args.until_caught_up or not result.messages or not sum(result.lag_after.values()):
                     break
         finally:
             reader.close()
     return 0
-
-
-def run_drain_jobs(table: str) -> list[dg.ExecuteInProcessResult]:
-    """The table's Dagster drain job, run after run in the persistent instance, until the topic is drained."""
-    from k2_pipelines.definitions import defs
-
-    prepare_dagster_home()
-    job = defs().resolve_job_def(f"drain_binance_{table}")
-    runs = []
-    with dg.DagsterInstance.get() as instance:
-        while True:
-            runs.append(job.execute_in_process(instance=instance, raise_on_error=False, run_config={
-                "loggers": {"console": {"config": {"log_level": "INFO"}}}}))
-            metadata = runs[-1].asset_materializations_for_node(f"binance_{table}")
-            if not runs[-1].success or not metadata or not metadata[0].metadata["lag_after"].value:
-                return runs

@@ -1,15 +1,32 @@
 """`k2 quarantine list` shows the rows the quarantine holds; `k2 quarantine release` runs the runbook job that puts a
 batch's quarantined rows back (recorded in the persistent instance and as an incident, as a launch from the UI)."""
 
-import dagster as dg
+import argparse
 
-from k2_pipelines.cli.dagster_home import prepare_dagster_home
+from k2_pipelines.cli.jobs import run_job
+
+TABLES = ("trades", "quotes")
 
 
-def list_held(table: str | None) -> int:
+def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    actions = commands.add_parser("quarantine", help="rows a blocking check failed on, held out of their table") \
+        .add_subparsers(dest="action", required=True)
+    held = actions.add_parser("list", help="the rows held, by table, drain run and failed check")
+    held.add_argument("--table", choices=TABLES)
+    held.set_defaults(run=list_held)
+    release = actions.add_parser("release", help="put a run's held rows back into their table once the cause is "
+                                                 "fixed (exactly once; recorded as an incident)")
+    release.add_argument("--table", choices=TABLES, required=True)
+    release.add_argument("--run", dest="source_run", required=True, help="the drain run whose rows were quarantined")
+    release.add_argument("--check", help="only the rows quarantined for this check")
+    release.set_defaults(run=release_rows)
+
+
+def list_held(args: argparse.Namespace) -> int:
     from k2_pipelines.lib.iceberg.catalog import load_k2_catalog
     from k2_pipelines.lib.recovery.quarantine import held
 
+    table = args.table
     rows = held(load_k2_catalog(), f"market_data.{table}" if table else None)
     groups = rows.group_by(["table_name", "source_run_id", "reason"]).aggregate(
         [("record_id", "count"), ("quarantined_at", "max")]).sort_by("quarantined_at_max")
@@ -21,15 +38,9 @@ def list_held(table: str | None) -> int:
     return 0
 
 
-def release_rows(table: str, run_id: str, check: str | None) -> int:
-    from k2_pipelines.definitions import defs
-
-    prepare_dagster_home()
-    config = {"table": table, "source_run_id": run_id, "check": check or ""}
-    with dg.DagsterInstance.get() as instance:
-        result = defs().resolve_job_def("release_quarantined_rows").execute_in_process(
-            instance=instance, raise_on_error=False,
-            run_config={"ops": {"release_from_quarantine": {"config": config}}})
+def release_rows(args: argparse.Namespace) -> int:
+    config = {"table": args.table, "source_run_id": args.source_run, "check": args.check or ""}
+    result = run_job("release_quarantined_rows", {"ops": {"release_from_quarantine": {"config": config}}})
     if not result.success:
         print(f"release_quarantined_rows run {result.run_id}: FAILED (see `k2 dev` for its logs)")
         return 1
@@ -37,4 +48,3 @@ def release_rows(table: str, run_id: str, check: str | None) -> int:
     incident = output.step_output_data.metadata["incident"].value
     print(f"release_quarantined_rows run {result.run_id}: {incident['outcome']} (incident {incident['incident_id']})")
     return 0
-

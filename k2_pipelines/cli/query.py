@@ -7,6 +7,7 @@ import sys
 from contextlib import nullcontext
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,7 +15,7 @@ import pyarrow.parquet as pq
 FORMATS = ("table", "csv", "json", "parquet")
 
 
-def add_parser(commands) -> None:
+def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     query = commands.add_parser("query", help="query trades, quotes and bars, now or as of a snapshot")
     kinds = query.add_subparsers(dest="kind", required=True)
     for kind, help_text in (("trades", "trades of symbols over a time range"),
@@ -45,7 +46,7 @@ def _output(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="write to this file (needed for parquet) instead of standard output")
 
 
-def run_query(args) -> int:
+def run_query(args: argparse.Namespace) -> int:
     from k2_pipelines.query import QueryError
 
     try:
@@ -58,7 +59,7 @@ def run_query(args) -> int:
     return 0
 
 
-def _result(args) -> pa.Table:
+def _result(args: argparse.Namespace) -> pa.Table:
     from k2_pipelines import query
 
     if args.kind == "symbols":
@@ -100,7 +101,7 @@ def _rows(table: pa.Table) -> list[dict]:
     return [{name: _plain(value) for name, value in row.items()} for row in table.to_pylist(maps_as_pydicts="strict")]
 
 
-def _plain(value):
+def _plain(value: Any) -> Any:
     """A JSON value: decimals as strings (exact), times in ISO 8601."""
     if isinstance(value, Decimal):
         return str(value)

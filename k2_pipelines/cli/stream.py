@@ -1,32 +1,36 @@
-"""`k2 stream binance` and `k2 replay binance`: live or recorded frames through the same normalization and
-producer."""
+"""`k2 stream binance`: a live exchange stream through normalization into Kafka (`k2 replay` sends recorded frames
+through the same producer)."""
 
-import asyncio
-import signal
-import time
+import argparse
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from k2_pipelines.lib.avro.registry import default_registry
-from k2_pipelines.lib.binance.producer import MarketDataProducer, Topics
-from k2_pipelines.lib.binance.recording import Recorder, replay
-from k2_pipelines.lib.binance.stream import StreamSettings, run_stream
-from k2_pipelines.lib.metrics import StreamCollector, serve_metrics
 from k2_pipelines.settings import bootstrap_servers
 
+if TYPE_CHECKING:
+    from k2_pipelines.lib.binance.producer import MarketDataProducer, Topics
 
-def local_producer(topics: Topics | None = None) -> MarketDataProducer:
+
+def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    sources = commands.add_parser("stream", help="a live exchange stream into Kafka").add_subparsers(dest="source",
+                                                                                                     required=True)
+    live = sources.add_parser("binance", help="Binance trades and best bid/ask (combined stream)")
+    live.add_argument("--symbols", default="BTCUSDT,ETHUSDT,BNBUSDT")
+    live.add_argument("--endpoint", default="wss://stream.binance.com:9443")
+    live.add_argument("--record", help="also append every raw frame, with its receive time, to this JSON-lines file")
+    live.add_argument("--metrics-port", type=int, default=9464)
+    live.add_argument("--metrics-host", default="127.0.0.1", help="0.0.0.0 for a Prometheus in another container")
+    live.add_argument("--silence-seconds", type=float, default=30.0, help="reconnect after this long without a frame")
+    live.set_defaults(run=stream_binance)
+
+
+def local_producer(topics: "Topics | None" = None) -> "MarketDataProducer":
     """A producer to the configured broker with the configured schema registry."""
+    from k2_pipelines.lib.avro.registry import default_registry
+    from k2_pipelines.lib.binance.producer import MarketDataProducer, Topics
+
     return MarketDataProducer(bootstrap_servers(), default_registry(), topics or Topics())
-
-
-def replay_into_kafka(path: Path, speed: float | None, topics: Topics | None = None) -> tuple[int, float, Counter]:
-    """(frames, seconds from the first frame read to the last one acknowledged, producer counts)."""
-    producer = local_producer(topics)
-    started = time.perf_counter()
-    frames = replay(path, producer, speed)
-    producer.flush()
-    return frames, time.perf_counter() - started, producer.counts
 
 
 def print_counts(counts: Counter) -> None:
@@ -34,17 +38,17 @@ def print_counts(counts: Counter) -> None:
         print(f"  {key:<48} {value:>10,}")
 
 
-def replay_binance(path: Path, speed: float | None) -> int:
-    frames, elapsed, counts = replay_into_kafka(path, speed)
-    print(f"replayed {frames:,} frames from {path} in {elapsed:.1f}s ({frames / elapsed:,.0f} frames/s)")
-    print_counts(counts)
-    return 0 if not counts["produce_errors"] else 1
+def stream_binance(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
 
+    from k2_pipelines.lib.binance.recording import Recorder
+    from k2_pipelines.lib.binance.stream import StreamSettings, run_stream
+    from k2_pipelines.lib.metrics import StreamCollector, serve_metrics
 
-def stream_binance(settings: StreamSettings, record: Path | None, metrics_port: int,
-                   metrics_host: str = "127.0.0.1") -> int:
+    settings = StreamSettings(tuple(args.symbols.split(",")), args.endpoint, args.silence_seconds)
     producer = local_producer()
-    recorder = Recorder(record) if record else None
+    recorder = Recorder(Path(args.record)) if args.record else None
     state: Counter = Counter()
 
     def on_frame(frame: str, received_at_us: int) -> None:
@@ -52,8 +56,9 @@ def stream_binance(settings: StreamSettings, record: Path | None, metrics_port: 
             recorder.write(frame if isinstance(frame, str) else frame.decode("utf-8", "replace"), received_at_us)
         producer.handle_frame(frame, received_at_us)
 
-    serve_metrics(metrics_port, StreamCollector("binance", state, producer), addr=metrics_host)
-    print(f"streaming {settings.url} into {bootstrap_servers()}; metrics at http://{metrics_host}:{metrics_port}/metrics")
+    serve_metrics(args.metrics_port, StreamCollector("binance", state, producer), addr=args.metrics_host)
+    print(f"streaming {settings.url} into {bootstrap_servers()}; metrics at "
+          f"http://{args.metrics_host}:{args.metrics_port}/metrics")
 
     async def main() -> None:
         task = asyncio.create_task(run_stream(settings, on_frame, state))

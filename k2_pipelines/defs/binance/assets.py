@@ -1,12 +1,15 @@
 import dagster as dg
+from pyiceberg.catalog import Catalog
 
 from k2_pipelines.defs.binance.resources import BinanceKafkaResource
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.defs.quality.resources import QualityResource
 from k2_pipelines.defs.tags import INCIDENT_TAG
-from k2_pipelines.lib.drain.drain import DrainResult, drain
-from k2_pipelines.lib.drain.kafka_batch import Limits, OffsetsOutOfRange
+from k2_pipelines.lib.avro.registry import Registry
+from k2_pipelines.lib.drain.drain import DrainResult, DrainTarget, drain
+from k2_pipelines.lib.drain.kafka_batch import Limits, OffsetsOutOfRange, TopicReader
 from k2_pipelines.lib.metrics.push import push_drain
+from k2_pipelines.lib.quality.thresholds import Thresholds
 
 
 class DrainConfig(dg.Config):
@@ -15,6 +18,17 @@ class DrainConfig(dg.Config):
     max_messages: int = Limits.max_messages
     max_bytes: int = Limits.max_bytes
     max_seconds: float = Limits.max_seconds
+
+
+def drain_batch(catalog: Catalog, reader: TopicReader, target: DrainTarget, registry: Registry, limits: Limits,
+                thresholds: Thresholds, run_id: str | None = None) -> DrainResult:
+    """One micro-batch of the target's topic into its table, exactly once, and its metrics pushed (to
+    K2_PUSHGATEWAY_URL if set; a failed push only logs a warning): what the drain asset runs, and `k2 drain binance`
+    batch after batch. OffsetsOutOfRange when the stored offsets are ones the topic cannot serve (no retry helps),
+    DrainAbandoned when other drains committed first every time."""
+    result = drain(catalog, reader, target, registry, limits, run_id, thresholds)
+    push_drain(result)
+    return result
 
 
 def drain_metadata(result: DrainResult) -> dict:
@@ -55,14 +69,13 @@ def _drain_asset(table: str) -> dg.AssetsDefinition:
         target = binance_kafka.target(table)
         reader = binance_kafka.reader(target)
         try:
-            result = drain(iceberg.catalog(), reader, target, binance_kafka.registry(),
-                           Limits(config.max_messages, config.max_bytes, config.max_seconds), context.run.run_id,
-                           quality.thresholds())
+            result = drain_batch(iceberg.catalog(), reader, target, binance_kafka.registry(),
+                                 Limits(config.max_messages, config.max_bytes, config.max_seconds),
+                                 quality.thresholds(), context.run.run_id)
         except OffsetsOutOfRange as error:
             raise dg.Failure(description=str(error), allow_retries=False) from error
         finally:
             reader.close()
-        push_drain(result)  # to K2_PUSHGATEWAY_URL if set; a failed push only logs a warning
         context.log.info(f"{target.topic}: {result.messages} messages, {result.rows_written} rows, "
                          f"lag after {sum(result.lag_after.values())}")
         # a drain run that recovers from an incident says so (the incident sensor closes it when the run succeeds)

@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThan
 
+from k2_pipelines.cli.kafka import running_broker
 from k2_pipelines.defs.upkeep.compaction_sensor import SENSOR_TARGET_FILE_MB, SMALL_FILES_TRIGGER
-from k2_pipelines.dev.broker import Broker
 from k2_pipelines.lib.avro.registry import default_registry
 from k2_pipelines.lib.binance.producer import MarketDataProducer, Topics
 from k2_pipelines.lib.binance.sample import trade_frame
@@ -203,12 +203,10 @@ def _chart(reports: list[Report], path: Path, title: str) -> None:
 
 
 def bench_soak(symbol_count: int, commits: int, batch: int, seed: int, out: Path) -> int:
-    broker = Broker.from_env()
-    broker.start()
     symbols = [f"S{i:04d}USDT" for i in range(symbol_count)]
     title = f"k2 bench soak --symbols {symbol_count} --commits {commits} --batch {batch}"
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="k2-soak-") as scratch:
+    with running_broker() as broker, tempfile.TemporaryDirectory(prefix="k2-soak-") as scratch:
         catalog = load_catalog_at(Path(scratch) / "state")
         ensure_tables(catalog)
         run = uuid.uuid4().hex[:8]
@@ -235,6 +233,7 @@ def bench_soak(symbol_count: int, commits: int, batch: int, seed: int, out: Path
                 window = []
                 print(", ".join(f"{k} {v}" for k, v in asdict(reports[-1]).items()), flush=True)
         reader.close()
+        del producer  # closed before the broker stops: an idle client logs every reconnect it tries
         elapsed = time.perf_counter() - started
     with open(out / "soak.csv", "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=[f.name for f in fields(Report)])

@@ -8,15 +8,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+from pyiceberg.catalog import Catalog
 
-from k2_pipelines.cli.bench import (
-    COMPACT_START,
-    _peak_rss_mb,
-    _pin,
-    append_micro_batch,
-    built_in_another_process,
-    generated_trades,
-)
+from k2_pipelines.cli.bench.generated import COMPACT_START, append_micro_batch, generated_trades
+from k2_pipelines.cli.bench.throughput import built_in_another_process, peak_rss_mb, pin_cores
+from k2_pipelines.lib.gold.ohlcv import rebuild_day
 from k2_pipelines.lib.iceberg.catalog import load_catalog_at
 from k2_pipelines.lib.iceberg.tables import TRADES, ensure_tables
 from k2_pipelines.lib.upkeep.compaction import compact_table, sorted_by_sort_order
@@ -50,16 +46,6 @@ def _build(root: Path, rows: int, days: int, symbols: tuple[str, ...], small_com
             rows + batch * SMALL_BATCH_ROWS, symbols), {})
 
 
-def _gold_day(catalog, day) -> str:
-    """Build the 1-minute gold bars of `day` if the gold module exists; else why (d) is not measured."""
-    try:
-        from k2_pipelines.lib.gold.ohlcv import rebuild_day
-    except ImportError:
-        return "not available (no k2_pipelines.lib.gold.ohlcv)"
-    rebuild_day(catalog, "1m", day.date(), "bench")
-    return ""
-
-
 def _percentiles(query, symbols: tuple[str, ...], runs: int) -> tuple[float, float, float, int]:
     """The first run's time (ms), then p50 and p95 of `runs` more runs, cycling through the symbols; rows of the last
     run."""
@@ -75,7 +61,7 @@ def _percentiles(query, symbols: tuple[str, ...], runs: int) -> tuple[float, flo
     return first, cuts[9], cuts[18], rows
 
 
-def _measure(catalog, symbols, days: int, runs: int, gold: str) -> dict[str, str]:
+def _measure(catalog: Catalog, symbols: tuple[str, ...], days: int, runs: int) -> dict[str, str]:
     day = COMPACT_START + timedelta(days=days - 1)  # the last day: the one the micro-batches went to
     end = day + timedelta(days=1)
     queries = {
@@ -86,9 +72,6 @@ def _measure(catalog, symbols, days: int, runs: int, gold: str) -> dict[str, str
     }
     results = {}
     for name, query in queries.items():
-        if name.startswith("(d)") and gold:
-            results[name] = gold
-            continue
         first, p50, p95, rows = _percentiles(query, symbols, runs)
         results[name] = f"p50 {p50:.1f} ms, p95 {p95:.1f} ms ({rows:,} rows)"
         if len(results) == 1:  # the process had read nothing of this snapshot yet (manifests, metadata)
@@ -102,12 +85,12 @@ def bench_query(rows: int, days: int, symbol_count: int, small_commits: int, run
         root = Path(scratch) / "state"
         # the table stands for months of drains: it is not what is measured
         built = built_in_another_process(_build, root, rows, days, symbols, small_commits, seed)
-        _pin(cores)
+        pin_cores(cores)
         catalog = load_catalog_at(root)
-        gold = _gold_day(catalog, COMPACT_START + timedelta(days=days - 1))
-        before = _measure(catalog, symbols, days, runs, gold)
+        rebuild_day(catalog, "1m", (COMPACT_START + timedelta(days=days - 1)).date(), "bench")  # for query (d)
+        before = _measure(catalog, symbols, days, runs)
         compaction = compact_table(catalog, TRADES.identifier)
-        after = _measure(catalog, symbols, days, runs, gold)
+        after = _measure(catalog, symbols, days, runs)
         total = rows + small_commits * SMALL_BATCH_ROWS
         print(f"k2 bench query --trades {rows} --days {days} --symbols {symbol_count} --small-commits {small_commits} "
               f"--runs {runs} --cores {cores}: {total:,} trades ({rows:,} in {-(-rows // BULK_BATCH_ROWS)} commits, "
@@ -118,5 +101,5 @@ def bench_query(rows: int, days: int, symbol_count: int, small_commits: int, run
             print(f"{label} ({files:,} data files):")
             for name, result in results.items():
                 print(f"  {name}: {result}")
-        print(f"peak RSS {_peak_rss_mb():,.0f} MB")
+        print(f"peak RSS {peak_rss_mb():,.0f} MB")
     return 0

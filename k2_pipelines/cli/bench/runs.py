@@ -11,7 +11,6 @@ logs).
 """
 
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -25,12 +24,12 @@ from pathlib import Path
 import dagster as dg
 from dagster_graphql import DagsterGraphQLClient
 
+from k2_pipelines.cli.bench.scratch import scratch_k2
 from k2_pipelines.dev.broker import Broker, free_port
 from k2_pipelines.lib.avro.registry import default_registry
 from k2_pipelines.lib.binance.producer import MarketDataProducer, Topics
 from k2_pipelines.lib.binance.recording import replay
 from k2_pipelines.lib.binance.sample import generate_session
-from k2_pipelines.lib.iceberg.catalog import load_k2_catalog
 from k2_pipelines.settings import CHECKOUT
 
 JOB = "drain_binance_trades"
@@ -180,41 +179,32 @@ def _report(costs: list[RunCost], idle_cores: float, idle_bytes_per_s: float, by
 def bench_runs(runs: int, batch: int, compiled_bytecode: bool) -> int:
     with tempfile.TemporaryDirectory(prefix="k2-bench-runs-") as scratch_dir:
         scratch = Path(scratch_dir)
-        port, web_port, libs = free_port(), free_port(), Broker.from_env().libs  # the jars `make install` fetched
-        home = scratch / "dagster"
-        os.environ.update({"K2_HOME": str(scratch / "k2"), "K2_KAFKA_PORT": str(port),
-                           "K2_ASX_LANDING": str(scratch / "landing"), "DAGSTER_HOME": str(home)})
-        (scratch / "landing").mkdir()
-        home.mkdir()
-        shutil.copyfile(CHECKOUT / "dagster.yaml", home / "dagster.yaml")
-        env = os.environ.copy()
-        if compiled_bytecode:  # read, never written: PYTHONDONTWRITEBYTECODE may stay set
-            print(f"compiled the bytecode in {_compile_bytecode(scratch / 'pycache'):.0f}s")
-            env["PYTHONPYCACHEPREFIX"] = str(scratch / "pycache")
-        broker = Broker(home=scratch / "k2" / "kafka", port=port, libs=libs)
-        broker.start()
-        load_k2_catalog()  # the catalog exists before the daemon's first tick
-        _produce(broker, scratch, frames=runs * batch * 3)  # about a third of the frames are trades
-        log = (scratch / "dagster-dev.log").open("w")
-        started = time.monotonic()
-        dev = subprocess.Popen([str(Path(sys.executable).parent / "dagster"), "dev", "-w",
-                                str(CHECKOUT / "workspace.yaml"), "-p", str(web_port)],
-                               cwd=CHECKOUT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            _wait_for_webserver(web_port)
-            started_in = time.monotonic() - started
-            client = DagsterGraphQLClient("127.0.0.1", port_number=web_port)
-            with dg.DagsterInstance.get() as instance:
-                _one_run(client, instance, dev.pid, home, batch)  # the code location loaded; not counted
-                time.sleep(IDLE_SECONDS)  # the first ticks of every sensor are behind us
-                cpu, size = _cpu(_session(dev.pid)), _size(home)
-                time.sleep(IDLE_SECONDS)
-                idle_cores = (_cpu(_session(dev.pid)) - cpu) / IDLE_SECONDS
-                idle_bytes_per_s = (_size(home) - size) / IDLE_SECONDS
-                costs = [_one_run(client, instance, dev.pid, home, batch) for _ in range(runs)]
-        finally:
-            os.killpg(dev.pid, signal.SIGTERM)
-            dev.wait(60)
-            broker.stop()
+        web_port, home = free_port(), scratch / "dagster"
+        with scratch_k2(scratch) as broker:
+            env = os.environ.copy()
+            if compiled_bytecode:  # read, never written: PYTHONDONTWRITEBYTECODE may stay set
+                print(f"compiled the bytecode in {_compile_bytecode(scratch / 'pycache'):.0f}s")
+                env["PYTHONPYCACHEPREFIX"] = str(scratch / "pycache")
+            _produce(broker, scratch, frames=runs * batch * 3)  # about a third of the frames are trades
+            log = (scratch / "dagster-dev.log").open("w")
+            started = time.monotonic()
+            dev = subprocess.Popen([str(Path(sys.executable).parent / "dagster"), "dev", "-w",
+                                    str(CHECKOUT / "workspace.yaml"), "-p", str(web_port)],
+                                   cwd=CHECKOUT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                _wait_for_webserver(web_port)
+                started_in = time.monotonic() - started
+                client = DagsterGraphQLClient("127.0.0.1", port_number=web_port)
+                with dg.DagsterInstance.get() as instance:
+                    _one_run(client, instance, dev.pid, home, batch)  # the code location loaded; not counted
+                    time.sleep(IDLE_SECONDS)  # the first ticks of every sensor are behind us
+                    cpu, size = _cpu(_session(dev.pid)), _size(home)
+                    time.sleep(IDLE_SECONDS)
+                    idle_cores = (_cpu(_session(dev.pid)) - cpu) / IDLE_SECONDS
+                    idle_bytes_per_s = (_size(home) - size) / IDLE_SECONDS
+                    costs = [_one_run(client, instance, dev.pid, home, batch) for _ in range(runs)]
+            finally:
+                os.killpg(dev.pid, signal.SIGTERM)
+                dev.wait(60)
     return _report(costs, idle_cores, idle_bytes_per_s, "compiled" if compiled_bytecode else "from source (no .pyc)",
                    started_in)

@@ -6,7 +6,6 @@ broker process stopped, the SQLite catalog renamed, the group's offsets committe
 """
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +17,8 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
-from k2_pipelines.dev.broker import Broker, free_port
+from k2_pipelines.cli.bench.scratch import scratch_k2
+from k2_pipelines.dev.broker import Broker
 from k2_pipelines.lib.avro.registry import default_registry
 from k2_pipelines.lib.binance.producer import MarketDataProducer, Topics
 from k2_pipelines.lib.binance.recording import replay
@@ -94,35 +94,27 @@ def _reset_group(broker: Broker) -> dict:
 def bench_recovery() -> int:
     with tempfile.TemporaryDirectory(prefix="k2-bench-recovery-") as scratch_dir:
         scratch = Path(scratch_dir)
-        port, libs = free_port(), Broker.from_env().libs  # the jars `make install` fetched
-        os.environ.update({"K2_HOME": str(scratch / "k2"), "K2_KAFKA_PORT": str(port),
-                           "K2_ASX_LANDING": str(scratch / "landing"), "DAGSTER_HOME": str(scratch / "dagster")})
-        (scratch / "landing").mkdir()
-        (scratch / "dagster").mkdir()
-        shutil.copyfile(CHECKOUT / "dagster.yaml", scratch / "dagster" / "dagster.yaml")
-        broker = Broker(home=scratch / "k2" / "kafka", port=port, libs=libs)
-        broker.start()
-        load_k2_catalog()  # the catalog exists before the daemon's first tick
-        daemon_log = (scratch / "daemon.log").open("w")
-        daemon = subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(CHECKOUT / "workspace.yaml")],
-            cwd=CHECKOUT, env=os.environ.copy(), stdout=daemon_log, stderr=subprocess.STDOUT,
-            start_new_session=True)
-        catalog_file = scratch / "k2" / "catalog.db"
-        try:
-            _produce(broker, scratch, 4_000, 1)
-            _wait_for("the first drain through the lag sensor", _drained)
-            results = [
-                _outage("1 Kafka broker stopped", "kafka_broker_down", broker.stop, broker.start, broker, scratch, 2),
-                _outage("2 SQLite catalog moved away", "catalog_unreachable",
-                        lambda: catalog_file.rename(scratch / "catalog.away"),
-                        lambda: (scratch / "catalog.away").rename(catalog_file), broker, scratch, 3),
-                _reset_group(broker),
-            ]
-        finally:
-            os.killpg(daemon.pid, signal.SIGTERM)
-            daemon.wait(60)
-            broker.stop()
+        with scratch_k2(scratch) as broker:
+            daemon_log = (scratch / "daemon.log").open("w")
+            daemon = subprocess.Popen(
+                [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(CHECKOUT / "workspace.yaml")],
+                cwd=CHECKOUT, env=os.environ.copy(), stdout=daemon_log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+            catalog_file = scratch / "k2" / "catalog.db"
+            try:
+                _produce(broker, scratch, 4_000, 1)
+                _wait_for("the first drain through the lag sensor", _drained)
+                results = [
+                    _outage("1 Kafka broker stopped", "kafka_broker_down", broker.stop, broker.start, broker, scratch,
+                            2),
+                    _outage("2 SQLite catalog moved away", "catalog_unreachable",
+                            lambda: catalog_file.rename(scratch / "catalog.away"),
+                            lambda: (scratch / "catalog.away").rename(catalog_file), broker, scratch, 3),
+                    _reset_group(broker),
+                ]
+            finally:
+                os.killpg(daemon.pid, signal.SIGTERM)
+                daemon.wait(60)
     print(f"k2 bench recovery ({datetime.now(timezone.utc):%Y-%m-%d}; dagster-daemon, sensors at their intervals; "
           f"outages of {OUTAGE_SECONDS}s)")
     print("| case | detected after (s) | recovered after the fault ended (s) | incident's time to recovery (s) |")

@@ -1,6 +1,6 @@
-"""Benchmarks: `k2 bench asx` (ASX load end to end), `k2 bench produce` (Binance replay into Kafka),
-`k2 bench drain` (Kafka into Iceberg, against a per-message baseline) and `k2 bench compact` (compaction of a table
-made by micro-batches, and the scans it speeds up)."""
+"""Throughput benchmarks: `k2 bench asx` (ASX load end to end), `k2 bench dq` (the checks of one trading date),
+`k2 bench produce` (Binance replay into Kafka), `k2 bench drain` (Kafka into Iceberg, against a per-message baseline)
+and `k2 bench compact` (compaction of a table made by micro-batches, and the scans it speeds up)."""
 
 import multiprocessing
 import os
@@ -17,12 +17,12 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from confluent_kafka import Consumer
 from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThan
 
-from k2_pipelines.cli.stream import replay_into_kafka
-from k2_pipelines.dev.broker import Broker
+from k2_pipelines.cli.bench.generated import COMPACT_START, COMPACT_SYMBOLS, append_micro_batch, generated_trades
+from k2_pipelines.cli.kafka import running_broker
+from k2_pipelines.cli.replay import replay_into_kafka
 from k2_pipelines.lib.asx.layouts import TRADES
 from k2_pipelines.lib.asx.load import load_market_days
 from k2_pipelines.lib.asx.sample import DEFAULT_START, trading_days
@@ -33,10 +33,8 @@ from k2_pipelines.lib.drain.checkpoint import checkpoint_properties
 from k2_pipelines.lib.drain.drain import drain, quotes_target, reader_for, trades_target
 from k2_pipelines.lib.drain.kafka_batch import Limits
 from k2_pipelines.lib.iceberg.catalog import load_catalog_at
-from k2_pipelines.lib.iceberg.commit import commit_atomically, new_transaction
 from k2_pipelines.lib.iceberg.tables import TRADES as TRADES_TABLE
 from k2_pipelines.lib.iceberg.tables import ensure_tables
-from k2_pipelines.lib.iceberg.writes import append_files, write_rows
 from k2_pipelines.lib.quality.thresholds import Thresholds
 from k2_pipelines.lib.quality.validations import validate_market_load
 from k2_pipelines.lib.upkeep.compaction import compact_table
@@ -44,25 +42,26 @@ from k2_pipelines.lib.upkeep.compaction import compact_table
 BENCH_DAYS = 5
 
 
-def _pin(cores: int) -> None:
+def pin_cores(cores: int) -> None:
     """Run on `cores` CPUs only: every thread pool (Arrow, PyIceberg, librdkafka) shares them."""
     os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:cores]))
     pa.set_cpu_count(cores)
     pa.set_io_thread_count(cores)
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def bench_asx(trades: int, seed: int, cores: int) -> int:
-    _pin(cores)
+    pin_cores(cores)
     with tempfile.TemporaryDirectory(prefix="k2-bench-") as scratch:
         root = Path(scratch)
         landing = root / "landing"
         # generated in another process so that this one's peak memory is the load's
-        subprocess.run([sys.executable, "-m", "k2_pipelines", "sample", "asx", "--out", str(landing), "--days", str(BENCH_DAYS),
-                        "--trades", str(trades), "--quotes-per-trade", "0", "--seed", str(seed)], check=True)
+        subprocess.run([sys.executable, "-m", "k2_pipelines", "sample", "asx", "--out", str(landing), "--days",
+                        str(BENCH_DAYS), "--trades", str(trades), "--quotes-per-trade", "0", "--seed", str(seed)],
+                       check=True)
         catalog = load_catalog_at(root / "state")
         ensure_tables(catalog)
         days = trading_days(DEFAULT_START, BENCH_DAYS)
@@ -70,7 +69,7 @@ def bench_asx(trades: int, seed: int, cores: int) -> int:
         started = time.perf_counter()
         result = load_market_days(catalog, landing, TRADES, days[0], days[-1], "bench")
         elapsed = time.perf_counter() - started
-        peak_mb = _peak_rss_mb()
+        peak_mb = peak_rss_mb()
         print(f"k2 bench asx --trades {trades} --cores {cores}: loaded {result.rows_written:,} trades "
               f"({source_bytes / 1e6:,.0f} MB of CSV, {result.rows_rejected} rejected) in {elapsed:.2f}s = "
               f"{result.rows_written / elapsed:,.0f} rows/s; peak RSS {peak_mb:,.0f} MB")
@@ -79,7 +78,7 @@ def bench_asx(trades: int, seed: int, cores: int) -> int:
 
 def bench_dq(trades: int, seed: int, cores: int) -> int:
     """Data-quality checks of one ASX trading date of `trades` trades, as the asx_trades checks run them."""
-    _pin(cores)
+    pin_cores(cores)
     with tempfile.TemporaryDirectory(prefix="k2-bench-") as scratch:
         root = Path(scratch)
         landing = root / "landing"
@@ -99,17 +98,17 @@ def bench_dq(trades: int, seed: int, cores: int) -> int:
         [validation] = validate_market_load(catalog, TRADES, landing, "bench", day, day, Thresholds(),
                                             datetime.now(timezone.utc))
         elapsed = time.perf_counter() - started
-        print(f"k2 bench dq --trades {trades} --cores {cores}: {len(validation.outcomes)} checks on {validation.rows:,} "
-              f"rows of {day} in {elapsed:.2f}s ({validation.rows / elapsed:,.0f} rows/s, read and checked); peak RSS "
-              f"{_peak_rss_mb():,.0f} MB; {validation.verdict}")
+        print(f"k2 bench dq --trades {trades} --cores {cores}: {len(validation.outcomes)} checks on "
+              f"{validation.rows:,} rows of {day} in {elapsed:.2f}s ({validation.rows / elapsed:,.0f} rows/s, read and "
+              f"checked); peak RSS {peak_rss_mb():,.0f} MB; {validation.verdict}")
     return 0
 
 
 def bench_produce(frames: int, seed: int, cores: int, faults: str) -> int:
     """Replay throughput: frames/s from a recording to acknowledged in Kafka (the local broker)."""
-    Broker.from_env().start()  # before pinning: the broker is the other side of the wire, not part of the bench
-    _pin(cores)
-    with tempfile.TemporaryDirectory(prefix="k2-bench-") as scratch:
+    # the broker starts before pinning: it is the other side of the wire, not part of the bench
+    with running_broker(), tempfile.TemporaryDirectory(prefix="k2-bench-") as scratch:
+        pin_cores(cores)
         session = Path(scratch) / "session.jsonl"
         subprocess.run([sys.executable, "-m", "k2_pipelines", "sample", "binance", "--out", str(session),
                         "--frames", str(frames), "--seed", str(seed), "--faults", faults], check=True)
@@ -120,7 +119,7 @@ def bench_produce(frames: int, seed: int, cores: int, faults: str) -> int:
         dead_letters = sum(v for k, v in counts.items() if k.startswith("dead_letters:"))
         print(f"k2 bench produce --frames {frames} --cores {cores}{f' --faults {faults}' if faults else ''}: "
               f"{replayed:,} frames ({dead_letters:,} dead letters), {acknowledged:,} acknowledged in {elapsed:.2f}s = "
-              f"{replayed / elapsed:,.0f} frames/s; peak RSS {_peak_rss_mb():,.0f} MB")
+              f"{replayed / elapsed:,.0f} frames/s; peak RSS {peak_rss_mb():,.0f} MB")
     return 0
 
 
@@ -168,10 +167,8 @@ def _read_only(bootstrap: str, topics: list[str], limits: Limits) -> float:
 
 def bench_drain(frames: int, baseline_messages: int, seed: int, cores: int, max_messages: int) -> int:
     """Messages/s from Kafka to committed Iceberg rows (trades and quotes), peak memory, and the baseline's rate."""
-    broker = Broker.from_env()
-    broker.start()
-    _pin(cores)
-    with tempfile.TemporaryDirectory(prefix="k2-bench-") as scratch:
+    with running_broker() as broker, tempfile.TemporaryDirectory(prefix="k2-bench-") as scratch:
+        pin_cores(cores)
         root = Path(scratch)
         session = root / "session.jsonl"
         subprocess.run([sys.executable, "-m", "k2_pipelines", "sample", "binance", "--out", str(session),
@@ -193,7 +190,7 @@ def bench_drain(frames: int, baseline_messages: int, seed: int, cores: int, max_
                     break
             reader.close()
         elapsed = time.perf_counter() - started
-        peak_mb = _peak_rss_mb()
+        peak_mb = peak_rss_mb()
         read_seconds = _read_only(broker.bootstrap, [topics.trades, topics.quotes], Limits(max_messages=max_messages))
         baseline_catalog = load_catalog_at(root / "baseline")
         ensure_tables(baseline_catalog)
@@ -206,39 +203,6 @@ def bench_drain(frames: int, baseline_messages: int, seed: int, cores: int, max_
               f"{baseline_messages / baseline_seconds:,.0f} messages/s "
               f"(K2 is {messages / elapsed / (baseline_messages / baseline_seconds):.1f}x)")
     return 0
-
-
-COMPACT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT")
-COMPACT_START = datetime(2025, 3, 3, tzinfo=timezone.utc)
-
-
-def generated_trades(rng: np.random.Generator, rows: int, start: datetime, seconds: float, first_id: int,
-                     symbols: tuple[str, ...] = COMPACT_SYMBOLS) -> pa.Table:
-    """`rows` trades spread over `seconds` from `start`, in time order as a drain's micro-batch has them."""
-    start_us = int(start.timestamp() * 1_000_000)
-    times = np.sort(rng.integers(start_us, start_us + int(seconds * 1_000_000), rows))
-    ids = np.arange(first_id, first_id + rows).astype(str)
-    return pa.table({
-        "message_id": pc.binary_join_element_wise("m-", pa.array(ids), ""),
-        "trade_id": pc.binary_join_element_wise("BINANCE-", pa.array(ids), ""),
-        "symbol": pa.array(np.array(symbols)[rng.integers(0, len(symbols), rows)]),
-        "exchange": pa.array(["BINANCE"] * rows),
-        "asset_class": pa.array(["crypto"] * rows),
-        "timestamp": pa.array(times, pa.timestamp("us", tz="UTC")),
-        "price": pc.cast(pa.array(np.round(rng.uniform(10, 100_000, rows), 2)), pa.decimal128(18, 8), safe=False),
-        "quantity": pc.cast(pa.array(np.round(rng.uniform(0.001, 10, rows), 3)), pa.decimal128(18, 8), safe=False),
-        "currency": pa.array(["USDT"] * rows),
-        "side": pa.array(np.array(["BUY", "SELL"])[rng.integers(0, 2, rows)]),
-        "trade_conditions": pa.array([[]] * rows, pa.large_list(pa.large_string())),
-        "ingestion_timestamp": pa.array(times + 50_000, pa.timestamp("us", tz="UTC")),
-    })
-
-
-def append_micro_batch(catalog, identifier: str, rows: pa.Table, properties: dict[str, str]) -> None:
-    """Append `rows` as a drain commits a batch: its own files, a fast append, a compare-and-set commit."""
-    transaction = new_transaction(catalog.load_table(identifier))
-    append_files(transaction, write_rows(catalog, identifier, rows), properties)
-    commit_atomically(catalog, [transaction])
 
 
 def _build_micro_batches(root: Path, batches: int, rows_per_batch: int, days: int, seed: int) -> None:
@@ -299,14 +263,14 @@ def bench_compact(batches: int, rows_per_batch: int, days: int, seed: int, cores
         root = Path(scratch) / "state"
         # the table stands for hours of drains: it is not what is measured
         built = built_in_another_process(_build_micro_batches, root, batches, rows_per_batch, days, seed)
-        _pin(cores)
+        pin_cores(cores)
         catalog = load_catalog_at(root)
         day = COMPACT_START + timedelta(days=days // 2)
         before = _scan_times(catalog, COMPACT_SYMBOLS[0], day, runs)
         started = time.perf_counter()
         result = compact_table(catalog, TRADES_TABLE.identifier)
         elapsed = time.perf_counter() - started
-        peak_mb = _peak_rss_mb()
+        peak_mb = peak_rss_mb()
         after = _scan_times(catalog, COMPACT_SYMBOLS[0], day, runs)
         if any(before[engine][1] != after[engine][1] for engine in before):
             raise RuntimeError(f"the scans returned other row counts after compaction: {before} vs {after}")
