@@ -2,6 +2,7 @@
 
 import base64
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -11,6 +12,8 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from confluent_kafka import Producer
 
 from k2_pipelines.settings import LOOPBACK, local_broker_address, settings
 
@@ -107,6 +110,7 @@ class Broker:
                 raise BrokerError(f"the broker exited with code {process.returncode}; see {self.log_dir / 'server.log'}\n"
                                   + _tail(self.log_dir / "server.log"))
             if _accepts(self.port):
+                _wait_for_producer_ids(self.bootstrap, deadline)
                 return self.status()
             time.sleep(0.2)
         self.stop()
@@ -189,6 +193,21 @@ def free_port() -> int:
         if _can_bind(port + 1):
             return port
     raise BrokerError("no free port pair")
+
+
+def _wait_for_producer_ids(bootstrap: str, deadline: float) -> None:
+    """Until the broker gives an idempotent producer its id: a started broker answers the first request with
+    COORDINATOR_LOAD_IN_PROGRESS while it fetches a block of ids, which the first K2 producer would log as a retry."""
+    assigned: list[bool] = []
+
+    def on_stats(stats: str) -> None:
+        assigned.append(json.loads(stats).get("eos", {}).get("idemp_state") == "Assigned")
+
+    # the probe's own retries are the expected ones: it logs nothing
+    probe = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "statistics.interval.ms": 100,
+                      "stats_cb": on_stats, "log_level": 0})
+    while not any(assigned) and time.monotonic() < deadline:
+        probe.poll(0.1)
 
 
 def _accepts(port: int) -> bool:
