@@ -7,6 +7,7 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
+from k2_pipelines.lib.asx.layouts import TIMEZONE
 from k2_pipelines.lib.iceberg.tables import QUOTES, REFERENCE_DATA, TRADES
 from k2_pipelines.lib.quality.checks import (
     ERROR,
@@ -67,7 +68,7 @@ def _market_outcomes(kind: str, exchange: str, mutate=lambda rows: None) -> dict
     if asx:
         table = table.append_column("trading_date", trading_dates(table.column(id_column).combine_chunks()))
         checks += [c for c in asx_checks(Thresholds()) if c.frame == "rows"]
-    frame = market_rows(table, kind, LISTINGS, required, asx=asx)
+    frame = market_rows(table, kind, LISTINGS, required, TIMEZONE if asx else None)
     return {o.check: o for o in run_checks({"rows": frame}, checks, {"rows": [id_column]})}
 
 
@@ -207,12 +208,12 @@ def test_reference_data_checks(check, failing, mutate):
 
 
 def test_a_loads_rows_split_by_trading_date_whether_or_not_they_lie_together():
-    from k2_pipelines.lib.quality.validations import _by_trading_date
+    from k2_pipelines.lib.asx.validation import by_trading_date
 
     day, next_day = AT.date(), AT.date() + timedelta(days=1)
     for dates in ([day, day, next_day], [day, next_day, day]):  # a date's files may be written in several batches
         rows = pa.table({"n": range(3), "trading_date": pa.array(dates, pa.date32())})
-        split = _by_trading_date(rows, day, next_day + timedelta(days=1))
+        split = by_trading_date(rows, day, next_day + timedelta(days=1))
         assert {d: t.column("n").to_pylist() for d, t in split.items()} == {
             str(day): [n for n, d in enumerate(dates) if d == day], str(next_day): [dates.index(next_day)],
             str(next_day + timedelta(days=1)): []}

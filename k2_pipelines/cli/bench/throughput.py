@@ -26,6 +26,7 @@ from k2_pipelines.cli.replay import replay_into_kafka
 from k2_pipelines.lib.asx.layouts import TRADES
 from k2_pipelines.lib.asx.load import load_market_days
 from k2_pipelines.lib.asx.sample import DEFAULT_START, trading_days
+from k2_pipelines.lib.asx.validation import validate_market_load
 from k2_pipelines.lib.avro.codec import AvroDecoder
 from k2_pipelines.lib.avro.registry import default_registry
 from k2_pipelines.lib.binance.producer import Topics
@@ -36,7 +37,6 @@ from k2_pipelines.lib.iceberg.catalog import load_catalog_at
 from k2_pipelines.lib.iceberg.tables import TRADES as TRADES_TABLE
 from k2_pipelines.lib.iceberg.tables import ensure_tables
 from k2_pipelines.lib.quality.thresholds import Thresholds
-from k2_pipelines.lib.quality.validations import validate_market_load
 from k2_pipelines.lib.upkeep.compaction import compact_table
 
 BENCH_DAYS = 5

@@ -10,17 +10,12 @@ from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.defs.quality.resources import QualityResource
 from k2_pipelines.defs.quality.results import check_results, check_specs
 from k2_pipelines.lib.asx.layouts import QUOTES, TRADES, CsvLayout
+from k2_pipelines.lib.asx.validation import validate_market_load
 from k2_pipelines.lib.iceberg.tables import REFERENCE_DATA
 from k2_pipelines.lib.quality.checks import asx_checks, market_checks, reference_checks
 from k2_pipelines.lib.quality.report import combined, save
 from k2_pipelines.lib.quality.thresholds import Thresholds
-from k2_pipelines.lib.quality.validations import (
-    MARKET_TABLES,
-    market_load,
-    reference_load,
-    validate_market_load,
-    validate_reference_load,
-)
+from k2_pipelines.lib.quality.validations import MARKET_TABLES, market_load, reference_load, validate_reference_load
 
 
 def _market_checks(layout: CsvLayout, asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:

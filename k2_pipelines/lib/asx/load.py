@@ -85,7 +85,7 @@ def _with_ingest_columns(rows: pa.Table, now: datetime) -> pa.Table:
 
 def _keep_to_rules(parsed: ParsedFile, rules: list[Check], listed: pa.Table, id_column: str) -> ParsedFile:
     """The file's rows that keep to the row rules; each that breaks one joins its rejects, with its line."""
-    broken = broken_rows(rules, parsed.rows, listed, asx=True)
+    broken = broken_rows(rules, parsed.rows, listed, TIMEZONE)
     if not len(broken.positions):
         return parsed
     kept = np.ones(parsed.rows.num_rows, dtype=bool)

@@ -7,7 +7,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from k2_pipelines.lib.asx.layouts import TIMEZONE
 from k2_pipelines.lib.avro.arrow import join
 
 _READ_BY_CHECKS = {"trade_id", "quote_id", "symbol", "exchange", "side"}  # strings checked beyond nulls
@@ -60,28 +59,29 @@ def _listed_at(rows: pa.Table, listings: pa.Table) -> pa.Array:
     return known.column("listing_date").combine_chunks().take(index)
 
 
-def checked_columns(rows: pa.Table, listings: pa.Table, names: tuple[str, ...], asx: bool = False
+def checked_columns(rows: pa.Table, listings: pa.Table, names: tuple[str, ...], local_timezone: str | None = None
                     ) -> dict[str, pa.Array]:
     """The columns `names` of trades or quotes as the row checks see them, derived ones included: `listed_at`, and
-    for ASX rows `local_date`, `local_minute` (Sydney) and `trading_date` (from the id, see trading_dates)."""
+    for rows of an exchange checked in its own time zone (ASX) `local_date`, `local_minute` and `trading_date` (from
+    the id, see trading_dates)."""
     columns = {name: _checked_value(name, rows.column(name)) for name in names if name in rows.column_names}
     if "listed_at" in names:
         columns["listed_at"] = _listed_at(rows, listings)
-    if asx and {"local_date", "local_minute"} & set(names):
-        local = pc.local_timestamp(rows.column("timestamp").combine_chunks().cast(pa.timestamp("us", tz=TIMEZONE)))
+    if local_timezone and {"local_date", "local_minute"} & set(names):
+        local = pc.local_timestamp(rows.column("timestamp").combine_chunks().cast(pa.timestamp("us", tz=local_timezone)))
         columns["local_date"] = local.cast(pa.date32())
         columns["local_minute"] = pc.add(pc.multiply(pc.hour(local), 60), pc.minute(local))
-    if asx and "trading_date" in names and "trading_date" not in columns:
+    if local_timezone and "trading_date" in names and "trading_date" not in columns:
         id_column = "trade_id" if "trade_id" in rows.column_names else "quote_id"
         columns["trading_date"] = trading_dates(rows.column(id_column).combine_chunks())
     return columns
 
 
 def market_rows(rows: pa.Table, kind: str, listings: pa.Table, required: tuple[str, ...],
-                asx: bool = False) -> pd.DataFrame:
+                local_timezone: str | None = None) -> pd.DataFrame:
     """Trades or quotes as the row checks see them (checked_columns), with each row's `price_move`."""
-    derived = ("listed_at", "local_date", "local_minute", "trading_date") if asx else ("listed_at",)
-    columns = checked_columns(rows, listings, tuple(dict.fromkeys(required)) + derived, asx)
+    derived = ("listed_at", "local_date", "local_minute", "trading_date") if local_timezone else ("listed_at",)
+    columns = checked_columns(rows, listings, tuple(dict.fromkeys(required)) + derived, local_timezone)
     prices = (columns["price"] if kind == "trades"
               else pc.divide(pc.add(columns["bid_price"], columns["ask_price"]), 2)).to_numpy(zero_copy_only=False)
     columns["price_move"] = pa.array(_moves(columns["symbol"], columns["timestamp"], prices), pa.float64())

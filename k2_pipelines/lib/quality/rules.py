@@ -95,12 +95,13 @@ def _text(value) -> str:
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
-def broken_rows(rules: list[Check], rows: pa.Table, listings: pa.Table, asx: bool = False) -> Broken:
+def broken_rows(rules: list[Check], rows: pa.Table, listings: pa.Table, local_timezone: str | None = None
+                ) -> Broken:
     """The rows of `rows` (trades or quotes in their table's schema) that break one of `rules`."""
     if not rules or not rows.num_rows:
         return Broken(np.zeros(0, np.int64), [], [])
     names = dict.fromkeys(name for check in rules for e in check.expectations for name in _columns_read(e))
-    columns = checked_columns(rows, listings, tuple(names), asx)
+    columns = checked_columns(rows, listings, tuple(names), local_timezone)
     first_rule = np.full(rows.num_rows, -1)
     for index, check in reversed(list(enumerate(rules))):  # the first rule in catalogue order names a row
         broken = np.zeros(rows.num_rows, dtype=bool)
