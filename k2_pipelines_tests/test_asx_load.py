@@ -1,6 +1,6 @@
 import json
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pyarrow as pa
@@ -49,7 +49,7 @@ def test_values_are_converted_exactly(catalog, landing):
     run_asx_load(DAYS[0])
     row = scan(catalog, TRADES.identifier, EqualTo("trade_id", f"ASX-7078-{DAYS[0].replace('-', '')}-1")).to_pylist()[0]
     local = datetime.strptime(f"{date} {time}", "%m/%d/%Y %H:%M:%S.%f")
-    assert row["timestamp"] == (local - timedelta(hours=11)).replace(tzinfo=timezone.utc)  # March 2014: AEDT, UTC+11
+    assert row["timestamp"] == (local - timedelta(hours=11)).replace(tzinfo=UTC)  # March 2014: AEDT, UTC+11
     assert row["price"] == Decimal(price) and row["quantity"] == Decimal(volume)
     assert row["symbol"] == "BHP" and row["currency"] == "AUD" and row["side"] == "UNKNOWN"
     assert row["trade_conditions"] == [qualifiers]

@@ -92,7 +92,7 @@ def test_unknown_company_rows_are_rejected(catalog, landing):
     "content, message",
     [
         (b"\xff\xfe" + GOOD.encode() + b"\r\n", "invalid UTF8"),
-        ("a,b,c\r\nd,e,f\r\n".encode(), "no line has the 7 columns"),
+        (b"a,b,c\r\nd,e,f\r\n", "no line has the 7 columns"),
     ],
 )
 def test_unreadable_file_fails_the_run_and_writes_nothing(catalog, landing, content, message):

@@ -40,7 +40,7 @@ def test_every_runbook_and_upkeep_job_has_its_sensor_or_schedule():
         assert job in {target.job_name for target in definitions.resolve_sensor_def(sensor).targets}
     assert {"drain_binance_trades", "asx_load", "quarantine_landing_file"} <= {
         target.job_name for target in definitions.resolve_sensor_def("failed_run_sensor").targets}
-    assert WRITERS <= {job.name for job in definitions.resolve_all_job_defs()}  # the orphan sensor's, by name
+    assert {job.name for job in definitions.resolve_all_job_defs()} >= WRITERS  # the orphan sensor's, by name
     for job in ("compact_tables", "expire_snapshots", "remove_orphan_files"):
         assert definitions.resolve_schedule_def(f"{job}_nightly").job_name == job
         assert definitions.resolve_job_def(job).tags["k2/upkeep"]

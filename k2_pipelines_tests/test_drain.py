@@ -5,7 +5,7 @@ import json
 import random
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import fastavro
@@ -147,7 +147,7 @@ def test_drains_killed_anywhere_lose_and_duplicate_nothing(kafka_broker, catalog
     for symbol, trade_id in ids:
         highest[symbol] = max(highest.get(symbol, 0), int(trade_id.rsplit("-", 1)[1]))
     assert ceilings == highest and sequences.keys() == highest.keys()  # the state of every commit that landed
-    orphans = remove_orphan_files(catalog, "market_data.trades", datetime.now(timezone.utc) - MIN_ORPHAN_AGE).orphans
+    orphans = remove_orphan_files(catalog, "market_data.trades", datetime.now(UTC) - MIN_ORPHAN_AGE).orphans
     print(f"{kills} kills left {orphans} orphaned files")
     assert orphans  # the kills between writing and committing left files no snapshot references
 
@@ -169,7 +169,7 @@ def test_a_drain_in_a_thread_and_one_in_another_agree(kafka_broker, catalog, tmp
     def run() -> None:
         try:
             drain_all(kafka_broker, trades_target(topics.trades), Limits(max_messages=700))
-        except Exception as error:  # noqa: BLE001 - reported by the assertion below
+        except Exception as error:
             errors.append(error)
 
     threads = [threading.Thread(target=run) for _ in range(2)]

@@ -1,6 +1,6 @@
 """Which rows of a batch could repeat committed rows, and which do, in a real Iceberg table."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow as pa
 
@@ -8,7 +8,7 @@ from k2_pipelines.lib.drain.replays import NOT_NUMBERED, ceilings_after, could_r
 from k2_pipelines.lib.drain.sequences import record_keys
 from k2_pipelines.lib.iceberg.tables import QUARANTINE, TRADES
 
-AT = datetime(2026, 11, 20, 12, tzinfo=timezone.utc)
+AT = datetime(2026, 11, 20, 12, tzinfo=UTC)
 
 
 def _rows(*trades: tuple[str, str, str, int]) -> pa.Table:

@@ -3,7 +3,7 @@ carried forward."""
 
 import json
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlparse
 
 from pyiceberg.expressions import EqualTo
@@ -31,7 +31,7 @@ def _assert_state_is_what_the_rows_say(catalog, target) -> None:
         selected_fields=("symbol", "source_sequence", "timestamp")).to_arrow().to_pylist()
     highest = {}
     for row in rows:
-        time_us = (row["timestamp"] - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
+        time_us = (row["timestamp"] - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
         highest[row["symbol"]] = max(highest.get(row["symbol"], (0, 0)), (row["source_sequence"], time_us))
     _, sequences, ceilings = stored_state(catalog, target)
     assert sequences == highest
@@ -105,7 +105,7 @@ def test_drains_resume_after_any_expiry_and_metadata_stays_bounded(kafka_broker,
             assert held.scan().to_arrow().num_rows == held_rows
         if drains > 40 and drains % 5 == 0:  # everything expiry may take, from every table a drain writes
             for definition in DRAINED_TABLES:
-                expire_snapshots(catalog, definition.identifier, datetime.now(timezone.utc) + timedelta(minutes=5))
+                expire_snapshots(catalog, definition.identifier, datetime.now(UTC) + timedelta(minutes=5))
     reader.close()
     assert drains > 50
     ids = table_ids(catalog, target)

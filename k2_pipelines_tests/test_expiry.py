@@ -2,7 +2,7 @@
 
 import os
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from urllib.parse import urlparse
 
@@ -85,11 +85,11 @@ def test_expiry_keeps_the_ancestry_back_to_each_topics_offsets_and_deletes_only_
                  for e in m.fetch_manifest_entry(table.io)]
     assert "source=a" in first_a and all(_exists(uri) for uri in before)
 
-    dry = expire_snapshots(catalog, REJECTS.identifier, datetime.now(timezone.utc) + LATER, dry_run=True)
+    dry = expire_snapshots(catalog, REJECTS.identifier, datetime.now(UTC) + LATER, dry_run=True)
     assert catalog.load_table(REJECTS.identifier).metadata_location == table.metadata_location
     assert all(_exists(uri) for uri in before) and dry.files_deleted > 0
 
-    result = expire_snapshots(catalog, REJECTS.identifier, datetime.now(timezone.utc) + LATER)
+    result = expire_snapshots(catalog, REJECTS.identifier, datetime.now(UTC) + LATER)
     after_table = catalog.load_table(REJECTS.identifier)
     after = _referenced(after_table)
     assert sorted(s.snapshot_id for s in after_table.snapshots()) == sorted(expected_kept)
@@ -107,7 +107,7 @@ def test_expiry_keeps_the_ancestry_back_to_each_topics_offsets_and_deletes_only_
     new_metadata = os.path.getsize(urlparse(after_table.metadata_location).path)  # the expiry commit's
     assert result.bytes_before - result.bytes_deleted + new_metadata == result.bytes_after
 
-    again = expire_snapshots(catalog, REJECTS.identifier, datetime.now(timezone.utc) + LATER)
+    again = expire_snapshots(catalog, REJECTS.identifier, datetime.now(UTC) + LATER)
     assert again.snapshots_expired == [] and again.files_deleted == 0
 
 
@@ -119,16 +119,16 @@ def test_expiry_racing_a_drain_like_writer_loses_no_file_and_no_offset(catalog):
         try:
             for offset in range(1, writes + 1):  # each commit replaces the last one's slice: its files fall out
                 _replace(catalog, "w", _rows("w", offset * 10, 3), _checkpoint("t", offset))
-        except Exception as error:  # noqa: BLE001 - reported by the assertion below
+        except Exception as error:
             errors.append(error)
 
     writer = threading.Thread(target=write)
     writer.start()
     expiries = []
     while writer.is_alive():
-        expiries.append(expire_snapshots(catalog, REJECTS.identifier, datetime.now(timezone.utc) + LATER))
+        expiries.append(expire_snapshots(catalog, REJECTS.identifier, datetime.now(UTC) + LATER))
     writer.join()
-    expiries.append(expire_snapshots(catalog, REJECTS.identifier, datetime.now(timezone.utc) + LATER))
+    expiries.append(expire_snapshots(catalog, REJECTS.identifier, datetime.now(UTC) + LATER))
 
     assert not errors
     table = catalog.load_table(REJECTS.identifier)
@@ -144,23 +144,23 @@ def test_snapshots_of_a_run_an_open_incident_names_are_kept_until_it_is_resolved
     theirs = _append(catalog, _rows("bad", 0, 3), _checkpoint("t", 3) | {DRAIN_RUN_ID: run_id})
     _append(catalog, _rows("later", 0, 3), _checkpoint("t", 6))
     incident = Incident("quality_check_failed", f"market_data.rejects batch of run {run_id}",
-                        datetime.now(timezone.utc), "test", "a blocking check failed", "docs/runbooks/x.md")
+                        datetime.now(UTC), "test", "a blocking check failed", "docs/runbooks/x.md")
     record_incident(catalog, incident)
 
-    kept = expire_snapshots(catalog, REJECTS.identifier, datetime.now(timezone.utc) + LATER,
+    kept = expire_snapshots(catalog, REJECTS.identifier, datetime.now(UTC) + LATER,
                             kept_runs=runs_named_by_open_incidents(catalog))
     assert theirs not in kept.snapshots_expired
     assert catalog.load_table(REJECTS.identifier).snapshot_by_id(theirs) is not None
 
     record_incident(catalog, incident.resolve("quarantined", "done", None))
     assert not runs_named_by_open_incidents(catalog)
-    gone = expire_snapshots(catalog, REJECTS.identifier, datetime.now(timezone.utc) + LATER,
+    gone = expire_snapshots(catalog, REJECTS.identifier, datetime.now(UTC) + LATER,
                             kept_runs=runs_named_by_open_incidents(catalog))
     assert theirs in gone.snapshots_expired
 
 
 def test_a_table_kept_in_hours_keeps_each_days_newest_snapshot_for_days(catalog, monkeypatch):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     days_ago = [midnight - timedelta(days=3) + timedelta(hours=10), midnight - timedelta(days=3) + timedelta(hours=11),
                 midnight - timedelta(days=2) + timedelta(hours=9), midnight - timedelta(days=2) + timedelta(hours=10)]

@@ -1,7 +1,7 @@
 """The gold bars across runs: a UTC day is not built from trades whose blocking quality checks failed in the run that
 wrote them (an ASX load, a drain), until a reload or a quarantine has replaced or removed them."""
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 import dagster as dg
 import pytest
@@ -86,7 +86,7 @@ def test_days_of_an_asx_load_that_failed_a_blocking_check_wait_for_a_reload_that
         _assert_same_bars(_by_key(_gold(catalog, "1m", DAYS[0])), _expected(day_trades(catalog, DAYS[0]), "1m"))
 
         # the schedule requests a held day once, tagged with the hold; that run fails saying why, later ticks skip it
-        at = datetime.combine(DAYS[2], time(0, 10), timezone.utc)
+        at = datetime.combine(DAYS[2], time(0, 10), UTC)
         first = _hourly(instance, at)
         assert [(r.partition_key, HELD_TAG in r.tags) for r in first] == [(str(DAYS[1]), True), (str(DAYS[2]), True)]
         for request in first:

@@ -1,7 +1,7 @@
 """Gold OHLCV bars: computed from the trades as plain Python computes them, rebuilt per UTC day idempotently, built by
 Dagster downstream of the trades' blocking quality checks."""
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, localcontext
 
 import dagster as dg
@@ -110,7 +110,7 @@ def test_bars_are_the_trades_of_the_utc_day_as_plain_python_computes_them(catalo
 
 
 def test_open_and_close_break_ties_in_event_time_by_trade_id():
-    at = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    at = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
     rows = [("T3", at, "10.5", "2"), ("T1", at, "10.1", "1"), ("T2", at, "10.3", "3"),  # three at the same instant
             ("T9", at + timedelta(seconds=70), "9.9", "0.00000001"), ("T0", at - timedelta(hours=1), "11", "4")]
     trades = pa.table({
@@ -227,7 +227,7 @@ def test_the_bars_keep_up_hourly_with_yesterday_and_today(catalog):
         assert node.group_name == "gold" and node.partitions_def == utc_days
         assert {dg.AssetKey("asx_trades"), dg.AssetKey("binance_trades")} <= node.parent_keys
     assert defs().resolve_schedule_def("build_ohlcv_hourly").job_name == "build_ohlcv"
-    tick = datetime(2026, 3, 1, 0, 10, tzinfo=timezone.utc)
+    tick = datetime(2026, 3, 1, 0, 10, tzinfo=UTC)
     with dg.instance_for_test() as instance:
         def evaluate(at: datetime) -> list[dg.RunRequest]:
             with dg.build_schedule_context(instance=instance, scheduled_execution_time=at,

@@ -8,7 +8,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -118,7 +118,7 @@ def test_the_scrape_reports_tables_lag_dead_letters_gaps_incidents_and_upkeep(ka
     trades = drain_all(kafka_broker, trades_target(topics.trades))
     reader = reader_for(kafka_broker.bootstrap, quotes_target(topics.quotes))
     first_quotes = drain_once(catalog, reader, quotes_target(topics.quotes), default_registry(), Limits(500))
-    detected = datetime.now(timezone.utc)
+    detected = datetime.now(UTC)
     record_incident(catalog, Incident("offset_drift", topics.trades, detected, "test", "drift", "docs/runbooks/x.md"))
     record_incident(catalog, Incident("offset_drift", topics.quotes, detected, "test", "drift", "docs/runbooks/x.md")
                     .escalate("none", "refused", "r3"))
@@ -137,7 +137,7 @@ def test_the_scrape_reports_tables_lag_dead_letters_gaps_incidents_and_upkeep(ka
     assert one(found, "k2_table_small_files", table="market_data.trades") == files  # all far under 96 MB
     assert one(found, "k2_table_bytes", table="market_data.trades") > 0
     newest = pc.max(rows["timestamp"]).as_py()
-    expected_age = (datetime.now(timezone.utc) - newest).total_seconds()
+    expected_age = (datetime.now(UTC) - newest).total_seconds()
     assert abs(one(found, "k2_table_newest_event_age_seconds", table="market_data.trades") - expected_age) < 5
     lag = by_labels(found, "k2_consumer_lag_messages")
     trades_lag = {dict(k)["partition"]: v for k, v in lag.items() if dict(k)["topic"] == topics.trades}

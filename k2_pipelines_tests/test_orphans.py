@@ -2,7 +2,7 @@
 
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -38,12 +38,12 @@ def test_a_killed_drains_files_are_deleted_once_old_and_referenced_files_never(k
     # outside the metadata log (each process's ensure_tables writes one before finding the table exists)
     listed = {urlparse(uri).path for uri in table.inspect.all_data_files().column("file_path").to_pylist()}
     logged = {urlparse(uri).path for uri in [table.metadata_location, *(e.metadata_file for e in table.metadata.metadata_log)]}
-    orphans = {path for path in on_disk if path.endswith(".parquet") and path not in listed
-               or path.endswith(".metadata.json") and path not in logged}
+    orphans = {path for path in on_disk if (path.endswith(".parquet") and path not in listed)
+               or (path.endswith(".metadata.json") and path not in logged)}
     assert any(path.endswith(".parquet") for path in orphans) and on_disk - referenced == orphans
     sizes = {path: os.path.getsize(path) for path in orphans}
 
-    cutoff = datetime.now(timezone.utc) - MIN_ORPHAN_AGE
+    cutoff = datetime.now(UTC) - MIN_ORPHAN_AGE
     young = remove_orphan_files(catalog, TRADES.identifier, cutoff)
     assert (young.orphans, young.kept_too_young, young.deleted) == (len(orphans), len(orphans), 0)
     assert young.files_scanned == len(on_disk) and _files_under(table) == on_disk
@@ -63,7 +63,7 @@ def test_a_killed_drains_files_are_deleted_once_old_and_referenced_files_never(k
 
 
 def test_the_age_floor_is_enforced(catalog):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with pytest.raises(ValueError, match="MIN_ORPHAN_AGE"):
         remove_orphan_files(catalog, TRADES.identifier, now - MIN_ORPHAN_AGE / 2)
     with pytest.raises(ValueError, match="time zone"):

@@ -5,7 +5,7 @@ only through pyiceberg's and Dagster's own settings."""
 import shutil
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 import pyarrow.fs as pafs
@@ -121,7 +121,7 @@ def test_the_asx_load_runs_on_postgres_and_s3(production, landing):
     with production.s3.open_output_stream(stray) as out:
         out.write(b"left by a killed writer")
     listed = production.objects("warehouse/market_data/trades/")
-    removed = remove_orphan_files(catalog, TRADES.identifier, datetime.now(timezone.utc) - MIN_ORPHAN_AGE)
+    removed = remove_orphan_files(catalog, TRADES.identifier, datetime.now(UTC) - MIN_ORPHAN_AGE)
     assert (removed.files_scanned, removed.orphans, removed.deleted) == (len(listed), 1, 1)  # the S3 clock: old
     assert production.objects("warehouse/market_data/trades/") == listed - {f"s3://{stray}"}
     assert scan(catalog, TRADES.identifier).num_rows == sum(lines_by_date(landing / "trades").values())
@@ -156,7 +156,7 @@ def test_drains_commit_exactly_once_on_postgres_and_s3(production, kafka_broker,
     assert _data_files(catalog, TRADES.identifier) <= production.objects("warehouse/market_data/trades/data/")
 
     # expiry deletes, from S3, the files only the expired snapshots referenced: what is left is what is referenced
-    expired = expire_snapshots(catalog, TRADES.identifier, datetime.now(timezone.utc))
+    expired = expire_snapshots(catalog, TRADES.identifier, datetime.now(UTC))
     assert expired.snapshots_expired and expired.files_deleted
     table = catalog.load_table(TRADES.identifier)
     referenced = set(TableFiles(table.io).referenced(table.metadata, table.metadata_location))

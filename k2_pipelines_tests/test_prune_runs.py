@@ -2,7 +2,7 @@
 ages Dagster's own clock sets."""
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -27,7 +27,7 @@ from k2_pipelines.defs.upkeep import prune_runs as prune_module
 from k2_pipelines.defs.upkeep.prune_runs import prune_runs
 from k2_pipelines.lib.recovery.incidents import Incident, record_incident
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 class Outcome(dg.Config):
@@ -91,7 +91,7 @@ def _prune(instance, **config) -> dict:
 
 def _logs(instance, run_id: str) -> list[Path]:
     return [Path(instance.event_log_storage.path_for_shard(run_id)),
-            Path(instance.compute_log_manager._base_dir) / run_id]  # noqa: SLF001 - where the local manager writes
+            Path(instance.compute_log_manager._base_dir) / run_id]
 
 
 def test_prune_deletes_old_finished_runs_but_keeps_failures_runs_in_flight_and_what_incidents_and_sensors_need(

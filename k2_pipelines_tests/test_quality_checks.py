@@ -1,7 +1,7 @@
 """Each data-quality check, run by Great Expectations: a clean dataset passes every check, and a dataset with exactly
 one kind of violation fails exactly that check, with the number of failing rows it holds."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pyarrow as pa
@@ -22,8 +22,8 @@ from k2_pipelines.lib.quality.frames import days_frame, market_rows, stream_fram
 from k2_pipelines.lib.quality.thresholds import Thresholds
 from k2_pipelines.lib.quality.validate import run_checks
 
-AT = datetime(2014, 3, 10, 0, 0, tzinfo=timezone.utc)  # 11:00 in Sydney (AEDT)
-NOW = datetime(2026, 11, 29, tzinfo=timezone.utc)
+AT = datetime(2014, 3, 10, 0, 0, tzinfo=UTC)  # 11:00 in Sydney (AEDT)
+NOW = datetime(2026, 11, 29, tzinfo=UTC)
 N = 60
 DECIMAL = pa.decimal128(18, 8)
 TIME = pa.timestamp("us", tz="UTC")
@@ -54,7 +54,7 @@ def _table(rows: list[dict], kind: str) -> pa.Table:
 
 
 LISTINGS = pa.table({"exchange": ["ASX", "ASX", "BINANCE"], "symbol": ["BHP", "RIO", "BTCUSDT"],
-                     "listing_date": pa.array([datetime(2014, 1, 1, tzinfo=timezone.utc)] * 3, TIME)})
+                     "listing_date": pa.array([datetime(2014, 1, 1, tzinfo=UTC)] * 3, TIME)})
 
 
 def _market_outcomes(kind: str, exchange: str, mutate=lambda rows: None) -> dict:
@@ -187,7 +187,7 @@ def test_each_stream_problem_fails_its_check(check, stream):
 def _reference(mutate=lambda rows: None) -> dict:
     rows = [{"message_id": f"m{i}", "company_id": str(7000 + i), "symbol": f"S{i}", "exchange": "ASX",
              "asset_class": "equities", "company_name": f"Company {i}", "is_active": True, "ingestion_timestamp": AT,
-             "listing_date": datetime(2000, 1, 1, tzinfo=timezone.utc), "delisting_date": None} for i in range(5)]
+             "listing_date": datetime(2000, 1, 1, tzinfo=UTC), "delisting_date": None} for i in range(5)]
     mutate(rows)
     schema = pa.schema([pa.field(f.name, f.type) for f in REFERENCE_DATA.schema().as_arrow() if f.name in rows[0]])
     frame = pa.Table.from_pylist(rows, schema=schema).to_pandas()
@@ -199,7 +199,7 @@ def _reference(mutate=lambda rows: None) -> dict:
     (None, 0, lambda rows: None),
     ("required_fields", 1, _set("company_name", None, (2,))),
     ("unique_companies", 2, _set("company_id", "7000", (1,))),
-    ("listed_before_delisted", 1, _set("delisting_date", datetime(1999, 1, 1, tzinfo=timezone.utc), (3,))),
+    ("listed_before_delisted", 1, _set("delisting_date", datetime(1999, 1, 1, tzinfo=UTC), (3,))),
 ])
 def test_reference_data_checks(check, failing, mutate):
     outcomes = _reference(mutate)

@@ -5,7 +5,7 @@ import json
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import asdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 
 from k2_pipelines.lib.quality import report
@@ -24,7 +24,7 @@ from k2_pipelines.lib.quality.report import (
 from k2_pipelines.lib.quality.validate import Outcome
 from k2_pipelines_tests.ui_helpers import chromium_page
 
-START = datetime(2025, 3, 3, 9, 0, tzinfo=timezone.utc)
+START = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 SEVERITIES = {"unique_ids": ERROR, "out_of_hours": WARN, "book_not_crossed": ERROR}
 # failing counts per run, oldest first: one huge count, zeros, a failed ERROR check in two runs
 FAILING = {"unique_ids": [0, 0, 3, 0, 1], "out_of_hours": [10, 250, 0, 40_000, 7], "book_not_crossed": [0, 0, 0, 0, 0]}

@@ -7,7 +7,7 @@ import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import numpy as np
@@ -27,7 +27,7 @@ from k2_pipelines.lib.query.engine import Engine
 from k2_pipelines.lib.query.plan import plan, range_filter, source
 from k2_pipelines_tests.kafka_helpers import SYMBOLS, drain_all, replay_session
 
-EVERYTHING = (datetime(2025, 11, 20, tzinfo=timezone.utc), datetime(2025, 11, 23, tzinfo=timezone.utc))
+EVERYTHING = (datetime(2025, 11, 20, tzinfo=UTC), datetime(2025, 11, 23, tzinfo=UTC))
 
 
 @pytest.fixture
@@ -166,7 +166,7 @@ def test_the_pyiceberg_read_gives_the_rows_duckdb_reads(drained):
 
 
 def _generated(catalog, days: int, rows_per_day: int) -> tuple[datetime, datetime]:
-    start, rng = datetime(2025, 3, 3, tzinfo=timezone.utc), np.random.default_rng(5)
+    start, rng = datetime(2025, 3, 3, tzinfo=UTC), np.random.default_rng(5)
     for day in range(days):
         append_micro_batch(catalog, TRADES.identifier, generated_trades(
             rng, rows_per_day, start + timedelta(days=day), 86_400, day * rows_per_day), {})
@@ -176,7 +176,7 @@ def _generated(catalog, days: int, rows_per_day: int) -> tuple[datetime, datetim
 def test_rows_come_in_event_order_whatever_the_files_and_a_commit_is_seen_at_once(catalog):
     """Files written out of time order and ties in event time still give rows ordered by (time, id), as pandas
     orders them; a query right after a commit sees it (tables and manifests are cached in the process)."""
-    start, rng = datetime(2025, 3, 3, tzinfo=timezone.utc), np.random.default_rng(11)
+    start, rng = datetime(2025, 3, 3, tzinfo=UTC), np.random.default_rng(11)
     later = generated_trades(rng, 3_000, start + timedelta(hours=1), 3_600, 0)
     earlier = generated_trades(rng, 3_000, start, 7_200, 3_000)  # overlaps the later batch's hour
     ties = generated_trades(rng, 20, start + timedelta(minutes=90), 0.000001, 6_000)  # one instant

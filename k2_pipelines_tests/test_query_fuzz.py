@@ -1,7 +1,7 @@
 """Hostile strings in every argument of every query: a QueryError or a correct result, and the tables unchanged."""
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -11,13 +11,13 @@ from k2_pipelines.cli import main
 from k2_pipelines.cli.bench.generated import append_micro_batch, generated_trades
 from k2_pipelines.lib.iceberg.tables import TRADES
 
-START = datetime(2025, 3, 3, tzinfo=timezone.utc)
+START = datetime(2025, 3, 3, tzinfo=UTC)
 END = START + timedelta(days=1)
 HOSTILE = [
     "'", "\"", "''", "'; DROP TABLE trades; --", "BTCUSDT' OR '1'='1", "BTCUSDT\"; DELETE FROM trades; --",
     "$files", "$symbol_0", "?", "{source}", "{}", "%s", "') UNION SELECT * FROM read_csv('/etc/passwd') --",
     "read_parquet('/etc/passwd')", "market_data.trades", "../../etc/passwd", "trades; ATTACH 'x.db'", "\\",
-    "BTC\x00USDT", "\x00", "\n", "\r\n--", "BTCÜSDT", "比特币", "🚀", "\u202e", "ＢＴＣＵＳＤＴ", "x" * 100_000, "",
+    "BTC\x00USDT", "\x00", "\n", "\r\n--", "BTCÜSDT", "比特币", "🚀", "\u202e", "ＢＴＣＵＳＤＴ", "x" * 100_000, "",  # noqa: RUF001 (lookalike letters on purpose)
     " ", "NULL", "None", "-1", "0", "1e309", "NaN", "9" * 40, "2025-03-03T00:00:00Z'; DROP TABLE trades; --",
     "2025-13-45", "0000-00-00", "9999-12-31T23:59:59", "1m'; --", "ohlcv_1m; DROP", "trades\x00",
 ]

@@ -3,7 +3,7 @@ blocking checks' own expectations, exactly as Great Expectations does; a row tha
 rule and source position, and its neighbours land."""
 
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import dagster as dg
@@ -30,7 +30,7 @@ from k2_pipelines_tests.helpers import run_asx_load, scan
 from k2_pipelines_tests.kafka_helpers import unique_topics
 from k2_pipelines_tests.recovery_helpers import DRAIN_ASSETS, resources, tick
 
-NOW = datetime(2026, 1, 2, 12, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 2, 12, tzinfo=UTC)
 DECIMAL = pa.decimal128(18, 8)
 
 
@@ -103,7 +103,7 @@ def _session_with_one_bad_row_of_each(tmp_path, frames: int) -> tuple:
             data = frame["data"]
             data["b"], data["a"] = data["a"], data["b"]  # the bid above the ask
         elif seen[kind] == 10:
-            frame["data"]["T"] = frame["data"]["E"] = int((datetime.now(timezone.utc) + timedelta(hours=1)).timestamp()
+            frame["data"]["T"] = frame["data"]["E"] = int((datetime.now(UTC) + timedelta(hours=1)).timestamp()
                                                           * 1000)
             bad["trade"] = frame["data"]["t"]
         lines.append(json.dumps(entry | {"frame": json.dumps(frame, separators=(",", ":"))}))

@@ -2,7 +2,7 @@
 
 import os
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import numpy as np
@@ -110,7 +110,7 @@ def test_a_failed_load_triggers_orphan_removal_once_the_safety_age_has_passed(ca
 
 
 def test_small_files_piling_up_in_a_partition_launch_a_compaction(catalog):
-    rng, start = np.random.default_rng(3), datetime(2025, 3, 3, tzinfo=timezone.utc)
+    rng, start = np.random.default_rng(3), datetime(2025, 3, 3, tzinfo=UTC)
 
     def drain(batch: int) -> None:  # a micro-batch a minute into one UTC day: one small file each
         append_micro_batch(catalog, TRADES.identifier, generated_trades(

@@ -2,7 +2,7 @@
 
 import argparse
 from collections import defaultdict
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from textwrap import indent
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -148,7 +148,7 @@ def show_queries(catalog: "Catalog", symbol: str, day: date) -> None:
     from k2_pipelines.cli.query import as_text
     from k2_pipelines.query import gold_ohlcv, trades
 
-    start = datetime.combine(day, time(), timezone.utc)
+    start = datetime.combine(day, time(), UTC)
     end = start + timedelta(days=1)
     queries = {
         f"latest 3 {symbol} trades of {day}": lambda: trades(symbol, start, end, 3, newest_first=True, catalog=catalog)

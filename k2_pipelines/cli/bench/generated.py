@@ -1,6 +1,6 @@
 """Generated trades appended as a drain appends a micro-batch: the tables the benchmarks (and tests) build."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
@@ -11,7 +11,7 @@ from k2_pipelines.lib.iceberg.commit import commit_atomically, new_transaction
 from k2_pipelines.lib.iceberg.writes import append_files, write_rows
 
 COMPACT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT")
-COMPACT_START = datetime(2025, 3, 3, tzinfo=timezone.utc)
+COMPACT_START = datetime(2025, 3, 3, tzinfo=UTC)
 
 
 def generated_trades(rng: np.random.Generator, rows: int, start: datetime, seconds: float, first_id: int,

@@ -111,7 +111,7 @@ def _submit(client: DagsterGraphQLClient, batch: int) -> str:
     for _ in range(120):  # the code location may still be loading
         try:
             return client.submit_job_execution(JOB, run_config=config)
-        except Exception:  # noqa: BLE001 - DagsterGraphQLClientError while the location loads
+        except Exception:
             time.sleep(1)
     return client.submit_job_execution(JOB, run_config=config)
 

@@ -10,7 +10,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ SENSOR_EVERY = 300 // COMMIT_SECONDS  # small_files_sensor's interval
 EXPIRY_EVERY = 3600 // COMMIT_SECONDS  # expire_drained_tables_hourly
 NIGHTLY_EVERY = 86_400 // COMMIT_SECONDS
 RETAINED_COMMITS = int(DRAINED_RETENTION_HOURS * 3600) // COMMIT_SECONDS
-START = datetime(2026, 1, 5, tzinfo=timezone.utc)
+START = datetime(2026, 1, 5, tzinfo=UTC)
 QUERY_RUNS = 20
 QUERY_WINDOW = timedelta(hours=4)
 
@@ -151,7 +151,7 @@ class CompressedUpkeep:
         self.runs = {"sensor_compactions": 0, "expiries": 0, "snapshots_expired": 0, "nightly_compactions": 0}
 
     def after_commit(self, commit: int) -> None:
-        self.committed_at.append(datetime.now(timezone.utc))
+        self.committed_at.append(datetime.now(UTC))
         if commit % SENSOR_EVERY == 0:
             table = self.catalog.load_table(TRADES.identifier)
             small = most_small_files_in_a_partition(live_data_files(table, table.current_snapshot().snapshot_id),

@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -96,7 +96,7 @@ def bench_dq(trades: int, seed: int, cores: int) -> int:
             raise RuntimeError(f"loading the trading date failed (exit code {loader.exitcode})")
         started = time.perf_counter()
         [validation] = validate_market_load(catalog, TRADES, landing, "bench", day, day, Thresholds(),
-                                            datetime.now(timezone.utc))
+                                            datetime.now(UTC))
         elapsed = time.perf_counter() - started
         print(f"k2 bench dq --trades {trades} --cores {cores}: {len(validation.outcomes)} checks on "
               f"{validation.rows:,} rows of {day} in {elapsed:.2f}s ({validation.rows / elapsed:,.0f} rows/s, read and "

@@ -1,6 +1,6 @@
 """Data-quality checks of the ASX loads: Great Expectations over what the run loaded, a report per trading date."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -20,7 +20,7 @@ from k2_pipelines.lib.quality.validations import MARKET_TABLES, market_load, ref
 
 def _market_checks(layout: CsvLayout, asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
     table, id_column = MARKET_TABLES[layout.kind]
-    catalogue = market_checks(layout.kind, table.schema(), id_column, Thresholds(), datetime.now(timezone.utc)) \
+    catalogue = market_checks(layout.kind, table.schema(), id_column, Thresholds(), datetime.now(UTC)) \
         + asx_checks(Thresholds())
 
     @dg.multi_asset_check(specs=check_specs(layout.asset, catalogue), name=f"{layout.asset}_quality",
@@ -32,7 +32,7 @@ def _market_checks(layout: CsvLayout, asset: dg.AssetsDefinition) -> dg.AssetChe
         if load is None:
             raise dg.Failure(f"nothing has been loaded into {asset.key.to_user_string()} yet: no data to check")
         run_id, first, last = load
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         days = validate_market_load(catalog, layout, asx_landing.root(), run_id, first, last, quality.thresholds(),
                                     now)
         pages = {day.partition: save(day) for day in days}
@@ -55,4 +55,4 @@ def asx_reference_data_quality(context: dg.AssetCheckExecutionContext, iceberg: 
     if run_id is None:
         raise dg.Failure(f"nothing has been loaded into {asx_reference_data.key.to_user_string()} yet")
     yield from check_results(validate_reference_load(catalog, "asx_reference_data", run_id,
-                                                     datetime.now(timezone.utc)))
+                                                     datetime.now(UTC)))

@@ -1,6 +1,6 @@
 """Data-quality checks of the drains: Great Expectations over the micro-batch a run drained, and the feed's health."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 from confluent_kafka import KafkaException
@@ -27,7 +27,7 @@ def _drained(context: dg.AssetCheckExecutionContext, asset: str, checkpoint_run:
 def _drain_checks(table: str) -> dg.AssetChecksDefinition:
     definition, id_column = MARKET_TABLES[table]
     asset = f"binance_{table}"
-    catalogue = market_checks(table, definition.schema(), id_column, Thresholds(), datetime.now(timezone.utc)) \
+    catalogue = market_checks(table, definition.schema(), id_column, Thresholds(), datetime.now(UTC)) \
         + stream_checks(Thresholds(), gaps_tracked=table == "trades")
 
     @dg.multi_asset_check(specs=check_specs(asset, catalogue), name=f"{asset}_quality",
@@ -50,7 +50,7 @@ def _drain_checks(table: str) -> dg.AssetChecksDefinition:
         finally:
             reader.close()
         yield from check_results(validate_drain(catalog, asset, table, target.topic, EXCHANGE, run_id, messages,
-                                                newest_message, quality.thresholds(), datetime.now(timezone.utc)))
+                                                newest_message, quality.thresholds(), datetime.now(UTC)))
 
     return quality
 

@@ -2,7 +2,7 @@
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from confluent_kafka import KafkaException
 
@@ -40,7 +40,7 @@ def table_lag(table: str, iceberg: IcebergCatalogResource, binance_kafka: Binanc
     stored, drained_at = checkpoint.offsets, None
     if checkpoint.snapshot_id is not None:
         drained_at = datetime.fromtimestamp(drained.snapshot_by_id(checkpoint.snapshot_id).timestamp_ms / 1000,
-                                            timezone.utc)
+                                            UTC)
     reader = binance_kafka.reader(target)
     try:
         behind = lag(stored, reader.watermarks())

@@ -1,4 +1,4 @@
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -41,7 +41,7 @@ def _waiting(lag: Lag, now: datetime) -> str:
 )
 def binance_lag_sensor(context: dg.SensorEvaluationContext, iceberg: IcebergCatalogResource,
                        binance_kafka: BinanceKafkaResource) -> dg.SensorResult | dg.SkipReason:
-    lags, now = [table_lag(table, iceberg, binance_kafka) for table in drain_jobs], datetime.now(timezone.utc)
+    lags, now = [table_lag(table, iceberg, binance_kafka) for table in drain_jobs], datetime.now(UTC)
     requests = [dg.RunRequest(run_key=lag.run_key, job_name=drain_jobs[lag.table].name) for lag in lags
                 if drain_due(lag, now)]
     return dg.SensorResult(run_requests=requests) if requests else \

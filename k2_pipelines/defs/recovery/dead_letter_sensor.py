@@ -3,7 +3,7 @@ re-drives them; while none can, past a threshold, a human is asked for that fix.
 
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -35,7 +35,7 @@ def dead_letter_sensor(context: dg.SensorEvaluationContext, iceberg: IcebergCata
         notes.append(f"{target.topic}: {plan.dead_letters_seen} dead letters, {plan.landed} would land")
         detail = (f"{plan.dead_letters_seen:,} dead letters of {target.topic}: {plan.landed:,} decode now, "
                   f"{plan.still_dead:,} do not {plan.still_dead_by_class}")
-        incident = Incident("dead_letters_accumulating", target.topic, datetime.now(timezone.utc),
+        incident = Incident("dead_letters_accumulating", target.topic, datetime.now(UTC),
                             context.sensor_name, detail, runbook_page("dead_letters_accumulating"))
         if plan.landed or plan.duplicates:
             requests.append(dg.RunRequest(

@@ -3,7 +3,7 @@ longer holds what they count (recreated, deleted). The first is realigned from I
 an incident for a human, and the drain refuses to read (nothing skipped, nothing read twice)."""
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 from confluent_kafka import KafkaException
@@ -49,7 +49,7 @@ def offset_drift_sensor(context: dg.SensorEvaluationContext, iceberg: IcebergCat
             reported.pop(table, None)
             continue
         incident = Incident("topic_recreated" if drift.kind in _REFUSED else "offset_drift", target.topic,
-                            datetime.now(timezone.utc), context.sensor_name, f"{drift.kind}: {drift.detail}",
+                            datetime.now(UTC), context.sensor_name, f"{drift.kind}: {drift.detail}",
                             runbook_page("offset_drift"))
         if drift.kind in _REFUSED:
             fingerprint = f"{drift.kind}:{json.dumps(stored, sort_keys=True)}"

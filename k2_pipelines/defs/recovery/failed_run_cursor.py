@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -36,6 +36,6 @@ class FailedRunCursor:
         next cursor's `after`)."""
         records = instance.get_run_records(
             dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE],
-                          updated_after=datetime.fromtimestamp(self.after, timezone.utc)),
+                          updated_after=datetime.fromtimestamp(self.after, UTC)),
             order_by="update_timestamp", ascending=True)
         return records, max([self.after, *(record.update_timestamp.timestamp() for record in records)])

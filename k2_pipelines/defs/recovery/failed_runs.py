@@ -4,7 +4,7 @@ quality gate is left to the quality sensor, anything else stays failed with an i
 
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -43,7 +43,7 @@ def _incident(iceberg: IcebergCatalogResource, run: dg.DagsterRun, detail: str, 
         if found:
             return replace(found[0], detail=f"{found[0].detail}; then {run.job_name} run {run.run_id} failed: "
                                             f"{detail}")
-    return Incident("run_failed", run.run_id, datetime.now(timezone.utc), sensor,
+    return Incident("run_failed", run.run_id, datetime.now(UTC), sensor,
                     f"{run.job_name} run {run.run_id} failed: {detail}", runbook_page("run_failed"))
 
 

@@ -6,7 +6,7 @@ incident opened while the catalog itself is down is kept in the sensor's cursor 
 """
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -34,7 +34,7 @@ def _health_sensor(name: str, probes: dict, description: str) -> dg.SensorDefini
         incident = Incident.from_record(state["incident"]) if state.get("incident") else None
         if problem:
             if incident is None:
-                incident = Incident(kind, _subject(kind, binance_kafka), datetime.now(timezone.utc), name, problem,
+                incident = Incident(kind, _subject(kind, binance_kafka), datetime.now(UTC), name, problem,
                                     runbook_page(kind), action="drains skip until it answers again")
                 context.log.warning(f"incident {incident.incident_id}: {problem}")
             recorded = state.get("recorded") or try_record(iceberg, incident, context.log)
@@ -44,7 +44,7 @@ def _health_sensor(name: str, probes: dict, description: str) -> dg.SensorDefini
             return dg.SensorResult(skip_reason="healthy", cursor=context.cursor)
         if not state.get("recorded") and not try_record(iceberg, incident, context.log):
             return dg.SensorResult(skip_reason="back, but the incident cannot be recorded yet", cursor=context.cursor)
-        back_at = datetime.now(timezone.utc).isoformat()
+        back_at = datetime.now(UTC).isoformat()
         return dg.SensorResult(
             run_requests=[dg.RunRequest(run_key=incident.incident_id,
                                         tags={INCIDENT_TAG: incident.incident_id, BACK_AT_TAG: back_at})],

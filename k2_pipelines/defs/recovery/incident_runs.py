@@ -2,7 +2,7 @@
 reported."""
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -21,7 +21,7 @@ class RunbookConfig(dg.Config):
     def opened(self, kind: str, subject: str) -> Incident:
         if self.incident:
             return Incident.from_record(json.loads(self.incident))
-        return Incident(kind, subject, datetime.now(timezone.utc), "a person (launched by hand)",
+        return Incident(kind, subject, datetime.now(UTC), "a person (launched by hand)",
                         "launched by hand", runbook_page(kind))
 
 

@@ -1,6 +1,6 @@
 """Closing incidents: a run launched to recover from an incident (tagged with it) succeeded."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -35,7 +35,7 @@ def incident_resolution_sensor(context: dg.RunStatusSensorContext, iceberg: Iceb
         return dg.SkipReason(f"incident {incident_id} is not open")
     run = context.dagster_run
     ended = context.instance.get_run_stats(run.run_id).end_time
-    resolved_at = datetime.fromtimestamp(ended, timezone.utc) if ended else datetime.now(timezone.utc)
+    resolved_at = datetime.fromtimestamp(ended, UTC) if ended else datetime.now(UTC)
     outcome = _what_the_run_did(context.instance, run.run_id)
     if BACK_AT_TAG in run.tags:
         back = (resolved_at - datetime.fromisoformat(run.tags[BACK_AT_TAG])).total_seconds()

@@ -2,7 +2,7 @@
 has passed since it failed, orphan removal runs (it also runs nightly)."""
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -35,7 +35,7 @@ def orphan_cleanup_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResul
     if due:  # one removal covers every failed run due; its files are older than the safety age by now
         first = min(p["failed_at"] for p in due)
         incident = Incident("orphan_files", ", ".join(p["run_id"] for p in due),
-                            datetime.fromtimestamp(first, timezone.utc), context.sensor_name,
+                            datetime.fromtimestamp(first, UTC), context.sensor_name,
                             "files of failed runs: " + ", ".join(f"{p['job']} {p['run_id']}" for p in due),
                             runbook_page("orphan_files"))
         requests.append(dg.RunRequest(

@@ -3,7 +3,7 @@ check run on its own does not), so this sensor reads the check evaluations thems
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -49,7 +49,7 @@ def quality_gate_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
                 failures.setdefault(run_id, []).append(detail)
         for run_id, details in failures.items():
             incident = Incident("quality_check_failed", f"market_data.{table} batch of run {run_id}",
-                                datetime.now(timezone.utc), context.sensor_name, "; ".join(details),
+                                datetime.now(UTC), context.sensor_name, "; ".join(details),
                                 runbook_page("quality_check_failed"))
             requests.append(dg.RunRequest(
                 run_key=f"quarantine:{table}:{run_id}",

@@ -4,7 +4,7 @@ reports it in the run's metadata. A runbook that cannot fix its incident leaves 
 import json
 import shutil
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -52,7 +52,7 @@ def quarantine_landing_file_op(context: dg.OpExecutionContext, config: LandingFi
     incident = config.opened("run_failed", str(source))
     folder = state_dir() / "quarantine" / "asx"
     folder.mkdir(parents=True, exist_ok=True)
-    moved = folder / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{source.name}"
+    moved = folder / f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{source.name}"
     if not source.exists():
         return _finish(context, iceberg, incident.escalate(
             f"quarantine {source}", f"{source} is no longer in the landing folder: nothing moved", context.run_id), {})
@@ -99,7 +99,7 @@ def quarantine_bad_batch_op(context: dg.OpExecutionContext, config: BadBatchConf
     incident = config.opened("quality_check_failed", config.source_run_id)
     catalog, checks = iceberg.catalog(), [name.strip() for name in config.check.split(",")]
     pick = None if config.whole_batch else failing_drained_rows(catalog, config.table, checks, quality.thresholds(),
-                                                                 datetime.now(timezone.utc))
+                                                                 datetime.now(UTC))
     result = quarantine_run(catalog, binance_kafka.target(config.table), config.source_run_id, config.check,
                             incident.detail, context.run_id, pick=pick)
     taken = "the batch" if config.whole_batch else f"the rows failing {config.check}"

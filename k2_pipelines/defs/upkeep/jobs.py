@@ -2,7 +2,7 @@
 dry run, each reporting files and bytes before and after and its duration per table."""
 
 from dataclasses import asdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
@@ -97,7 +97,7 @@ def _batches_to_quarantine(instance: dg.DagsterInstance, catalog) -> frozenset[s
 
 @dg.op
 def expire(context: dg.OpExecutionContext, config: ExpireConfig, iceberg: IcebergCatalogResource) -> dg.Output:
-    catalog, now = iceberg.catalog(), datetime.now(timezone.utc)
+    catalog, now = iceberg.catalog(), datetime.now(UTC)
     days = now - timedelta(days=config.older_than_days)
     kept_runs = runs_named_by_open_incidents(catalog) | _batches_to_quarantine(context.instance, catalog)
     results = [expire_snapshots(catalog, identifier, now - timedelta(hours=config.drained_older_than_hours),
@@ -120,7 +120,7 @@ def _oldest_run_in_flight(instance: dg.DagsterInstance, this_run: str) -> dateti
 @dg.op
 def remove_orphans(context: dg.OpExecutionContext, config: OrphanConfig, iceberg: IcebergCatalogResource) -> dg.Output:
     catalog = iceberg.catalog()
-    older_than = datetime.now(timezone.utc) - max(timedelta(hours=config.older_than_hours), MIN_ORPHAN_AGE)
+    older_than = datetime.now(UTC) - max(timedelta(hours=config.older_than_hours), MIN_ORPHAN_AGE)
     in_flight = _oldest_run_in_flight(context.instance, context.run_id)
     if in_flight and in_flight < older_than:
         context.log.info(f"a run in flight started at {in_flight}: nothing written since then is touched")

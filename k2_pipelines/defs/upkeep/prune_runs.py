@@ -12,7 +12,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -106,7 +106,7 @@ def _old_finished_runs(instance: dg.DagsterInstance, config: PruneRunsConfig, no
 def prune(context: dg.OpExecutionContext, config: PruneRunsConfig, iceberg: IcebergCatalogResource) -> dg.Output:
     started = time.monotonic()
     held, counts, deleted = _Held(context.instance, iceberg.catalog()), Counter(), 0
-    for record, if_deleted in _old_finished_runs(context.instance, config, datetime.now(timezone.utc)):
+    for record, if_deleted in _old_finished_runs(context.instance, config, datetime.now(UTC)):
         if deleted >= config.max_deleted:
             break
         reason = held.why(record)

@@ -3,7 +3,7 @@
 import json
 from collections import Counter
 from dataclasses import dataclass, replace
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -48,7 +48,7 @@ class LoadResult:
 
 
 def local_midnight_utc(day: date) -> datetime:
-    return datetime.combine(day, time(), ZoneInfo(TIMEZONE)).astimezone(timezone.utc)
+    return datetime.combine(day, time(), ZoneInfo(TIMEZONE)).astimezone(UTC)
 
 
 def _reject_rows(rejects: list[dict], source: str, run_id: str, now: datetime) -> pa.Table:
@@ -111,7 +111,7 @@ def load_market_days(catalog: Catalog, landing: Path, layout: CsvLayout, first: 
     companies = _companies(landing)
     files = sorted((landing / layout.kind).glob("*.csv"))
     first_day, last_day = (first - EPOCH).days, (last - EPOCH).days
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     rules = row_rules(market_checks(layout.kind, table.schema(), layout.id_field, thresholds, now)
                       + asx_checks(thresholds))
     listed = listings(catalog)
@@ -168,7 +168,7 @@ def load_reference_data(catalog: Catalog, landing: Path, run_id: str) -> LoadRes
     """Replace the ASX rows of reference_data with the drop's company_info.csv."""
     path = landing / "company_info.csv"
     records, rejects = read_company_info(path)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     today = now.date()
 
     def midnight(day: date | None) -> datetime | None:

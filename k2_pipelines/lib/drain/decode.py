@@ -34,7 +34,7 @@ def _body_error(schema: dict, body: bytes) -> str:
     """What fastavro says about a body the bulk decoder flagged (it reads some bad bodies fastavro accepts)."""
     try:
         fastavro.schemaless_reader(io.BytesIO(body), fastavro.parse_schema(schema))
-    except Exception as error:  # noqa: BLE001 - any failure of the reader is the reason
+    except Exception as error:
         return f"{type(error).__name__}: {error}"
     return "the body does not fit its schema (trailing bytes, or a decimal beyond its precision)"
 

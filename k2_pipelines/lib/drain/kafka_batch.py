@@ -4,7 +4,7 @@ import gc
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
@@ -139,7 +139,7 @@ class TopicReader:
             self.consumer.assign([TopicPartition(self.topic, partition, high - 1)])
             for message in self.consumer.consume(1, timeout=10):
                 if message.error() is None and message.timestamp()[1] > 0:
-                    written = datetime.fromtimestamp(message.timestamp()[1] / 1000, timezone.utc)
+                    written = datetime.fromtimestamp(message.timestamp()[1] / 1000, UTC)
                     newest = max(newest or written, written)
         return newest
 

@@ -2,7 +2,7 @@
 of one UTC day of a gold bars table."""
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -49,7 +49,7 @@ def _counts(symbols: pa.ChunkedArray) -> dict[str, int]:
 
 
 def utc_day_range(day: date) -> tuple[datetime, datetime]:
-    start = datetime.combine(day, time(), timezone.utc)
+    start = datetime.combine(day, time(), UTC)
     return start, start + timedelta(days=1)
 
 

@@ -1,6 +1,6 @@
 """Per-table statistics read from the catalog (snapshot summaries, file statistics): cheap, no data scan."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.conversions import from_bytes
@@ -43,4 +43,4 @@ def newest_event_time(table: Table, exchange: str) -> datetime | None:
     bounds = [from_bytes(TimestamptzType(), task.file.upper_bounds[field_id])
               for task in table.scan(row_filter=EqualTo("exchange", exchange)).plan_files()
               if field_id in (task.file.upper_bounds or {})]
-    return datetime.fromtimestamp(max(bounds) / 1e6, timezone.utc) if bounds else None
+    return datetime.fromtimestamp(max(bounds) / 1e6, UTC) if bounds else None

@@ -8,7 +8,7 @@ rows are written (ids already committed, repeats within a batch), and an ASX id 
 """
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import great_expectations.expectations as gxe
 import numpy as np
@@ -130,4 +130,4 @@ def listings(catalog: Catalog) -> pa.Table:
 
 def write_rules(kind: str, schema: Schema, id_column: str, thresholds: Thresholds) -> list[Check]:
     """The row rules of trades or quotes as they are written now."""
-    return row_rules(market_checks(kind, schema, id_column, thresholds, datetime.now(timezone.utc)))
+    return row_rules(market_checks(kind, schema, id_column, thresholds, datetime.now(UTC)))

@@ -4,7 +4,7 @@ Every function returns a pyarrow.Table; times are UTC, start inclusive and end e
 text: symbols, times, limits and file lists reach DuckDB as parameters only."""
 
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -81,7 +81,7 @@ def snapshots(table="trades", *, catalog: Catalog | None = None) -> pa.Table:
     rows = [{
         "snapshot_id": s.snapshot_id,
         "parent_id": s.parent_snapshot_id,
-        "committed_at": datetime.fromtimestamp(s.timestamp_ms / 1000, timezone.utc),
+        "committed_at": datetime.fromtimestamp(s.timestamp_ms / 1000, UTC),
         "operation": s.summary.operation.value if s.summary else None,
         "added_records": int((s.summary or {}).get("added-records", 0)),
         "total_records": int((s.summary or {}).get("total-records", 0)),

@@ -2,9 +2,9 @@
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-EARLIEST = datetime(1990, 1, 1, tzinfo=timezone.utc)  # before any electronic market data K2 could hold
+EARLIEST = datetime(1990, 1, 1, tzinfo=UTC)  # before any electronic market data K2 could hold
 FUTURE_SLACK = timedelta(days=1)  # exchange clocks and time zones: nothing happened later than a day from now
 # a year per query: an interactive query plans and reads the range's files; longer spans are backfill work
 MAX_RANGE = timedelta(days=366)
@@ -37,7 +37,7 @@ def timestamp(value, name: str) -> datetime:
                 from None
     if not isinstance(value, datetime):
         raise QueryError(f"{name} must be a datetime or an ISO 8601 string, not {type(value).__name__}")
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def time_range(start, end) -> tuple[datetime, datetime]:
@@ -47,7 +47,7 @@ def time_range(start, end) -> tuple[datetime, datetime]:
         raise QueryError(f"end ({end.isoformat()}) must be after start ({start.isoformat()})")
     if start < EARLIEST:
         raise QueryError(f"start ({start.isoformat()}) is before {EARLIEST.year}: K2 holds no data that old")
-    latest = datetime.now(timezone.utc) + FUTURE_SLACK
+    latest = datetime.now(UTC) + FUTURE_SLACK
     if end > latest:
         raise QueryError(f"end ({end.isoformat()}) is in the future (after {latest.isoformat(timespec='seconds')})")
     if end - start > MAX_RANGE:

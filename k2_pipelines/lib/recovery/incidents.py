@@ -4,7 +4,7 @@ market_data.incidents (rewritten as the incident moves from open to resolved).""
 import re
 import uuid
 from dataclasses import asdict, dataclass, field, fields, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
@@ -17,7 +17,7 @@ OPEN, RESOLVED, NEEDS_HUMAN = "open", "resolved", "needs_human"
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

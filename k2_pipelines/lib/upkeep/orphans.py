@@ -10,7 +10,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from pyarrow.fs import FileInfo, FileSelector, FileSystem, FileType
 from pyiceberg.catalog import Catalog
@@ -57,7 +57,7 @@ def remove_orphan_files(catalog: Catalog, identifier: str, older_than: datetime,
     """Delete the unreferenced files under the table's location last modified before `older_than`.
     A dry run deletes nothing and reports what would go."""
     started, cutoff = time.perf_counter(), cutoff_ms(older_than)
-    latest = datetime.now(timezone.utc) - MIN_ORPHAN_AGE
+    latest = datetime.now(UTC) - MIN_ORPHAN_AGE
     if older_than > latest:
         raise ValueError(f"older_than {older_than.isoformat()} is later than now - MIN_ORPHAN_AGE "
                          f"({latest.isoformat()}): files of a commit in flight could be taken for orphans")
