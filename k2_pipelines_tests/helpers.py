@@ -21,8 +21,13 @@ def lines_by_date(folder: Path) -> Counter:
     return counts
 
 
-def run_asx_load(start: str, end: str | None = None, raise_on_error: bool = True,
-                 instance: dg.DagsterInstance | None = None, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
+def run_asx_load(
+    start: str,
+    end: str | None = None,
+    raise_on_error: bool = True,
+    instance: dg.DagsterInstance | None = None,
+    run_config: dict | None = None,
+) -> dg.ExecuteInProcessResult:
     job = defs().resolve_job_def("asx_load")
     tags = {RANGE_START_TAG: start, RANGE_END_TAG: end or start}
     return job.execute_in_process(tags=tags, raise_on_error=raise_on_error, instance=instance, run_config=run_config)

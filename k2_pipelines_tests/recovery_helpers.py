@@ -34,7 +34,9 @@ def produce(broker: Broker, topics: Topics, tmp_path, frames: int, seed: int) ->
 
 def tick(sensor, instance, resources: dict, cursor: str | None = None):
     """One evaluation of a sensor, as the daemon runs it (the result carries the next cursor)."""
-    return sensor(dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor, sensor_name=sensor.name))
+    return sensor(
+        dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor, sensor_name=sensor.name)
+    )
 
 
 def skipped(result) -> str | None:

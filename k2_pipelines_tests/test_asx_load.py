@@ -17,7 +17,9 @@ DAYS = [d.isoformat() for d in trading_days(DEFAULT_START, SAMPLE_DAYS)]
 
 
 def _local_date_list(table: pa.Table) -> list[str]:
-    return pc.strftime(table["timestamp"].cast(pa.timestamp("us", tz="Australia/Sydney")), format="%Y-%m-%d").to_pylist()
+    return pc.strftime(
+        table["timestamp"].cast(pa.timestamp("us", tz="Australia/Sydney")), format="%Y-%m-%d"
+    ).to_pylist()
 
 
 def _local_dates(table: pa.Table) -> dict[str, int]:
@@ -70,19 +72,29 @@ def test_reload_replaces_instead_of_duplicating(catalog, landing):
 def test_partition_reload_leaves_other_days_and_exchanges_alone(catalog, landing):
     run_asx_load(DAYS[0], DAYS[-1])
     other = scan(catalog, TRADES.identifier).slice(0, 1).to_pylist()[0] | {
-        "exchange": "BINANCE", "symbol": "BTCUSDT", "trade_id": "BINANCE-1", "asset_class": "crypto", "currency": "USDT",
+        "exchange": "BINANCE",
+        "symbol": "BTCUSDT",
+        "trade_id": "BINANCE-1",
+        "asset_class": "crypto",
+        "currency": "USDT",
         "vendor_data": None,
     }
     binance = replacement(catalog, TRADES.identifier, pa.Table.from_pylist([other]), EqualTo("exchange", "BINANCE"))
     replace_atomically(catalog, [binance], {})
     untouched_day = scan(catalog, TRADES.identifier)
-    untouched_ids = set(pc.filter(untouched_day["trade_id"], pc.match_substring(untouched_day["trade_id"], f"-{DAYS[0].replace('-', '')}-")).to_pylist())
+    untouched_ids = set(
+        pc.filter(
+            untouched_day["trade_id"], pc.match_substring(untouched_day["trade_id"], f"-{DAYS[0].replace('-', '')}-")
+        ).to_pylist()
+    )
 
     # the middle day loses half of one company's trades in a new drop: that day is reloaded, and only it
     path = landing / "trades" / "7458.csv"
     middle = datetime.fromisoformat(DAYS[1]).strftime("%m/%d/%Y").encode()
     lines = path.read_bytes().split(b"\r\n")[:-1]
-    path.write_bytes(b"".join(line + b"\r\n" for i, line in enumerate(lines) if not (line.startswith(middle) and i % 2)))
+    path.write_bytes(
+        b"".join(line + b"\r\n" for i, line in enumerate(lines) if not (line.startswith(middle) and i % 2))
+    )
     result = run_asx_load(DAYS[1])
     after = scan(catalog, TRADES.identifier)
     assert _local_dates(after.filter(pc.equal(after["exchange"], "ASX"))) == dict(lines_by_date(landing / "trades"))

@@ -39,7 +39,9 @@ def test_every_kind_of_bad_row_lands_in_rejects_with_its_reason(catalog, landing
     _write(path, lines)
     result = run_asx_load(DAY)
 
-    rejects = scan(catalog, REJECTS.identifier).filter(pc.equal(scan(catalog, REJECTS.identifier)["source"], "asx_trades"))
+    rejects = scan(catalog, REJECTS.identifier).filter(
+        pc.equal(scan(catalog, REJECTS.identifier)["source"], "asx_trades")
+    )
     by_line = {row["line_number"]: row for row in rejects.to_pylist()}
     for offset, (line, reason) in enumerate(BAD_LINES):
         number = 16 + offset
@@ -54,7 +56,8 @@ def test_every_kind_of_bad_row_lands_in_rejects_with_its_reason(catalog, landing
     trades = scan(catalog, TRADES.identifier)
     bhp = trades.filter(pc.equal(trades["symbol"], "BHP"))
     assert bhp.num_rows == len(good_lines)
-    metadata = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "asx_trades"][0]
+    metadata = next(e for e in result.get_asset_materialization_events()
+                    if e.asset_key.to_user_string() == "asx_trades")
     counts = metadata.materialization.metadata["rejects_by_reason"].value
     assert sum(counts.values()) == len(BAD_LINES) and counts["price_not_positive"] == 2
     assert metadata.materialization.metadata["rows_rejected"].value == len(BAD_LINES)
@@ -74,7 +77,9 @@ def test_rejects_are_replaced_on_reload(catalog, landing):
 def test_bad_date_rows_belong_to_the_day_around_them(catalog, landing):
     days = trading_days(DEFAULT_START, 2)
     second = days[1].strftime("%m/%d/%Y")
-    _write(landing / "trades" / "7078.csv", [GOOD, f"{second},10:00:00.000,1,1,0,,", "garbage-date,10:00:00.000,1,1,0,,"])
+    _write(
+        landing / "trades" / "7078.csv", [GOOD, f"{second},10:00:00.000,1,1,0,,", "garbage-date,10:00:00.000,1,1,0,,"]
+    )
     run_asx_load(DAY)
     assert scan(catalog, REJECTS.identifier).num_rows == 0  # the bad line follows a row of the second day
     run_asx_load(days[1].isoformat())
@@ -103,8 +108,10 @@ def test_unreadable_file_fails_the_run_and_writes_nothing(catalog, landing, cont
     bad.write_bytes(content)
     result = run_asx_load(DAY, raise_on_error=False)
     assert not result.success
-    failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE" and e.step_key == "asx_trades"][0]
-    assert str(bad) in failure.event_specific_data.error.message and message in failure.event_specific_data.error.message
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE" and e.step_key == "asx_trades")
+    assert (
+        str(bad) in failure.event_specific_data.error.message and message in failure.event_specific_data.error.message
+    )
     assert catalog.load_table(TRADES.identifier).metadata_location == before
     assert catalog.load_table(REJECTS.identifier).metadata_location == rejects_before
     assert lines_by_date(landing / "quotes")  # the drop itself is untouched

@@ -10,8 +10,8 @@ QUOTE = re.compile(r"\d\d/\d\d/\d{4},\d\d:\d\d:\d\d\.\d{3},\d+\.\d{3},\d+\.\d{3}
 
 def test_sample_is_deterministic_and_in_the_asx_format(tmp_path, capsys):
     args = ["sample", "asx", "--days", "3", "--symbols", "BHP,RIO,MWR", "--trades", "20000"]
-    assert main(args + ["--out", str(tmp_path / "a")]) == 0
-    assert main(args + ["--out", str(tmp_path / "b")]) == 0
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.csv"))
     assert [str(f) for f in files] == ["company_info.csv", "quotes/3153.csv", "quotes/7078.csv", "quotes/7458.csv",
                                        "trades/3153.csv", "trades/7078.csv", "trades/7458.csv"]

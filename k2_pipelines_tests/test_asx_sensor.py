@@ -31,7 +31,9 @@ def test_changed_file_requests_only_its_dates_with_a_new_run_key(tmp_path):
     # a corrected file holding only the third day
     path = landing / "trades" / "7078.csv"
     third = days[2].strftime("%m/%d/%Y").encode()
-    path.write_bytes(b"".join(line + b"\r\n" for line in path.read_bytes().split(b"\r\n")[:-1] if line.startswith(third)))
+    path.write_bytes(
+        b"".join(line + b"\r\n" for line in path.read_bytes().split(b"\r\n")[:-1] if line.startswith(third))
+    )
     os.utime(path, ns=(1, 1))  # a new fingerprint even within the same clock tick
     second = _tick(landing, first.cursor)
     # the file used to hold all five days: all of them must be reloaded (rows disappeared from four)
@@ -47,7 +49,10 @@ def test_weekend_splits_runs_and_dates_outside_the_partitions_are_skipped(tmp_pa
     state = {"a.csv": {"fp": "1", "dates": ["2013-12-31", "2014-03-13", "2014-03-14", "2014-03-17", "2099-01-01"]}}
     requests, skipped = plan_runs(state, {}, "2014-01-01", "2026-11-22")
     assert skipped == ["2013-12-31", "2099-01-01"]
-    assert [(r.tags.get(RANGE_START_TAG), r.partition_key) for r in requests] == [("2014-03-13", None), (None, "2014-03-17")]
+    assert [(r.tags.get(RANGE_START_TAG), r.partition_key) for r in requests] == [
+        ("2014-03-13", None),
+        (None, "2014-03-17"),
+    ]
 
 
 def test_a_broken_file_still_gets_its_dates_loaded(tmp_path):

@@ -103,8 +103,12 @@ def _table_for(schema: dict, rows: list[dict]) -> pa.Table:
              "quantity": pa.decimal128(18, 8), "trade_conditions": pa.list_(pa.string()),
              "source_sequence": pa.int64(), "platform_sequence": pa.int64(),
              "vendor_data": pa.map_(pa.string(), pa.string())}
-    return pa.table({field["name"]: pa.array([row[field["name"]] for row in rows], types.get(field["name"], pa.string()))
-                     for field in schema["fields"]})
+    return pa.table(
+        {
+            field["name"]: pa.array([row[field["name"]] for row in rows], types.get(field["name"], pa.string()))
+            for field in schema["fields"]
+        }
+    )
 
 
 def test_varints_are_zigzag_base128():

@@ -51,7 +51,8 @@ EDGE_CASES = [
     _frame(TRADE, b=88, a=50), _frame(TRADE).replace("BTCUSDT", "BTC\tUSDT"), _frame(TRADE).replace(",", ",\n", 1),
     _frame(TRADE).replace(",", ",\r", 1), _frame(TRADE).replace("BTCUSDT", "BTC\nUSDT"), _frame(TRADE) + "\r\n",
     _frame(TRADE, p="0" * 30 + "1.5"), _frame(TRADE, p="1.5" + "0" * 30), _frame(TRADE, p="1.2.3"),
-    _frame(TRADE, p="0.1"), _frame(TRADE, p="0000000000.00000001"), _frame(TRADE, p="12a"), '{"data":' + json.dumps(TRADE) + ',"data":{}}', "{" * 5000,
+    _frame(TRADE, p="0.1"), _frame(TRADE, p="0000000000.00000001"), _frame(TRADE, p="12a"),
+    '{"data":' + json.dumps(TRADE) + ',"data":{}}', "{" * 5000,
 ]
 
 

@@ -18,7 +18,9 @@ SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT"]
 
 def test_every_frame_lands_once_with_key_schema_id_and_values(kafka_broker, tmp_path):
     session = tmp_path / "session.jsonl"
-    counts = generate_session(session, SYMBOLS, 4_000, seed=9, faults={"gaps", "duplicates", "out_of_order", "malformed"})
+    counts = generate_session(
+        session, SYMBOLS, 4_000, seed=9, faults={"gaps", "duplicates", "out_of_order", "malformed"}
+    )
     assert counts["malformed"] > 0 and counts["duplicates"] > 0
     registry = EmbeddedRegistry(tmp_path / "registry.json")
     topics = unique_topics()

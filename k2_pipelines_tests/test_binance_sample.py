@@ -1,5 +1,6 @@
 """Generated sessions inject exactly the faults they report."""
 
+import itertools
 import json
 from collections import Counter
 
@@ -17,5 +18,5 @@ def test_resets_restart_lower_without_reusing_a_trade_id(tmp_path):
     descents = 0
     for symbol in {symbol for symbol, _ in keys}:
         ids = [trade_id for s, trade_id in keys if s == symbol]
-        descents += sum(later < earlier for earlier, later in zip(ids, ids[1:]))
+        descents += sum(later < earlier for earlier, later in itertools.pairwise(ids))
     assert descents == counts["resets"]

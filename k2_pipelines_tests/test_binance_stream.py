@@ -1,4 +1,5 @@
 import asyncio
+import contextlib
 from collections import Counter
 
 from k2_pipelines.lib.avro.registry import EmbeddedRegistry
@@ -21,10 +22,8 @@ def _stream_until(settings: StreamSettings, on_frame, state: Counter, done, time
         while not done() and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
         task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await task
-        except asyncio.CancelledError:
-            pass
 
     asyncio.run(main())
 

@@ -64,10 +64,14 @@ def _quarantine_rows(*held: tuple[str, str, str]) -> pa.Table:
 
 def test_repeats_of_rows_taken_out_into_quarantine_are_found_for_their_table_only(catalog):
     quarantine = catalog.load_table(QUARANTINE.identifier)
-    quarantine.append(_quarantine_rows(("market_data.trades", "BTCUSDT", "BINANCE-7"),
-                                       ("market_data.trades", "BTCUSDT", "BINANCE-odd"),
-                                       ("market_data.quotes", "ETHUSDT", "BINANCE-5"),
-                                       ("market_data.trades", "ETHUSDT", "BINANCE-9")).cast(quarantine.schema().as_arrow()))
+    quarantine.append(
+        _quarantine_rows(
+            ("market_data.trades", "BTCUSDT", "BINANCE-7"),
+            ("market_data.trades", "BTCUSDT", "BINANCE-odd"),
+            ("market_data.quotes", "ETHUSDT", "BINANCE-5"),
+            ("market_data.trades", "ETHUSDT", "BINANCE-9"),
+        ).cast(quarantine.schema().as_arrow())
+    )
     batch = _rows(("BINANCE", "BTCUSDT", "BINANCE-7", 0),  # quarantined from trades
                   ("BINANCE", "BTCUSDT", "BINANCE-odd", 0),  # quarantined, not numbered
                   ("BINANCE", "BTCUSDT", "BINANCE-6", 0),  # at or below the ceiling, but never quarantined

@@ -79,7 +79,10 @@ def test_expiry_keeps_the_ancestry_back_to_each_topics_offsets_and_deletes_only_
     ancestry = [s.snapshot_id for s in ancestors_of(table.current_snapshot(), table.metadata)]
     expected_kept = ancestry[: ancestry.index(snapshots[3]) + 1]  # current back to t2's offsets
     checkpoints = {topic: stored_checkpoint(table, topic) for topic in ("t1", "t2")}
-    rows, rows_at_kept = _lines(scan(catalog, REJECTS.identifier)), _lines(table.scan(snapshot_id=snapshots[3]).to_arrow())
+    rows, rows_at_kept = (
+        _lines(scan(catalog, REJECTS.identifier)),
+        _lines(table.scan(snapshot_id=snapshots[3]).to_arrow()),
+    )
     before = _referenced(table)
     [first_a] = [e.data_file.file_path for m in table.snapshot_by_id(snapshots[0]).manifests(table.io)
                  for e in m.fetch_manifest_entry(table.io)]
@@ -93,7 +96,9 @@ def test_expiry_keeps_the_ancestry_back_to_each_topics_offsets_and_deletes_only_
     after_table = catalog.load_table(REJECTS.identifier)
     after = _referenced(after_table)
     assert sorted(s.snapshot_id for s in after_table.snapshots()) == sorted(expected_kept)
-    assert sorted(result.snapshots_expired) == sorted(set(ancestry) - set(expected_kept)) == sorted(dry.snapshots_expired)
+    assert (
+        sorted(result.snapshots_expired) == sorted(set(ancestry) - set(expected_kept)) == sorted(dry.snapshots_expired)
+    )
     assert sorted(result.snapshots_kept_for_offsets) == sorted(expected_kept[1:])  # all but the current one
     assert {topic: stored_checkpoint(after_table, topic) for topic in ("t1", "t2")} == checkpoints
     assert _lines(scan(catalog, REJECTS.identifier)) == rows
@@ -101,7 +106,11 @@ def test_expiry_keeps_the_ancestry_back_to_each_topics_offsets_and_deletes_only_
     assert all(_exists(uri) for uri in after)
     assert not any(_exists(uri) for uri in before - after)
     assert first_a in before - after  # the data file only expired snapshots read
-    assert (result.files_before, result.files_after, result.files_deleted) == (len(before), len(after), len(before - after))
+    assert (result.files_before, result.files_after, result.files_deleted) == (
+        len(before),
+        len(after),
+        len(before - after),
+    )
     assert (dry.files_before, dry.files_deleted, dry.bytes_deleted) == (
         result.files_before, result.files_deleted, result.bytes_deleted)
     new_metadata = os.path.getsize(urlparse(after_table.metadata_location).path)  # the expiry commit's
@@ -136,7 +145,8 @@ def test_expiry_racing_a_drain_like_writer_loses_no_file_and_no_offset(catalog):
     assert _lines(scan(catalog, REJECTS.identifier)) == sorted(
         [f"base-{n}" for n in range(20)] + [f"w-{n}" for n in range(writes * 10, writes * 10 + 3)])
     assert all(_exists(uri) for uri in _referenced(table))
-    assert sum(e.files_deleted for e in expiries) > 0 and len(table.snapshots()) == 1  # the current one holds the offsets
+    # the current snapshot holds the offsets
+    assert sum(e.files_deleted for e in expiries) > 0 and len(table.snapshots()) == 1
 
 
 def test_snapshots_of_a_run_an_open_incident_names_are_kept_until_it_is_resolved(catalog):
@@ -171,7 +181,9 @@ def test_a_table_kept_in_hours_keeps_each_days_newest_snapshot_for_days(catalog,
     monkeypatch.undo()
     current = _append(catalog, _rows("now", 0, 2), _checkpoint("t", 9))
 
-    week = expire_snapshots(catalog, REJECTS.identifier, now - timedelta(hours=2), days_ends_after=now - timedelta(days=7))
+    week = expire_snapshots(
+        catalog, REJECTS.identifier, now - timedelta(hours=2), days_ends_after=now - timedelta(days=7)
+    )
     assert sorted(week.snapshots_expired) == sorted([ids[0], ids[2]])  # each earlier day's newest stays
     table = catalog.load_table(REJECTS.identifier)
     assert table.scan(snapshot_id=ids[1]).to_arrow().num_rows == 4

@@ -13,7 +13,9 @@ def test_dates_are_strict_calendar_dates():
 
 
 def test_times_need_three_decimals_and_real_clock_values():
-    valid, micros = parse_times(pa.array(["07:57:14.754", "23:59:59.999", "24:00:00.000", "7:57:14.754", "07:57:14", "07:5a:14.754"]))
+    valid, micros = parse_times(
+        pa.array(["07:57:14.754", "23:59:59.999", "24:00:00.000", "7:57:14.754", "07:57:14", "07:5a:14.754"])
+    )
     assert valid.tolist() == [True, True, False, False, False, False]
     assert micros[:2].tolist() == [28_634_754_000, 86_399_999_000]
 

@@ -164,7 +164,9 @@ def test_a_drained_batch_that_failed_a_blocking_check_holds_its_day_back_until_q
 
         message = _held_back(_build(instance, day))
         assert message.startswith(f"ohlcv_1m held back 1 of the run's 1 UTC day(s) ({day})")
-        assert f"- {day}: Binance batch (" in message and f"written by run {bad.run_id}: failed not_in_future" in message
+        assert (
+            f"- {day}: Binance batch (" in message and f"written by run {bad.run_id}: failed not_in_future" in message
+        )
         assert f"quarantine_bad_batch with table=trades, source_run_id={bad.run_id}" in message
         assert _no_bars(catalog)
         # expiry of everything it may take keeps the bad batch's snapshot: the gate and the quarantine need it

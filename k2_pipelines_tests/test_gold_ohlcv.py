@@ -78,7 +78,9 @@ def _gold(catalog, interval: str, day: date | None = None) -> pa.Table:
 def _day_files(catalog, interval: str, day: date) -> set[str]:
     start, end = utc_day_range(day)
     table = catalog.load_table(OHLCV_TABLES[interval].identifier)
-    tasks = table.scan(row_filter=f"bar_start >= '{start.isoformat()}' and bar_start < '{end.isoformat()}'").plan_files()
+    tasks = table.scan(
+        row_filter=f"bar_start >= '{start.isoformat()}' and bar_start < '{end.isoformat()}'"
+    ).plan_files()
     return {task.file.file_path for task in tasks}
 
 
@@ -197,9 +199,13 @@ def test_a_failed_blocking_check_on_the_trades_stops_the_bars_in_the_same_run(ka
     def run(quality: QualityResource) -> dg.ExecuteInProcessResult:
         kafka = BinanceKafkaResource(bootstrap=kafka_broker.bootstrap, trades_topic=topics.trades,
                                      quotes_topic=topics.quotes)
-        return dg.materialize([binance_trades, binance_trades_quality, ohlcv_1m], partition_key=day,
-                              raise_on_error=False, instance=instance,
-                              resources={"iceberg": IcebergCatalogResource(), "binance_kafka": kafka, "quality": quality})
+        return dg.materialize(
+            [binance_trades, binance_trades_quality, ohlcv_1m],
+            partition_key=day,
+            raise_on_error=False,
+            instance=instance,
+            resources={"iceberg": IcebergCatalogResource(), "binance_kafka": kafka, "quality": quality},
+        )
 
     with dg.instance_for_test() as instance:  # one instance: the second run's gate also sees the first's failure
         blocked = run(QualityResource(future_tolerance_seconds=-1e10))  # every trade is "in the future": ERROR

@@ -10,8 +10,19 @@ from k2_pipelines_tests.helpers import scan
 
 def _reject(reason: str, source: str = "test") -> pa.Table:
     return pa.Table.from_pylist(
-        [dict(source=source, partition_key=None, source_file="f", line_number=1, raw_line="x", reason=reason, detail=None,
-              run_id="r", rejected_at=pa.scalar(0, pa.timestamp("us", tz="UTC")).as_py())],
+        [
+            dict(
+                source=source,
+                partition_key=None,
+                source_file="f",
+                line_number=1,
+                raw_line="x",
+                reason=reason,
+                detail=None,
+                run_id="r",
+                rejected_at=pa.scalar(0, pa.timestamp("us", tz="UTC")).as_py(),
+            )
+        ],
         schema=REJECTS.schema().as_arrow(),
     )
 
@@ -49,7 +60,10 @@ def test_a_conflict_on_one_table_commits_neither(catalog):
 def test_tables_are_created_once_with_their_partitioning(catalog):
     again = ensure_tables(catalog)
     trades = again["trades"]
-    assert [(f.name, str(f.transform)) for f in trades.spec().fields] == [("timestamp_day", "day"), ("exchange", "identity")]
+    assert [(f.name, str(f.transform)) for f in trades.spec().fields] == [
+        ("timestamp_day", "day"),
+        ("exchange", "identity"),
+    ]
     assert str(trades.schema().find_field("price").field_type) == "decimal(18, 8)"
     assert str(trades.schema().find_field("timestamp").field_type) == "timestamptz"
     assert sorted(name for _, name in catalog.list_tables("market_data")) == sorted(t.name for t in ALL_TABLES)

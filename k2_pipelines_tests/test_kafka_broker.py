@@ -18,7 +18,9 @@ def test_produce_consume_round_trip(kafka_broker):
     for value in sent:
         producer.produce(topic, key=b"k", value=value)
     assert producer.flush(30) == 0
-    consumer = Consumer({"bootstrap.servers": kafka_broker.bootstrap, "group.id": topic, "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {"bootstrap.servers": kafka_broker.bootstrap, "group.id": topic, "auto.offset.reset": "earliest"}
+    )
     consumer.subscribe([topic])
     received = []
     try:

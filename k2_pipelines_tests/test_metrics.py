@@ -58,7 +58,9 @@ def samples(families) -> dict[tuple[str, tuple], float]:
         for sample in family.samples:
             definition = CATALOGUE.get(sample.name)
             assert definition is not None, f"{sample.name} is not in the catalogue"
-            assert family.type == definition.type, f"{sample.name} is a {family.type}, the catalogue says {definition.type}"
+            assert family.type == definition.type, (
+                f"{sample.name} is a {family.type}, the catalogue says {definition.type}"
+            )
             assert set(sample.labels) == set(definition.labels), f"{sample.name} labels {sorted(sample.labels)}"
             key = (sample.name, tuple(sorted(sample.labels.items())))
             assert key not in found, f"{key} twice"
@@ -131,7 +133,9 @@ def test_the_scrape_reports_tables_lag_dead_letters_gaps_incidents_and_upkeep(ka
 
     found = samples(collector.collect())
     rows = catalog.load_table("market_data.trades").scan().to_arrow()
-    assert one(found, "k2_table_rows", table="market_data.trades") == rows.num_rows == sum(r.rows_written for r in trades)
+    assert (
+        one(found, "k2_table_rows", table="market_data.trades") == rows.num_rows == sum(r.rows_written for r in trades)
+    )
     files = len(catalog.load_table("market_data.trades").inspect.files())
     assert one(found, "k2_table_data_files", table="market_data.trades") == files
     assert one(found, "k2_table_small_files", table="market_data.trades") == files  # all far under 96 MB
@@ -292,5 +296,7 @@ def test_a_failed_push_does_not_fail_the_run(kafka_broker, catalog, tmp_path, mo
                                                        quotes_topic=topics.quotes)}
     result = dg.materialize([binance_trades], resources=resources)
     assert result.success
-    assert result.asset_materializations_for_node("binance_trades")[0].metadata["rows_written"].value == counts["trades"]
+    assert (
+        result.asset_materializations_for_node("binance_trades")[0].metadata["rows_written"].value == counts["trades"]
+    )
     assert any("not pushed" in record.getMessage() for record in caplog.records)

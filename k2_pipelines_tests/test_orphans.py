@@ -37,7 +37,9 @@ def test_a_killed_drains_files_are_deleted_once_old_and_referenced_files_never(k
     # independently of TableFiles: the killed drain's data files, which no snapshot lists, and metadata json files
     # outside the metadata log (each process's ensure_tables writes one before finding the table exists)
     listed = {urlparse(uri).path for uri in table.inspect.all_data_files().column("file_path").to_pylist()}
-    logged = {urlparse(uri).path for uri in [table.metadata_location, *(e.metadata_file for e in table.metadata.metadata_log)]}
+    logged = {
+        urlparse(uri).path for uri in [table.metadata_location, *(e.metadata_file for e in table.metadata.metadata_log)]
+    }
     orphans = {path for path in on_disk if (path.endswith(".parquet") and path not in listed)
                or (path.endswith(".metadata.json") and path not in logged)}
     assert any(path.endswith(".parquet") for path in orphans) and on_disk - referenced == orphans

@@ -138,8 +138,13 @@ def test_each_violation_fails_its_check_with_its_count(kind, exchange, check, fa
 
 def test_a_sample_names_the_failing_rows_and_their_values():
     outcome = _market_outcomes("trades", "BINANCE", _set("side", "HOLD", (6, 7)))["side_known"]
-    assert outcome.sample == [{"trade_id": "BINANCE-1006", "side": "HOLD"}, {"trade_id": "BINANCE-1007", "side": "HOLD"}]
-    assert outcome.severity == ERROR and _market_outcomes("trades", "ASX", _shift_prices)["price_jumps"].severity == WARN
+    assert outcome.sample == [
+        {"trade_id": "BINANCE-1006", "side": "HOLD"},
+        {"trade_id": "BINANCE-1007", "side": "HOLD"},
+    ]
+    assert (
+        outcome.severity == ERROR and _market_outcomes("trades", "ASX", _shift_prices)["price_jumps"].severity == WARN
+    )
 
 
 def _reconciliation(source: int, loaded: int, rejected: int):

@@ -40,7 +40,9 @@ def _evaluations(result, asset: str) -> dict:
 
 def _out_of_hours(catalog) -> int:
     """Trades outside 10:00-16:12 Sydney time, counted here without the checks' code."""
-    local = pc.local_timestamp(scan(catalog, TRADES.identifier)["timestamp"].cast(pa.timestamp("us", tz="Australia/Sydney")))
+    local = pc.local_timestamp(
+        scan(catalog, TRADES.identifier)["timestamp"].cast(pa.timestamp("us", tz="Australia/Sydney"))
+    )
     minutes = pc.add(pc.multiply(pc.hour(local), 60), pc.minute(local))
     thresholds = Thresholds()
     return pc.sum(pc.or_(pc.less(minutes, thresholds.trading_opens_minute),
@@ -118,7 +120,9 @@ def test_a_drain_checks_its_batch_and_the_feed(kafka_broker, catalog, tmp_path):
 
     rows = scan(catalog, TRADES.identifier).group_by("symbol").aggregate([("symbol", "count")]).to_pylist()
     gaps = scan(catalog, SEQUENCE_GAPS.identifier).filter(pc.starts_with(pc.field("kind"), "gap"))
-    missing = {g["symbol"]: g["missing_sum"] for g in gaps.group_by("symbol").aggregate([("missing", "sum")]).to_pylist()}
+    missing = {
+        g["symbol"]: g["missing_sum"] for g in gaps.group_by("symbol").aggregate([("missing", "sum")]).to_pylist()
+    }
     over = [r["symbol"] for r in rows
             if missing.get(r["symbol"], 0) / (r["symbol_count"] + missing.get(r["symbol"], 0)) > 0.01]
     assert checks["sequence_gaps"].metadata["failing"].value == len(over) > 0

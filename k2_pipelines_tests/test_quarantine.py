@@ -164,7 +164,7 @@ def test_a_replay_of_a_quarantined_batch_is_not_reingested(kafka_broker, catalog
 def test_failing_rows_leave_alone_and_a_release_puts_them_back_exactly_once(kafka_broker, catalog, tmp_path,
                                                                           monkeypatch, capsys):
     drained = _three_batches(kafka_broker, catalog, tmp_path)
-    a, b, c = drained.batches
+    _, b, c = drained.batches
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
     before = catalog.load_table("market_data.trades").scan().to_arrow().sort_by("trade_id")
 

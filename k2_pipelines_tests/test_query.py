@@ -33,7 +33,7 @@ EVERYTHING = (datetime(2025, 11, 20, tzinfo=UTC), datetime(2025, 11, 23, tzinfo=
 @pytest.fixture
 def drained(kafka_broker, catalog, tmp_path):
     """A session drained into trades and quotes in several commits (snapshots to travel back to)."""
-    _, counts, topics = replay_session(kafka_broker, tmp_path, 6_000, set())
+    _, _, topics = replay_session(kafka_broker, tmp_path, 6_000, set())
     drain_all(kafka_broker, trades_target(topics.trades), Limits(max_messages=1_000))
     drain_all(kafka_broker, quotes_target(topics.quotes))
     return catalog
@@ -62,7 +62,9 @@ def test_trades_and_quotes_equal_an_independent_scan(drained):
     first = trades.sort_values(["timestamp", "trade_id"]).iloc[0]
     start, end = first["timestamp"].to_pydatetime(), first["timestamp"].to_pydatetime() + timedelta(minutes=1)
     got = query.trades(first["symbol"], start, end, catalog=drained).to_pandas()
-    window = trades[(trades["symbol"] == first["symbol"]) & (trades["timestamp"] >= start) & (trades["timestamp"] < end)]
+    window = trades[
+        (trades["symbol"] == first["symbol"]) & (trades["timestamp"] >= start) & (trades["timestamp"] < end)
+    ]
     expected = window.sort_values(["timestamp", "trade_id"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(got[["trade_id", "timestamp", "price", "quantity", "side"]],
                                   expected[["trade_id", "timestamp", "price", "quantity", "side"]], check_dtype=False)
@@ -206,7 +208,7 @@ def test_rows_come_in_event_order_whatever_the_files_and_a_commit_is_seen_at_onc
 
 
 def test_concurrent_queries_share_the_pool(catalog):
-    start, end = _generated(catalog, 2, 100_000)
+    start, _ = _generated(catalog, 2, 100_000)
     symbols = query.symbols(catalog=catalog)["symbol"].to_pylist()
     calls = [(s, start + timedelta(hours=h)) for s in symbols for h in range(0, 48, 6)]
 
@@ -233,9 +235,9 @@ def test_concurrent_queries_share_the_pool(catalog):
 def test_a_query_past_its_time_limit_is_stopped_with_a_clear_error(catalog):
     start, end = _generated(catalog, 3, 1_000_000)
     symbols = query.symbols(catalog=catalog)["symbol"].to_pylist()
-    with pytest.raises(query.QueryError, match="longer than its time limit of 0.005 s"):
+    with pytest.raises(query.QueryError, match=r"longer than its time limit of 0\.005 s"):
         query.ohlcv(symbols, start, end, "1m", time_limit=0.005, catalog=catalog)
-    with pytest.raises(query.QueryError, match="longer than its time limit of 0.005 s"):  # a streamed result too
+    with pytest.raises(query.QueryError, match=r"longer than its time limit of 0\.005 s"):  # a streamed result too
         query.trades(symbols, start, end, limit=1_000_000, time_limit=0.005, catalog=catalog)
     # the pool's connections answer the next queries
     bars = query.ohlcv(symbols[0], start, start + timedelta(hours=1), "1m", catalog=catalog)
@@ -308,6 +310,6 @@ def test_bad_input_is_one_clear_line_and_exit_2(catalog, capsys, argv, message):
 
 def test_an_empty_table_has_no_symbols(catalog):
     assert query.symbols(catalog=catalog).num_rows == 0
-    with pytest.raises(query.QueryError, match="market_data.trades has no symbol BTCUSDT now"):
+    with pytest.raises(query.QueryError, match=r"market_data\.trades has no symbol BTCUSDT now"):
         query.trades("BTCUSDT", *EVERYTHING, catalog=catalog)
     assert pc.sum(query.table_stats(catalog=catalog)["rows"]).as_py() == 0

@@ -43,10 +43,17 @@ from k2_pipelines_tests.recovery_helpers import DRAIN_ASSETS, produce, resolve_i
 
 def _definitions(used: dict) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*DRAIN_ASSETS, asx_reference_data, asx_trades, asx_quotes], asset_checks=[asx_trades_quality, asx_quotes_quality],
-        jobs=[*drain_jobs.values(), asx_load_job, quarantine_bad_batch, quarantine_landing_file,
-              realign_consumer_offsets],
-        resources=used | {"asx_landing": AsxLandingResource()})
+        assets=[*DRAIN_ASSETS, asx_reference_data, asx_trades, asx_quotes],
+        asset_checks=[asx_trades_quality, asx_quotes_quality],
+        jobs=[
+            *drain_jobs.values(),
+            asx_load_job,
+            quarantine_bad_batch,
+            quarantine_landing_file,
+            realign_consumer_offsets,
+        ],
+        resources=used | {"asx_landing": AsxLandingResource()},
+    )
 
 
 def _launch(defs: dg.Definitions, instance, request: dg.RunRequest, job_name: str | None = None):

@@ -150,7 +150,7 @@ def test_an_asx_row_breaking_a_rule_is_a_reject_with_its_rule_and_line_and_its_f
     quotes = landing / "quotes" / "7078.csv"
     lines = quotes.read_text().splitlines()
     bid, ask = lines[3].split(",")[2:4]
-    lines[3] = ",".join(lines[3].split(",")[:2] + [ask, bid] + lines[3].split(",")[4:])  # crossed
+    lines[3] = ",".join([*lines[3].split(",")[:2], ask, bid, *lines[3].split(",")[4:]])  # crossed
     quotes.write_text("\n".join(lines) + "\n")
     # the company behind 7458.csv is listed from the second trading day: its first day's prints come before it
     info = (landing / "company_info.csv").read_text().splitlines()

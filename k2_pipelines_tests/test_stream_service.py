@@ -18,7 +18,9 @@ from k2_pipelines_tests.kafka_helpers import end_offsets
 
 def _metrics(port: int) -> dict[str, float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("k2_")}
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("k2_")
+    }
 
 
 def test_stream_service_records_serves_metrics_and_flushes_on_sigterm(kafka_broker, tmp_path):

@@ -1,4 +1,4 @@
-"""The Dagster webserver and daemon (`dagster dev`) on the project's definitions, and headless Chromium to drive its UI."""
+"""`dagster dev` (webserver and daemon) on the project's definitions, and headless Chromium to drive its UI."""
 
 import json
 import os
@@ -51,8 +51,21 @@ def dagster_dev(k2_home: Path) -> Iterator[int]:
     port = free_port()
     env = os.environ | {"DAGSTER_HOME": str(home)}
     process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=CHECKOUT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "dev",
+            "-w",
+            "workspace.yaml",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=CHECKOUT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 120
