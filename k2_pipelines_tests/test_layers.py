@@ -1,5 +1,6 @@
 """K2's layers, read from the import statements of every module (nothing is imported): cli -> defs -> lib, lib never
-imports Dagster, and K2's packages (lib/<package>, defs/<package>) import one another one way only, without a loop."""
+imports Dagster, and K2's packages (lib/<package>, defs/<package>) import one another one way only, without a loop; environment
+variables are read in settings.py only."""
 
 import ast
 from collections import defaultdict
@@ -97,3 +98,24 @@ def test_no_import_loop_between_packages():
         f"loop {' <-> '.join(loop)}: " + "; ".join(f"{a} -> {b} at {', '.join(sorted(set(where[a, b])))}"
                                                     for a in loop for b in loop if (a, b) in where)
         for loop in loops)
+
+
+def _reads_a_variable(node: ast.AST) -> bool:
+    """os.environ[...] read, os.environ.get(...) or os.getenv(...); passing the whole environment on to a child
+    process, or setting a variable, reads none."""
+    def is_environ(value: ast.AST) -> bool:
+        return isinstance(value, ast.Attribute) and value.attr == "environ" and isinstance(value.value, ast.Name) \
+            and value.value.id == "os"
+    if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load):
+        return is_environ(node.value)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        return (node.func.attr == "get" and is_environ(node.func.value)) or (
+            node.func.attr == "getenv" and isinstance(node.func.value, ast.Name) and node.func.value.id == "os")
+    return False
+
+
+def test_environment_variables_are_read_in_settings_only():
+    readers = [f"{path.relative_to(ROOT.parent)}:{node.lineno}" for path in sorted(ROOT.rglob("*.py"))
+               if path != ROOT / "settings.py" for node in ast.walk(ast.parse(path.read_text(), str(path)))
+               if _reads_a_variable(node)]
+    assert not readers, "read k2_pipelines.settings instead:\n" + "\n".join(readers)
