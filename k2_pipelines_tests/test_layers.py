@@ -1,6 +1,6 @@
 """K2's layers, read from the import statements of every module (nothing is imported): cli -> defs -> lib, lib never
-imports Dagster, and K2's packages (lib/<package>, defs/<package>) import one another one way only, without a loop; environment
-variables are read in settings.py only."""
+imports Dagster, and K2's packages (lib/<package>, defs/<package>) import one another one way only, without a loop.
+Environment variables are read in settings.py only."""
 
 import ast
 from collections import defaultdict
