@@ -41,10 +41,10 @@ def dead_letter_sensor(context: dg.SensorEvaluationContext, iceberg: IcebergCata
             requests.append(dg.RunRequest(
                 run_key=f"replay:{table}:{plan.snapshot_after}:{plan.dead_letters_seen}",
                 run_config=runbook_run_config("redrive_dead_letters", incident, table=table)))
-        elif plan.still_dead >= max(quality.dead_letters_for_incident, 2 * reported.get(table, 0)):
-            # reported again only when it has doubled: one incident per order of growth, not one per tick
-            if try_record(iceberg, incident.escalate("none yet", "fix the producer or register the schema, then "
-                                                     "the sensor replays them", None), context.log):
-                reported[table] = plan.still_dead
+        # reported again only when it has doubled: one incident per order of growth, not one per tick
+        elif plan.still_dead >= max(quality.dead_letters_for_incident, 2 * reported.get(table, 0)) and try_record(
+                iceberg, incident.escalate("none yet", "fix the producer or register the schema, then the sensor "
+                                           "replays them", None), context.log):
+            reported[table] = plan.still_dead
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(reported),
                            skip_reason=None if requests else "; ".join(notes))

@@ -1,7 +1,9 @@
 """Why a run failed: transient (retry it), poison data (quarantine it), a failed quality gate (the quality runbook
 handles it) or a bug (a human must look), read from the errors Dagster recorded for the run."""
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import dagster as dg
 from dagster._utils.error import SerializableErrorInfo
@@ -23,16 +25,20 @@ class RunFailure:
     kind: str
     error: str  # the innermost error, for the incident
     step: str | None = None
-    metadata: dict = field(default_factory=dict)  # what the failing step attached (e.g. source_file)
+    metadata: dict[str, Any] = field(default_factory=dict)  # what the failing step attached (e.g. source_file)
 
 
-def _chain(error: SerializableErrorInfo | None):
+# (step, error, the failure's metadata); Dagster records a step failure's error as optional
+RecordedError = tuple[str | None, SerializableErrorInfo | None, dict[str, Any]]
+
+
+def _chain(error: SerializableErrorInfo | None) -> Iterator[SerializableErrorInfo]:
     while error is not None:
         yield error
         error = error.cause or error.context
 
 
-def classify(errors: list[tuple[str | None, SerializableErrorInfo, dict]]) -> RunFailure:
+def classify(errors: list[RecordedError]) -> RunFailure:
     """The most specific reading of a run's step/run failures: a quality gate or poison data outranks the transient
     errors they may have caused downstream; no recognised error at all is a bug."""
     found = []
@@ -48,18 +54,18 @@ def classify(errors: list[tuple[str | None, SerializableErrorInfo, dict]]) -> Ru
     return min(found, key=lambda f: (QUALITY, POISON, BUG, TRANSIENT).index(f.kind))
 
 
-def run_errors(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str | None, SerializableErrorInfo, dict]]:
+def run_errors(instance: dg.DagsterInstance, run_id: str) -> list[RecordedError]:
     """(step, error, the failure's metadata) of each failed step, or the run's own failure if no step failed."""
-    errors = []
+    errors: list[RecordedError] = []
     for record in instance.all_logs(run_id, of_type={dg.DagsterEventType.STEP_FAILURE,
                                                      dg.DagsterEventType.RUN_FAILURE}):
-        event = record.dagster_event
+        event = record.get_dagster_event()  # every record of these types holds one
         if event.event_type == dg.DagsterEventType.STEP_FAILURE:
             data = event.step_failure_data
             metadata = {k: v.value for k, v in (data.user_failure_data.metadata if data.user_failure_data else {})
                         .items()}
             errors.append((event.step_key, data.error, metadata))
-        elif event.event_specific_data and event.event_specific_data.error:
-            errors.append((None, event.event_specific_data.error, {}))
+        elif event.job_failure_data and event.job_failure_data.error:
+            errors.append((None, event.job_failure_data.error, {}))
     step_errors = [e for e in errors if e[0] is not None]
     return step_errors or errors

@@ -6,6 +6,7 @@ incident opened while the catalog itself is down is kept in the sensor's cursor 
 """
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -21,7 +22,8 @@ from k2_pipelines.lib.recovery.incidents import Incident
 BACK_AT_TAG = "k2/dependency-back-at"  # when the sensor saw the dependency answer again
 
 
-def _health_sensor(name: str, probes: dict, description: str) -> dg.SensorDefinition:
+def _health_sensor(name: str, probes: dict[str, Callable[[BinanceKafkaResource], str | None]],
+                   description: str) -> dg.SensorDefinition:
     """probes: incident kind -> a function of the Kafka resource that says what is wrong (None: healthy)."""
 
     @dg.sensor(name=name, job=catch_up_after_outage, minimum_interval_seconds=30,
@@ -29,10 +31,10 @@ def _health_sensor(name: str, probes: dict, description: str) -> dg.SensorDefini
     def health(context: dg.SensorEvaluationContext, iceberg: IcebergCatalogResource,
                binance_kafka: BinanceKafkaResource) -> dg.SensorResult:
         state = json.loads(context.cursor) if context.cursor else {}
-        kind, problem = next(((kind, problem) for kind, probe in probes.items()
-                              if (problem := probe(binance_kafka))), (None, None))
+        found = next(((kind, problem) for kind, probe in probes.items() if (problem := probe(binance_kafka))), None)
         incident = Incident.from_record(state["incident"]) if state.get("incident") else None
-        if problem:
+        if found:
+            kind, problem = found
             if incident is None:
                 incident = Incident(kind, _subject(kind, binance_kafka), datetime.now(UTC), name, problem,
                                     runbook_page(kind), action="drains skip until it answers again")

@@ -2,7 +2,9 @@
 reported."""
 
 import json
+import logging
 from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
 
@@ -25,7 +27,7 @@ class RunbookConfig(dg.Config):
                         "launched by hand", runbook_page(kind))
 
 
-def runbook_run_config(op: str, incident: Incident, **config) -> dict:
+def runbook_run_config(op: str, incident: Incident, **config: Any) -> dict[str, Any]:
     return {"ops": {op: {"config": {"incident": json.dumps(incident.as_record()), **config}}}}
 
 
@@ -40,7 +42,7 @@ def incident_metadata(incident: Incident) -> dict:
     return metadata
 
 
-def try_record(iceberg: IcebergCatalogResource, incident: Incident, log) -> bool:
+def try_record(iceberg: IcebergCatalogResource, incident: Incident, log: logging.Logger) -> bool:
     """Record from a sensor; False (to try again on a later tick) while the catalog or warehouse is unreachable."""
     try:
         record_incident(iceberg.catalog(), incident)

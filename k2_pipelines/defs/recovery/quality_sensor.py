@@ -3,6 +3,7 @@ check run on its own does not), so this sensor reads the check evaluations thems
 
 import json
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -24,7 +25,8 @@ _BLOCKING = {table: blocking_keys(checks)
              for table, checks in (("trades", binance_trades_quality), ("quotes", binance_quotes_quality))}
 
 
-def _failed_blocking(instance: dg.DagsterInstance, key: dg.AssetCheckKey, after: float):
+def _failed_blocking(instance: dg.DagsterInstance, key: dg.AssetCheckKey,
+                     after: float) -> Iterator[tuple[float, str, str]]:
     """(when, validated run, description) of each failed ERROR evaluation of `key` since `after`."""
     history = instance.event_log_storage.get_asset_check_execution_history(key, limit=50, status={FAILED})
     for record in history:

@@ -34,7 +34,7 @@ def _finish(context: dg.OpExecutionContext, iceberg: IcebergCatalogResource, inc
 def _runbook_job(name: str, op: dg.OpDefinition, description: str) -> dg.JobDefinition:
     @dg.job(name=name, description=description, executor_def=dg.in_process_executor,
             tags={"k2/runbook": name, "dagster/priority": "10"})  # ahead of routine runs in the queue
-    def runbook():
+    def runbook() -> None:
         op()
 
     return runbook
@@ -158,14 +158,19 @@ def replay_dead_letters_op(context: dg.OpExecutionContext, config: ReplayConfig,
 
 
 quarantine_landing_file = _runbook_job(
-    "quarantine_landing_file", quarantine_landing_file_op, "Runbook run_failed (poison data): move an unreadable ASX landing file to quarantine")
+    "quarantine_landing_file", quarantine_landing_file_op,
+    "Runbook run_failed (poison data): move an unreadable ASX landing file to quarantine")
 realign_consumer_offsets = _runbook_job(
-    "realign_consumer_offsets", realign_consumer_offsets_op, "Runbook offset_drift: realign a drain's consumer group with the offsets in Iceberg")
+    "realign_consumer_offsets", realign_consumer_offsets_op,
+    "Runbook offset_drift: realign a drain's consumer group with the offsets in Iceberg")
 quarantine_bad_batch = _runbook_job(
-    "quarantine_bad_batch", quarantine_bad_batch_op, "Runbook quality_check_failed: move the rows of a micro-batch that failed a "
-                             "blocking check to market_data.quarantine, keeping the stored offsets")
+    "quarantine_bad_batch", quarantine_bad_batch_op,
+    "Runbook quality_check_failed: move the rows of a micro-batch that failed a blocking check to "
+    "market_data.quarantine, keeping the stored offsets")
 release_quarantined_rows = _runbook_job(
-    "release_quarantined_rows", release_quarantined_rows_op, "Runbook quality_check_failed, once the cause is fixed: put "
-                                 "a batch's quarantined rows back into their table, exactly once")
+    "release_quarantined_rows", release_quarantined_rows_op,
+    "Runbook quality_check_failed, once the cause is fixed: put a batch's quarantined rows back into their table, "
+    "exactly once")
 replay_dead_letters_job = _runbook_job(
-    "replay_dead_letters", replay_dead_letters_op, "Runbook dead_letters_accumulating: re-drive a table's dead letters after a fix")
+    "replay_dead_letters", replay_dead_letters_op,
+    "Runbook dead_letters_accumulating: re-drive a table's dead letters after a fix")
