@@ -5,6 +5,8 @@ Covers the types the v2 schemas use: string, enum, long (and timestamp-micros), 
 columns), array of strings, map of strings, and unions of null with any of those.
 """
 
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,7 +24,7 @@ def _binary(data: np.ndarray, lengths: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(pa.binary(), len(lengths), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
-def join(*parts) -> pa.Array:
+def join(*parts: pa.Array | bytes) -> pa.Array:
     """Row-wise concatenation of binary arrays and bytes constants."""
     return pc.binary_join_element_wise(
         *(pa.scalar(part, pa.binary()) if isinstance(part, bytes) else part.cast(pa.binary()) for part in parts),
@@ -81,7 +83,7 @@ def _unsliced(values: pa.Array) -> pa.Array:
     return pa.concat_arrays([values]) if values.offset else values  # so that offsets index the child arrays
 
 
-def _list_of(values: pa.Array, item_type) -> pa.Array:
+def _list_of(values: pa.Array, item_type: Any) -> pa.Array:
     values = _unsliced(values)
     if isinstance(values, pa.MapArray):
         entries = join(encode_column(values.keys, "string"), encode_column(values.items, item_type))
@@ -97,7 +99,7 @@ def _nulls_as_empty(values: pa.Array) -> pa.Array:
     return pa.ListArray.from_arrays(values.offsets, values.values)
 
 
-def _union(values: pa.Array, branches: list) -> pa.Array:
+def _union(values: pa.Array, branches: list[Any]) -> pa.Array:
     other = [branch for branch in branches if branch != "null"]
     if len(other) != 1 or "null" not in branches:
         raise TypeError(f"only unions of null and one type are supported, not {branches}")
@@ -112,7 +114,7 @@ def _union(values: pa.Array, branches: list) -> pa.Array:
     return pc.if_else(pc.is_valid(values), encoded, null_branch)
 
 
-def encode_column(values: pa.Array, avro_type) -> pa.Array:
+def encode_column(values: pa.Array, avro_type: Any) -> pa.Array:
     """The Avro encoding of each value of `values` as `avro_type` (a parsed .avsc type)."""
     if isinstance(avro_type, list):
         return _union(values, avro_type)
@@ -133,7 +135,7 @@ def encode_column(values: pa.Array, avro_type) -> pa.Array:
     raise TypeError(f"Avro type {avro_type} is not supported by the column encoder")
 
 
-def encode_records(schema: dict, table: pa.Table) -> pa.Array:
+def encode_records(schema: dict[str, Any], table: pa.Table) -> pa.Array:
     """One Avro record body per row of `table` (columns named as the schema's fields)."""
     return join(*(encode_column(table.column(field["name"]).combine_chunks(), field["type"])
                   for field in schema["fields"]))

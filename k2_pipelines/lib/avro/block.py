@@ -15,7 +15,9 @@ import io
 import itertools
 import json
 import os
+from collections.abc import Callable, Iterator
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -44,7 +46,7 @@ def _avro_bytes(value: bytes) -> bytes:
     return _zigzag_varint(len(value)) + value
 
 
-def _maps_as_arrays(avro_type, names: itertools.count):
+def _maps_as_arrays(avro_type: Any, names: Iterator[int]) -> Any:
     """The schema with every map declared as the array of {key, value} records it is encoded as."""
     if isinstance(avro_type, list):
         return [_maps_as_arrays(branch, names) for branch in avro_type]
@@ -61,13 +63,13 @@ def _maps_as_arrays(avro_type, names: itertools.count):
     return avro_type
 
 
-def _container(schema: dict, records: np.ndarray, count: int) -> bytes:
+def _container(schema: dict[str, Any], records: np.ndarray, count: int) -> bytes:
     header = b"Obj\x01" + _zigzag_varint(2) + _avro_bytes(b"avro.schema") + _avro_bytes(json.dumps(schema).encode()) \
         + _avro_bytes(b"avro.codec") + _avro_bytes(b"null") + _zigzag_varint(0) + _SYNC
-    return b"".join([header, _zigzag_varint(count), _zigzag_varint(records.size), records, _SYNC])
+    return b"".join([header, _zigzag_varint(count), _zigzag_varint(records.size), records.data, _SYNC])
 
 
-def _steps_above(values: np.ndarray, steps: list) -> np.ndarray:
+def _steps_above(values: np.ndarray, steps: list[np.uint64]) -> np.ndarray:
     """How many of the ascending `steps` each (unsigned) value reaches."""
     counts = np.zeros(len(values), dtype=np.int64)
     top = values.max(initial=0)
@@ -88,7 +90,7 @@ def _lengths(values: pa.Array) -> np.ndarray:
     return pc.binary_length(values).fill_null(0).to_numpy().astype(np.int64)
 
 
-def _list_sizes(values: pa.Array, item_sizes) -> np.ndarray | None:
+def _list_sizes(values: pa.Array, item_sizes: Callable[[pa.Array], np.ndarray | None]) -> np.ndarray | None:
     """Arrays (and maps) as one block of items and a terminating zero, or a single zero when empty."""
     counts = pc.list_value_length(values).fill_null(0).to_numpy().astype(np.int64)
     items = item_sizes(pc.list_flatten(values))
@@ -109,7 +111,7 @@ def _decimal_sizes(values: pa.Array, precision: int) -> np.ndarray | None:
     return _varint_sizes(lengths) + lengths
 
 
-def _sizes(values: pa.Array, avro_type) -> np.ndarray | None:
+def _sizes(values: pa.Array, avro_type: Any) -> np.ndarray | None:
     """Bytes of each value's canonical encoding as `avro_type`, or None where that cannot be judged here (an int:
     polars wraps a value beyond 32 bits into one whose encoding is as long)."""
     if isinstance(avro_type, list):
@@ -143,7 +145,7 @@ def _sizes(values: pa.Array, avro_type) -> np.ndarray | None:
     return None
 
 
-def _as_decoded(values: pa.Array, avro_type) -> pa.Array:
+def _as_decoded(values: pa.Array, avro_type: Any) -> pa.Array:
     """Polars' columns in the lockstep decoder's types: enums as strings, maps as MapArrays."""
     if isinstance(avro_type, list):
         return _as_decoded(values, avro_type[1 - avro_type.index("null")])
@@ -165,7 +167,7 @@ def _as_decoded(values: pa.Array, avro_type) -> pa.Array:
                                    _as_decoded(items.field("value"), avro_type["values"]), mask=mask)
 
 
-def decode_block(schema: dict, records: np.ndarray, lengths: np.ndarray, prefix: int = 0) -> pa.Table | None:
+def decode_block(schema: dict[str, Any], records: np.ndarray, lengths: np.ndarray, prefix: int = 0) -> pa.Table | None:
     """The records laid end to end in `records` (uint8), record i `lengths[i]` bytes long: `prefix` bytes that are
     not Avro (such as the Confluent header), then a body written with `schema`. None if any body is not clean.
     The prefix is declared as an Avro fixed: nothing is gathered to strip it."""

@@ -8,7 +8,9 @@ Covers what the v2 schemas use: string, bytes, enum, int and long (with timestam
 boolean, arrays, maps, and unions of null with any of those.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -17,6 +19,7 @@ import pyarrow.compute as pc
 from k2_pipelines.lib.utils.arrow_decimals import from_words, low_words
 
 _MAX_VARINT_BYTES = 10
+T = TypeVar("T")
 
 
 @dataclass
@@ -26,7 +29,7 @@ class Decoded:
 
 
 class _Reader:
-    def __init__(self, data: np.ndarray, starts: np.ndarray, ends: np.ndarray):
+    def __init__(self, data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
         self.data = np.concatenate([data, np.zeros(_MAX_VARINT_BYTES, np.uint8)])  # reads past the end stay in bounds
         self.pos = starts.astype(np.int64)
         self.ends = ends.astype(np.int64)
@@ -122,7 +125,8 @@ def _decimals(reader: _Reader, rows: np.ndarray, precision: int, scale: int) -> 
     return decimals
 
 
-def _blocks(reader: _Reader, rows: np.ndarray, read_item) -> tuple[np.ndarray, list]:
+def _blocks(reader: _Reader, rows: np.ndarray,
+            read_item: Callable[[np.ndarray], T]) -> tuple[np.ndarray, list[tuple[list[T], np.ndarray]]]:
     """Avro array/map blocks: (offsets per row, items in row order) where read_item(rows) reads one item each."""
     owners, order, items = [], [], []
     active, seen = rows, np.zeros(len(reader.pos), dtype=np.int64)
@@ -153,12 +157,12 @@ def _blocks(reader: _Reader, rows: np.ndarray, read_item) -> tuple[np.ndarray, l
     return offsets, [(items, arrangement)]
 
 
-def _flatten(parts: list, select) -> pa.Array:
+def _flatten(parts: list[tuple[list[T], np.ndarray]], select: Callable[[T], pa.Array]) -> pa.Array:
     items, arrangement = parts[0]
     return pa.concat_arrays([select(item) for item in items]).take(pa.array(arrangement))
 
 
-def _column(reader: _Reader, rows: np.ndarray, avro_type) -> pa.Array:
+def _column(reader: _Reader, rows: np.ndarray, avro_type: Any) -> pa.Array:
     """The values of `avro_type` at the positions of `rows` (sorted), advancing them."""
     if isinstance(avro_type, list):
         return _union(reader, rows, avro_type)
@@ -194,11 +198,11 @@ def _column(reader: _Reader, rows: np.ndarray, avro_type) -> pa.Array:
     raise TypeError(f"Avro type {avro_type} is not supported by the column decoder")
 
 
-def _empty(avro_type) -> pa.Array:
+def _empty(avro_type: Any) -> pa.Array:
     return _column(_Reader(np.zeros(0, np.uint8), np.zeros(0), np.zeros(0)), np.zeros(0, np.int64), avro_type)
 
 
-def _union(reader: _Reader, rows: np.ndarray, branches: list) -> pa.Array:
+def _union(reader: _Reader, rows: np.ndarray, branches: list[Any]) -> pa.Array:
     if "null" not in branches or len(branches) != 2:
         raise TypeError(f"only unions of null and one type are supported, not {branches}")
     index = reader.long(rows)
@@ -212,7 +216,7 @@ def _union(reader: _Reader, rows: np.ndarray, branches: list) -> pa.Array:
     return pa.concat_arrays([values, pa.nulls(1, values.type)]).take(pa.array(where))
 
 
-def decode_records(schema: dict, data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Decoded:
+def decode_records(schema: dict[str, Any], data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Decoded:
     """Decode the record bodies data[starts[i]:ends[i]] written with `schema`."""
     reader = _Reader(data, starts, ends)
     rows = np.arange(len(starts), dtype=np.int64)

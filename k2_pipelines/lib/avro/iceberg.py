@@ -3,6 +3,7 @@
 import json
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from pyiceberg.schema import Schema
 from pyiceberg.types import (
@@ -42,7 +43,7 @@ class _FieldIds:
         return self.last
 
 
-def _convert(avro_type, ids: _FieldIds) -> IcebergType:
+def _convert(avro_type: Any, ids: _FieldIds) -> IcebergType:
     if isinstance(avro_type, str):
         return _PRIMITIVES[avro_type]
     logical = avro_type.get("logicalType")
@@ -60,9 +61,9 @@ def _convert(avro_type, ids: _FieldIds) -> IcebergType:
     return _PRIMITIVES[kind]
 
 
-def iceberg_schema(avro_record: dict) -> Schema:
+def iceberg_schema(avro_record: dict[str, Any]) -> Schema:
     ids = _FieldIds()
-    fields = []
+    fields: list[NestedField] = []
     for field in avro_record["fields"]:
         field_type = field["type"]
         nullable = isinstance(field_type, list)
@@ -79,6 +80,6 @@ def iceberg_schema(avro_record: dict) -> Schema:
 
 
 @cache
-def load_avro(name: str) -> dict:
+def load_avro(name: str) -> dict[str, Any]:
     """The parsed Avro schema `schemas/<name>.avsc`."""
     return json.loads(Path(SCHEMAS_DIR, f"{name}.avsc").read_text())

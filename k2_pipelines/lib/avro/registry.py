@@ -6,7 +6,7 @@ import json
 import struct
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
@@ -19,8 +19,8 @@ T = TypeVar("T")
 
 
 class Registry(Protocol):
-    def register(self, subject: str, schema: dict) -> int: ...
-    def schema(self, schema_id: int) -> dict: ...  # KeyError for an unknown id
+    def register(self, subject: str, schema: dict[str, Any]) -> int: ...
+    def schema(self, schema_id: int) -> dict[str, Any]: ...  # KeyError for an unknown id
 
 
 class EmbeddedRegistry:
@@ -30,7 +30,7 @@ class EmbeddedRegistry:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
 
-    def _locked_update(self, change: Callable[[dict], T]) -> T:
+    def _locked_update(self, change: Callable[[dict[str, Any]], T]) -> T:
         with open(self.path.with_suffix(".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             state = json.loads(self.path.read_text()) if self.path.exists() else {"schemas": {}, "subjects": {}}
@@ -40,10 +40,10 @@ class EmbeddedRegistry:
             tmp.replace(self.path)
             return result
 
-    def register(self, subject: str, schema: dict) -> int:
+    def register(self, subject: str, schema: dict[str, Any]) -> int:
         canonical = json.dumps(schema, sort_keys=True, separators=(",", ":"))
 
-        def change(state: dict) -> int:
+        def change(state: dict[str, Any]) -> int:
             schema_id = next((int(i) for i, text in state["schemas"].items() if text == canonical), None)
             if schema_id is None:
                 schema_id = max(map(int, state["schemas"]), default=0) + 1
@@ -55,7 +55,7 @@ class EmbeddedRegistry:
 
         return self._locked_update(change)
 
-    def schema(self, schema_id: int) -> dict:
+    def schema(self, schema_id: int) -> dict[str, Any]:
         schemas = json.loads(self.path.read_text())["schemas"] if self.path.exists() else {}
         if str(schema_id) not in schemas:
             raise KeyError(f"schema id {schema_id} is not in {self.path}")
@@ -67,16 +67,19 @@ class ConfluentRegistry:
         self.url = url
         self.client = SchemaRegistryClient({"url": url})
 
-    def register(self, subject: str, schema: dict) -> int:
+    def register(self, subject: str, schema: dict[str, Any]) -> int:
         return self.client.register_schema(subject, Schema(json.dumps(schema), "AVRO"))
 
-    def schema(self, schema_id: int) -> dict:
+    def schema(self, schema_id: int) -> dict[str, Any]:
         try:
-            return json.loads(self.client.get_schema(schema_id).schema_str)
+            schema_text = self.client.get_schema(schema_id).schema_str
         except SchemaRegistryError as error:
             if error.http_status_code == 404:
                 raise KeyError(f"schema id {schema_id} is not in the registry at {self.url}") from None
             raise
+        if schema_text is None:
+            raise ValueError(f"schema id {schema_id} has no schema text in the registry at {self.url}")
+        return json.loads(schema_text)
 
 
 def default_registry() -> Registry:

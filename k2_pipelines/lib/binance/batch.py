@@ -57,6 +57,7 @@ def _parse(frames: pa.Array, positions: np.ndarray) -> list[tuple[np.ndarray, pa
         row = int(named.group(1)) if named else None
     if positions.size == 1:
         return []
+    pieces: tuple[np.ndarray, ...]
     if row is not None and row < positions.size:
         pieces = (positions[:row], positions[row : row + 1], positions[row + 1 :])
     else:
@@ -94,14 +95,15 @@ def _millis_in_range(millis: pa.Array) -> np.ndarray:
 def _symbols(symbols: pa.Array) -> tuple[pa.Array, pa.Array, np.ndarray]:
     """(base asset, quote asset, known) per row, splitting each distinct symbol once."""
     distinct = pc.unique(symbols.fill_null("")).to_pylist()
-    split = {}
+    split: dict[str, tuple[str, str] | None] = {}
     for symbol in distinct:
         try:
             split[symbol] = split_symbol(symbol)
         except BadFrame:
             split[symbol] = None
     index = pc.index_in(symbols.fill_null(""), value_set=pa.array(distinct, pa.string()))
-    known = pa.array([split[symbol] is not None for symbol in distinct], pa.bool_()).take(index).to_numpy(zero_copy_only=False)
+    known = pa.array([split[symbol] is not None for symbol in distinct], pa.bool_()).take(index).to_numpy(
+        zero_copy_only=False)
     base = pa.array([(split[s] or ("", ""))[0] for s in distinct], pa.string()).take(index)
     quote = pa.array([(split[s] or ("", ""))[1] for s in distinct], pa.string()).take(index)
     return base, quote, known

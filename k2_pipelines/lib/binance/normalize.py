@@ -7,6 +7,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from typing import Any, TypeVar
 
 EXCHANGE = "BINANCE"
 # quote assets, longest first so that e.g. FDUSD wins over USD
@@ -18,6 +19,7 @@ QUOTE_ASSETS = sorted(
 _MAX_INTEGER_DIGITS = 10  # decimal(18,8)
 _SCALE = 8
 LONG_MAX = 2**63 - 1  # Avro long
+T = TypeVar("T")
 
 
 class BadFrame(ValueError):
@@ -31,7 +33,7 @@ class BadFrame(ValueError):
 class Normalized:
     kind: str  # "trades" or "quotes"
     symbol: str
-    record: dict
+    record: dict[str, Any]
 
 
 def split_symbol(symbol: str) -> tuple[str, str]:
@@ -44,7 +46,7 @@ def split_symbol(symbol: str) -> tuple[str, str]:
     raise BadFrame("unknown_quote_asset", symbol)
 
 
-def _field(data: dict, key: str, kind: type):
+def _field(data: dict[str, Any], key: str, kind: type[T]) -> T:
     if key not in data:
         raise BadFrame("missing_field", key)
     value = data[key]
@@ -53,7 +55,7 @@ def _field(data: dict, key: str, kind: type):
     return value
 
 
-def _long(data: dict, key: str, scale: int = 1) -> int:
+def _long(data: dict[str, Any], key: str, scale: int = 1) -> int:
     """An integer field that, times `scale` (milliseconds to microseconds), fits an Avro long."""
     value = _field(data, key, int)
     if not -LONG_MAX - 1 <= value * scale <= LONG_MAX:
@@ -61,7 +63,7 @@ def _long(data: dict, key: str, scale: int = 1) -> int:
     return value
 
 
-def _decimal(data: dict, key: str, allow_zero: bool) -> Decimal:
+def _decimal(data: dict[str, Any], key: str, allow_zero: bool) -> Decimal:
     text = _field(data, key, str)
     try:
         value = Decimal(text)
@@ -72,6 +74,7 @@ def _decimal(data: dict, key: str, allow_zero: bool) -> Decimal:
     if value < 0 or (value == 0 and not allow_zero):
         raise BadFrame("not_positive", f"{key}={text!r}")
     _, digits, exponent = value.normalize().as_tuple()
+    assert isinstance(exponent, int)  # only NaN and infinity have a letter for exponent
     if -exponent > _SCALE:
         raise BadFrame("too_many_decimals", f"{key}={text!r}")
     if len(digits) + exponent > _MAX_INTEGER_DIGITS:
@@ -79,7 +82,7 @@ def _decimal(data: dict, key: str, allow_zero: bool) -> Decimal:
     return value.quantize(Decimal(1).scaleb(-_SCALE))
 
 
-def _common(symbol: str, received_at_us: int) -> dict:
+def _common(symbol: str, received_at_us: int) -> dict[str, Any]:
     return {
         "message_id": str(uuid.uuid4()),
         "symbol": symbol,
@@ -90,7 +93,7 @@ def _common(symbol: str, received_at_us: int) -> dict:
     }
 
 
-def _trade(data: dict, received_at_us: int) -> Normalized:
+def _trade(data: dict[str, Any], received_at_us: int) -> Normalized:
     symbol = _field(data, "s", str)
     base, quote = split_symbol(symbol)
     trade_id = _long(data, "t")
@@ -115,7 +118,7 @@ def _trade(data: dict, received_at_us: int) -> Normalized:
     return Normalized("trades", symbol, record)
 
 
-def _book_ticker(data: dict, received_at_us: int) -> Normalized:
+def _book_ticker(data: dict[str, Any], received_at_us: int) -> Normalized:
     symbol = _field(data, "s", str)
     base, quote = split_symbol(symbol)
     update_id = _long(data, "u")

@@ -7,10 +7,11 @@ local buffer is full the caller blocks until deliveries free room (backpressure)
 import logging
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, Message, Producer
 
 from k2_pipelines.lib.avro.codec import AvroEncoder
 from k2_pipelines.lib.avro.registry import Registry
@@ -18,6 +19,7 @@ from k2_pipelines.lib.binance.batch import normalize_batch
 from k2_pipelines.lib.binance.normalize import BadFrame, Normalized, normalize
 
 log = logging.getLogger(__name__)
+Headers = list[tuple[str, str | bytes | None]]  # as confluent_kafka takes them
 
 
 @dataclass(frozen=True)
@@ -29,9 +31,9 @@ class Topics:
 
 class MarketDataProducer:
     def __init__(self, bootstrap: str, registry: Registry, topics: Topics = Topics(), buffer_messages: int = 100_000,
-                 **kafka_config):
+                 **kafka_config: Any) -> None:
         self.topics = topics
-        self.counts: Counter = Counter()
+        self.counts: Counter[str] = Counter()
         self._encoders = {
             "trades": AvroEncoder(registry, topics.trades, "trade_v2"),
             "quotes": AvroEncoder(registry, topics.quotes, "quote_v2"),
@@ -47,14 +49,14 @@ class MarketDataProducer:
             **kafka_config,
         })
 
-    def _delivered(self, error: KafkaError | None, message) -> None:
+    def _delivered(self, error: KafkaError | None, message: Message) -> None:
         if error is None:
             self.counts[f"delivered:{message.topic()}"] += 1
         else:
             self.counts["produce_errors"] += 1
             log.error("delivery failed for key %r on %s: %s", message.key(), message.topic(), error)
 
-    def _produce(self, topic: str, key: bytes | None, value: bytes, headers: list | None = None) -> None:
+    def _produce(self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None) -> None:
         while True:
             try:
                 self._producer.produce(topic, key=key, value=value, headers=headers, on_delivery=self._delivered)
@@ -80,8 +82,8 @@ class MarketDataProducer:
 
     def dead_letter(self, raw: str | bytes, error: BadFrame, received_at_us: int) -> None:
         raw_bytes = raw.encode() if isinstance(raw, str) else raw
-        headers = [("k2.reason", error.reason.encode()), ("k2.detail", error.detail.encode()),
-                   ("k2.received_at_us", str(received_at_us).encode()), ("k2.source", b"binance")]
+        headers: Headers = [("k2.reason", error.reason.encode()), ("k2.detail", error.detail.encode()),
+                            ("k2.received_at_us", str(received_at_us).encode()), ("k2.source", b"binance")]
         self._produce(self.topics.dead_letters, None, raw_bytes, headers)
         self._producer.poll(0)
         self.counts[f"dead_letters:{error.reason}"] += 1
@@ -99,19 +101,20 @@ class MarketDataProducer:
         """handle_frame() for each of `frames` (a string array), normalizing and encoding most of them in bulk.
         Each topic gets its messages in frame order."""
         batch = normalize_batch(frames, received_at_us)
-        bulk = []  # per kind: (topic, positions, keys, values)
+        bulk: list[tuple[str, np.ndarray, list[bytes], list[bytes]]] = []  # per kind: (topic, positions, keys, values)
         for kind, records, positions in (("trades", batch.trades, batch.trade_positions),
                                           ("quotes", batch.quotes, batch.quote_positions)):
             bulk.append((getattr(self.topics, kind), positions, records.column("symbol").cast(pa.binary()).to_pylist(),
                          self._encoders[kind].encode_table(records).to_pylist()))
             self.counts[f"produced:{kind}"] += len(positions)
-        one_by_one = np.setdiff1d(np.arange(len(frames)), np.concatenate([batch.trade_positions, batch.quote_positions]))
+        one_by_one = np.setdiff1d(np.arange(len(frames)),
+                                  np.concatenate([batch.trade_positions, batch.quote_positions]))
         done = [0] * len(bulk)
         for stop in [*one_by_one.tolist(), len(frames)]:  # the bulk messages before each frame left to handle_frame
-            for kind, (topic, positions, keys, values) in enumerate(bulk):
+            for slot, (topic, positions, keys, values) in enumerate(bulk):
                 end = int(np.searchsorted(positions, stop))
-                self._produce_all(topic, keys[done[kind] : end], values[done[kind] : end])
-                done[kind] = end
+                self._produce_all(topic, keys[done[slot] : end], values[done[slot] : end])
+                done[slot] = end
             if stop < len(frames):
                 self.handle_frame(frames[stop].as_py(), received_at_us)
 

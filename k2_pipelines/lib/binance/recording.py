@@ -4,6 +4,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.json as pa_json
@@ -17,8 +18,8 @@ def now_us() -> int:
 
 
 class Recorder:
-    def __init__(self, path: Path):
-        self._file = open(path, "a", encoding="utf-8")
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (open until close())
 
     def write(self, frame: str, received_at_us: int) -> None:
         self._file.write(json.dumps({"received_at_us": received_at_us, "frame": frame}) + "\n")
@@ -44,7 +45,13 @@ def read_recording_batches(path: Path) -> Iterator[pa.RecordBatch]:
         raise ValueError(f"{path} is not a K2 recording (JSON lines of received_at_us and frame): {error}") from None
 
 
-def replay(path: Path, producer, speed: float | None = None) -> int:
+class FrameHandler(Protocol):
+    def handle_frame(self, raw: str | bytes, received_at_us: int) -> None: ...
+
+    def handle_frames(self, frames: pa.Array, received_at_us: int) -> None: ...
+
+
+def replay(path: Path, producer: FrameHandler, speed: float | None = None) -> int:
     """Feed every recorded frame to the producer; with `speed`, one by one at the recorded pacing (2.0: twice as
     fast), else in batches as fast as possible. Frames are stamped with the time they are replayed."""
     count = 0

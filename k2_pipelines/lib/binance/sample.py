@@ -8,7 +8,9 @@ session never reuses an (exchange, symbol, trade id) key, which would be a dupli
 
 import json
 from collections import Counter
+from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +24,8 @@ START_MS = 1_763_683_200_000  # 2025-11-21 00:00 UTC
 # (expected dead-letter reason, how the frame is broken)
 MALFORMED = (
     ("not_json", lambda frame: frame[: len(frame) // 2]),
-    ("missing_field", lambda frame: frame.replace('"p":', '"price":') if '"p":' in frame else frame.replace('"B":', '"bidQty":')),
+    ("missing_field",
+     lambda frame: frame.replace('"p":', '"price":') if '"p":' in frame else frame.replace('"B":', '"bidQty":')),
     ("unknown_event", lambda frame: json.dumps({"stream": "btcusdt@kline_1m", "data": {"e": "kline", "s": "BTCUSDT"}})),
     ("too_many_decimals", lambda frame: _set_price(frame, "1.123456789")),
     ("mistyped_field", lambda frame: frame.replace('"s":"', '"s":1,"x":"', 1)),
@@ -35,19 +38,22 @@ def _set_price(frame: str, price: str) -> str:
     return json.dumps(message, separators=(",", ":"))
 
 
-def trade_frame(symbol: str, trade_id: int, price: float, quantity: float, time_ms: int, buyer_is_maker: bool) -> dict:
+def trade_frame(symbol: str, trade_id: int, price: float, quantity: float, time_ms: int,
+                buyer_is_maker: bool) -> dict[str, Any]:
     return {"stream": f"{symbol.lower()}@trade", "data": {
         "e": "trade", "E": time_ms + 1, "s": symbol, "t": trade_id, "p": f"{price:.8f}", "q": f"{quantity:.8f}",
         "T": time_ms, "m": buyer_is_maker, "M": True}}
 
 
-def _book_ticker(symbol: str, update_id: int, price: float, spread: float, bid_qty: float, ask_qty: float) -> dict:
+def _book_ticker(symbol: str, update_id: int, price: float, spread: float, bid_qty: float,
+                 ask_qty: float) -> dict[str, Any]:
     return {"stream": f"{symbol.lower()}@bookTicker", "data": {
         "u": update_id, "s": symbol, "b": f"{price - spread:.8f}", "B": f"{bid_qty:.8f}",
         "a": f"{price + spread:.8f}", "A": f"{ask_qty:.8f}"}}
 
 
-def generate_session(out: Path, symbols: list[str], frames: int, seed: int, faults: set[str] = frozenset()) -> Counter:
+def generate_session(out: Path, symbols: list[str], frames: int, seed: int,
+                     faults: Collection[str] = frozenset()) -> Counter[str]:
     """Write `frames` recorded frames to `out`; returns counts of what was written, faults included."""
     unknown = set(faults) - set(FAULTS)
     if unknown:
@@ -57,7 +63,7 @@ def generate_session(out: Path, symbols: list[str], frames: int, seed: int, faul
     trade_ids = {s: int(rng.integers(1_000_000_000, 5_000_000_000)) for s in symbols}
     session_starts = dict(trade_ids)
     update_ids = {s: int(rng.integers(10_000_000, 90_000_000_000)) for s in symbols}
-    counts: Counter = Counter()
+    counts: Counter[str] = Counter()
     lines: list[tuple[int, str]] = []
     clock_ms = START_MS
     while len(lines) < frames:
@@ -66,7 +72,8 @@ def generate_session(out: Path, symbols: list[str], frames: int, seed: int, faul
         symbol = symbols[int(rng.integers(len(symbols)))]
         if "resets" in faults and rng.random() < FAULT_RATE / 10:  # the exchange restarts this symbol's numbering
             clock_ms += RESET_SILENCE_MS
-            trade_ids[symbol] = session_starts[symbol] = session_starts[symbol] - RESET_DROP - int(rng.integers(1, 1000))
+            trade_ids[symbol] = session_starts[symbol] = (session_starts[symbol] - RESET_DROP
+                                                          - int(rng.integers(1, 1000)))
             counts["resets"] += 1
         for _ in range(min(int(rng.geometric(0.3)), frames - len(lines))):
             clock_ms += int(rng.integers(0, 3))
@@ -93,8 +100,9 @@ def _kind_and_symbol(frame: str) -> tuple[str, str]:
     return ("trades" if data.get("e") == "trade" else "quotes"), data["s"]
 
 
-def _with_faults(out: Path, lines: list, faults: set[str], rng: np.random.Generator, counts: Counter) -> Counter:
-    result = []
+def _with_faults(out: Path, lines: list[tuple[int, str]], faults: Collection[str], rng: np.random.Generator,
+                 counts: Counter[str]) -> Counter[str]:
+    result: list[tuple[int, str, tuple[str, str] | None]] = []  # (received_at_us, frame, (kind, symbol) if swappable)
     for received_at_us, frame in lines:
         kind, symbol = _kind_and_symbol(frame)
         if "malformed" in faults and rng.random() < FAULT_RATE:

@@ -40,7 +40,8 @@ def jittered_backoff(initial: float, cap: float) -> Generator[float]:
         delay = min(cap, delay * 2)
 
 
-async def run_stream(settings: StreamSettings, on_frame: Callable[[str, int], None], state: Counter) -> None:
+async def run_stream(settings: StreamSettings, on_frame: Callable[[str | bytes, int], None],
+                     state: Counter[str]) -> None:
     """Receive until cancelled. The subscription is in the URL, so every reconnect resubscribes; the server's
     pings are answered by the websockets library, and its 24-hour disconnect is just another reconnect."""
     delays = partial(jittered_backoff, settings.backoff_initial, settings.backoff_cap)
