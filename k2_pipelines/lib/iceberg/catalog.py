@@ -2,6 +2,7 @@
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.catalog.sql import IcebergTables, SqlCatalog
@@ -38,8 +39,9 @@ def embedded_catalog_properties(root: Path) -> dict[str, str]:
     }
 
 
-def catalog_properties() -> dict[str, str]:
-    """pyiceberg's configuration for `k2` (.pyiceberg.yaml, PYICEBERG_CATALOG__K2__*), else the embedded default."""
+def catalog_properties() -> dict[str, Any]:
+    """pyiceberg's configuration for `k2` (.pyiceberg.yaml, PYICEBERG_CATALOG__K2__*), else the embedded default.
+    Values are as YAML reads them (mostly strings)."""
     return Config().get_catalog_config(CATALOG_NAME) or embedded_catalog_properties(state_dir())
 
 
@@ -52,9 +54,11 @@ def load_catalog_at(root: Path) -> Catalog:
     return _load(embedded_catalog_properties(root))
 
 
-def _load(properties: dict[str, str]) -> Catalog:
+def _load(properties: dict[str, Any]) -> Catalog:
     catalog = load_catalog(CATALOG_NAME, **properties)
     if properties.get("uri", "").startswith("sqlite"):
+        if not isinstance(catalog, SqlCatalog):
+            raise TypeError(f"catalog {CATALOG_NAME} has a SQLite uri but is a {type(catalog).__name__}, not type sql")
         with catalog.engine.begin() as connection:  # WAL lets readers work while a load commits
             connection.exec_driver_sql("PRAGMA journal_mode=WAL")
     return catalog

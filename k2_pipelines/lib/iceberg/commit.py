@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import overload
+from typing import cast, overload
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import IcebergTables, SqlCatalog
@@ -33,7 +33,7 @@ from pyiceberg.table.update import (
     _update_table_metadata_log,
 )
 from pyiceberg.utils.datetime import datetime_to_millis
-from sqlalchemy import update
+from sqlalchemy import CursorResult, update
 from sqlalchemy.orm import Session
 
 from k2_pipelines.lib.iceberg.catalog import remember, stored_metadata_location
@@ -131,7 +131,8 @@ def commit_atomically(catalog: Catalog, transactions: list[Transaction]) -> list
                 .values(metadata_location=updated.metadata_location,
                         previous_metadata_location=current.metadata_location)
             )
-            if moved.rowcount != 1:
+            # an UPDATE's result is a CursorResult (Session.execute is typed as returning any Result)
+            if cast(CursorResult, moved).rowcount != 1:
                 raise CommitFailedException(f"{namespace}.{name} was updated by another process; nothing committed")
     for current, updated in staged:
         catalog._delete_old_metadata(updated.io, current.metadata, updated.metadata)

@@ -40,7 +40,7 @@ def _runs(columns: list[pa.Array], n: int) -> list[tuple[int, int, tuple]]:
     for column in columns:
         changes[1:] |= pc.not_equal(column[1:], column[:-1]).fill_null(True).to_numpy(zero_copy_only=False)
     starts = np.concatenate(([0], np.flatnonzero(changes))).tolist()
-    ends = starts[1:] + [n]
+    ends = [*starts[1:], n]
     return [(s, e, tuple(c[s].as_py() for c in columns)) for s, e in zip(starts, ends)]
 
 
@@ -82,13 +82,16 @@ def write_data_files(
     if rows.num_rows == 0:
         return []
     target_file_size = property_as_int(
-        metadata.properties, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT
+        metadata.properties, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES,
+        TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT
     )
+    assert target_file_size is not None  # None only without a default
     task_schema = pyarrow_to_schema(rows.schema, name_mapping=metadata.schema().name_mapping,
                                     format_version=metadata.format_version)
     counter = itertools.count(0)
     tasks = (
-        WriteTask(write_uuid=write_uuid, task_id=next(counter), record_batches=batches, partition_key=key, schema=task_schema)
+        WriteTask(write_uuid=write_uuid, task_id=next(counter), record_batches=batches, partition_key=key,
+                  schema=task_schema)
         for key, part in partition_slices(metadata, rows, file_groups)
         for batches in bin_pack_arrow_table(part, target_file_size)
     )

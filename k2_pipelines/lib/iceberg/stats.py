@@ -1,6 +1,7 @@
 """Per-table statistics read from the catalog (snapshot summaries, file statistics): cheap, no data scan."""
 
 from datetime import UTC, datetime
+from typing import TypedDict, cast
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.conversions import from_bytes
@@ -11,8 +12,18 @@ from pyiceberg.types import TimestamptzType
 from k2_pipelines.lib.iceberg.tables import NAMESPACE
 
 
-def table_stats(catalog: Catalog) -> list[dict]:
-    stats = []
+class TableStats(TypedDict):
+    table: str
+    rows: int
+    data_files: int
+    bytes: int
+    snapshot_id: int | None
+    snapshot_at_ms: int | None
+    location: str
+
+
+def table_stats(catalog: Catalog) -> list[TableStats]:
+    stats: list[TableStats] = []
     for identifier in sorted(catalog.list_tables(NAMESPACE)):
         table = catalog.load_table(identifier)
         snapshot = table.current_snapshot()
@@ -29,7 +40,7 @@ def table_stats(catalog: Catalog) -> list[dict]:
     return stats
 
 
-def format_stats(stats: list[dict]) -> str:
+def format_stats(stats: list[TableStats]) -> str:
     header = f"{'table':<28} {'rows':>12} {'files':>6} {'bytes':>14}  snapshot"
     lines = [header, "-" * len(header)]
     for s in stats:
@@ -40,7 +51,8 @@ def format_stats(stats: list[dict]) -> str:
 def newest_event_time(table: Table, exchange: str) -> datetime | None:
     """The latest event time of an exchange's rows, from the data files' column bounds: no data is read."""
     field_id = table.schema().find_field("timestamp").field_id
-    bounds = [from_bytes(TimestamptzType(), task.file.upper_bounds[field_id])
+    # a timestamptz bound decodes to epoch microseconds (pyiceberg types it as any primitive)
+    bounds = [cast(int, from_bytes(TimestamptzType(), task.file.upper_bounds[field_id]))
               for task in table.scan(row_filter=EqualTo("exchange", exchange)).plan_files()
               if field_id in (task.file.upper_bounds or {})]
     return datetime.fromtimestamp(max(bounds) / 1e6, UTC) if bounds else None

@@ -1,6 +1,8 @@
 """K2's Iceberg tables: one definition each, created idempotently from the Avro schemas."""
 
+from contextlib import suppress
 from dataclasses import dataclass, field
+from typing import Any, TypedDict
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
@@ -8,7 +10,7 @@ from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.table.sorting import SortField, SortOrder
-from pyiceberg.transforms import DayTransform, IdentityTransform
+from pyiceberg.transforms import DayTransform, IdentityTransform, Transform
 
 from k2_pipelines.lib.avro.iceberg import iceberg_schema, load_avro
 
@@ -28,7 +30,7 @@ _BOUNDED_METADATA = {
 class TableDefinition:
     name: str
     avro_schema: str
-    partition_by: tuple[tuple[str, object], ...] = ()
+    partition_by: tuple[tuple[str, Transform[Any, Any]], ...] = ()
     sort_by: tuple[str, ...] = ()
     properties: dict[str, str] = field(default_factory=dict)  # besides _BOUNDED_METADATA, which every table has
 
@@ -59,7 +61,15 @@ class TableDefinition:
         return SortOrder(*(SortField(source_id=schema.find_field(c).field_id) for c in self.sort_by))
 
 
-_MARKET_EVENTS = dict(
+class _Layout(TypedDict):
+    """Partitioning, sort order and properties shared by several tables."""
+
+    partition_by: tuple[tuple[str, Transform[Any, Any]], ...]
+    sort_by: tuple[str, ...]
+    properties: dict[str, str]
+
+
+_MARKET_EVENTS = _Layout(
     partition_by=(("timestamp", DayTransform()), ("exchange", IdentityTransform())),
     sort_by=("symbol", "timestamp"),
     properties={
@@ -86,8 +96,8 @@ QUARANTINE = TableDefinition("quarantine", "quarantined_row", partition_by=(("ta
 INCIDENTS = TableDefinition("incidents", "incident")
 
 # gold: bars per interval, one table each (a query reads one interval; each is rebuilt per UTC day on its own)
-_BARS = dict(partition_by=(("bar_start", DayTransform()),), sort_by=("symbol", "bar_start"),
-             properties={"write.parquet.compression-codec": "zstd"})
+_BARS = _Layout(partition_by=(("bar_start", DayTransform()),), sort_by=("symbol", "bar_start"),
+                properties={"write.parquet.compression-codec": "zstd"})
 OHLCV_1M = TableDefinition("ohlcv_1m", "ohlcv_bar", **_BARS)
 OHLCV_1H = TableDefinition("ohlcv_1h", "ohlcv_bar", **_BARS)
 OHLCV_1D = TableDefinition("ohlcv_1d", "ohlcv_bar", **_BARS)
@@ -100,10 +110,8 @@ ALL_TABLES = (TRADES, QUOTES, REFERENCE_DATA, REJECTS, DEAD_LETTERS, SEQUENCE_GA
 
 
 def ensure_table(catalog: Catalog, definition: TableDefinition) -> Table:
-    try:
+    with suppress(NamespaceAlreadyExistsError):
         catalog.create_namespace(NAMESPACE)
-    except NamespaceAlreadyExistsError:
-        pass
     if catalog.table_exists(definition.identifier):  # create_table would write a metadata file, orphaned, first
         return _with_properties(_with_fields(catalog.load_table(definition.identifier), definition), definition)
     schema = definition.schema()

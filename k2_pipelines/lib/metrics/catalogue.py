@@ -1,6 +1,7 @@
 """Every K2 metric, defined once: name, type, help and label names. Alerts, dashboards and code use these names;
 code builds its metric families from here (never from a literal name), and a test checks it."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -16,7 +17,7 @@ class MetricDef:
     help: str
     labels: tuple[str, ...]
 
-    def family(self, values: dict[tuple[str, ...], float] | None = None) -> Metric:
+    def family(self, values: Mapping[tuple[str, ...], float] | None = None) -> Metric:
         """A family of this metric, with one sample per label values (in the order of `labels`)."""
         family = (CounterMetricFamily if self.type == COUNTER else GaugeMetricFamily)(self.name, self.help,
                                                                                     labels=self.labels)

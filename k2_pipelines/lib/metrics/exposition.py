@@ -1,5 +1,7 @@
 """Serving collectors over HTTP, and fixed families as a collector (for textfiles and pushes)."""
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -8,10 +10,10 @@ from prometheus_client.registry import Collector
 class Families(Collector):
     """Families computed once (one run's metrics), collected as they are."""
 
-    def __init__(self, families: list[Metric]):
+    def __init__(self, families: list[Metric]) -> None:
         self.families = families
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         return iter(self.families)
 
 

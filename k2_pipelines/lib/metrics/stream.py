@@ -1,22 +1,29 @@
 """The stream service's metrics, exported from the counters the service already keeps (one source of truth)."""
 
 from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from k2_pipelines.lib.metrics import catalogue as m
+
+if TYPE_CHECKING:
+    from k2_pipelines.lib.binance.producer import MarketDataProducer
 
 
 class StreamCollector(Collector):
     """Metrics of a stream service: its connection `state` and its producer's `counts`."""
 
-    def __init__(self, exchange: str, state: Counter, producer):
+    def __init__(self, exchange: str, state: Counter[str], producer: "MarketDataProducer") -> None:
         self.exchange, self.state, self.producer = exchange, state, producer
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         exchange = (self.exchange,)
         counts = dict(self.producer.counts)  # a snapshot: the producer keeps counting meanwhile
-        produced, dead = {}, {}
+        produced: dict[tuple[str, ...], int] = {}
+        dead: dict[tuple[str, ...], int] = {}
         for key, value in counts.items():
             kind, _, detail = key.partition(":")
             if kind == "delivered":

@@ -8,10 +8,11 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
@@ -20,7 +21,7 @@ from k2_pipelines.lib.drain.checkpoint import stored_checkpoint
 from k2_pipelines.lib.drain.drain import DrainTarget, reader_for
 from k2_pipelines.lib.drain.kafka_batch import TopicReader
 from k2_pipelines.lib.iceberg.snapshot_files import live_data_files
-from k2_pipelines.lib.iceberg.stats import newest_event_time, table_stats
+from k2_pipelines.lib.iceberg.stats import TableStats, newest_event_time, table_stats
 from k2_pipelines.lib.iceberg.tables import DEAD_LETTERS, INCIDENTS, NAMESPACE, QUOTES, SEQUENCE_GAPS, TRADES
 from k2_pipelines.lib.metrics import catalogue as m
 from k2_pipelines.lib.metrics.upkeep import textfile_families
@@ -62,7 +63,7 @@ def _dead_letters_by_topic(table: Table) -> dict[tuple[str, ...], int]:
     """From partition statistics (the table is partitioned by topic; K2 writes no delete files): no data read."""
     if table.current_snapshot() is None:
         return {}
-    counts = Counter()
+    counts: Counter[tuple[str, ...]] = Counter()
     for row in table.inspect.partitions().select(["partition", "record_count"]).to_pylist():
         counts[(row["partition"]["topic"],)] += row["record_count"]
     return dict(counts)
@@ -78,7 +79,7 @@ def _open_incidents(catalog: Catalog) -> dict[tuple[str, ...], int]:
     """By kind and unresolved status, for every kind ever seen and both statuses, 0 when none: a series that vanishes
     (e.g. when its incident is resolved) cannot be told from a scrape that failed."""
     found = incidents(catalog)
-    counts = Counter({(i.kind, status): 0 for i in found for status in (OPEN, NEEDS_HUMAN)})
+    counts: Counter[tuple[str, ...]] = Counter({(i.kind, status): 0 for i in found for status in (OPEN, NEEDS_HUMAN)})
     counts.update((i.kind, i.status) for i in found if i.status in (OPEN, NEEDS_HUMAN))
     return dict(counts)
 
@@ -97,7 +98,7 @@ class TablesCollector(Collector):
         for reader in self._readers.values():
             reader.close()
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         with self._lock:
             errors = Counter({source: 0 for source in SOURCES})
             stats, facts = self._iceberg(errors)
@@ -108,7 +109,7 @@ class TablesCollector(Collector):
             yield from families
             yield m.SCRAPE_ERRORS.family({(source,): count for source, count in errors.items()})
 
-    def _iceberg(self, errors: Counter) -> tuple[list[dict], dict[str, SnapshotFacts]]:
+    def _iceberg(self, errors: Counter[str]) -> tuple[list[TableStats], dict[str, SnapshotFacts]]:
         try:
             self._catalog = self._catalog or self.load_catalog()
             stats = table_stats(self._catalog)
@@ -146,7 +147,7 @@ class TablesCollector(Collector):
             facts.counts = _open_incidents(catalog)
         return facts
 
-    def _table_families(self, stats: list[dict], facts: dict[str, SnapshotFacts]):
+    def _table_families(self, stats: list[TableStats], facts: dict[str, SnapshotFacts]) -> Iterator[Metric]:
         now_us = time.time() * 1e6
         yield m.TABLE_ROWS.family({(s["table"],): s["rows"] for s in stats})
         yield m.TABLE_DATA_FILES.family({(s["table"],): s["data_files"] for s in stats})
@@ -158,11 +159,12 @@ class TablesCollector(Collector):
                               (m.INCIDENTS_OPEN, INCIDENTS)):
             yield metric.family(facts[table.identifier].counts if table.identifier in facts else {})
 
-    def _lag(self, facts: dict[str, SnapshotFacts], errors: Counter) -> dict[tuple[str, ...], int]:
+    def _lag(self, facts: dict[str, SnapshotFacts], errors: Counter[str]) -> dict[tuple[str, ...], int]:
         """High watermark minus the stored offset (a partition the table never drained: from its first offset)."""
-        lag = {}
+        lag: dict[tuple[str, ...], int] = {}
         for target in self.targets:
-            stored = facts[target.table.identifier].offsets.get(target.topic) if target.table.identifier in facts else None
+            stored = (facts[target.table.identifier].offsets.get(target.topic) if target.table.identifier in facts
+                      else None)
             if stored is None:  # the catalog could not tell
                 continue
             reader = self._readers.get(target.topic) or reader_for(self.bootstrap, target)
