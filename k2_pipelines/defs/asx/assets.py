@@ -1,4 +1,5 @@
 from datetime import date
+from typing import TypedDict
 
 import dagster as dg
 
@@ -12,7 +13,15 @@ from k2_pipelines.lib.asx.load import load_market_days, load_reference_data
 from k2_pipelines.lib.asx.parse import UnreadableFileError
 from k2_pipelines.lib.metrics.push import push_asx
 
-_COMMON = dict(
+
+class _AssetOptions(TypedDict):
+    partitions_def: dg.DailyPartitionsDefinition
+    backfill_policy: dg.BackfillPolicy
+    group_name: str
+    kinds: set[str]
+
+
+_COMMON = _AssetOptions(
     partitions_def=asx_trading_days,
     backfill_policy=dg.BackfillPolicy.single_run(),  # a date range is parsed and committed once
     group_name="asx",

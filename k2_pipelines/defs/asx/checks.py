@@ -1,5 +1,6 @@
 """Data-quality checks of the ASX loads: Great Expectations over what the run loaded, a report per trading date."""
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -26,7 +27,7 @@ def _market_checks(layout: CsvLayout, asset: dg.AssetsDefinition) -> dg.AssetChe
     @dg.multi_asset_check(specs=check_specs(layout.asset, catalogue), name=f"{layout.asset}_quality",
                           description=f"Great Expectations over the {layout.kind} a load wrote, per trading date")
     def quality(context: dg.AssetCheckExecutionContext, iceberg: IcebergCatalogResource,
-                asx_landing: AsxLandingResource, quality: QualityResource):
+                asx_landing: AsxLandingResource, quality: QualityResource) -> Iterator[dg.AssetCheckResult]:
         catalog = iceberg.catalog()
         load = market_load(catalog, layout.kind, context.run.run_id) or market_load(catalog, layout.kind)
         if load is None:
@@ -49,7 +50,8 @@ asx_quotes_quality = _market_checks(QUOTES, asx_quotes)
 @dg.multi_asset_check(specs=check_specs("asx_reference_data", reference_checks(REFERENCE_DATA.schema())),
                       name="asx_reference_data_quality",
                       description="Great Expectations over the company info a load wrote")
-def asx_reference_data_quality(context: dg.AssetCheckExecutionContext, iceberg: IcebergCatalogResource):
+def asx_reference_data_quality(context: dg.AssetCheckExecutionContext,
+                               iceberg: IcebergCatalogResource) -> Iterator[dg.AssetCheckResult]:
     catalog = iceberg.catalog()
     run_id = reference_load(catalog, context.run.run_id) or reference_load(catalog)
     if run_id is None:

@@ -24,7 +24,7 @@ def plan_runs(
     changed = {path for path in landing_state.keys() | previous.keys()
                if landing_state.get(path, {}).get("fp") != previous.get(path, {}).get("fp")}
     info_changed = any(path.endswith("company_info.csv") for path in changed)
-    affected = set()
+    affected: set[str] = set()
     for path in (landing_state.keys() | previous.keys()) if info_changed else changed:
         affected.update(landing_state.get(path, {}).get("dates", []), previous.get(path, {}).get("dates", []))
     skipped = sorted(key for key in affected if not first_key <= key <= last_key)
@@ -61,6 +61,9 @@ def asx_landing_sensor(context: dg.SensorEvaluationContext, asx_landing: AsxLand
         landing_state[str(path)] = {"fp": fp, "dates": dates}
     first_key = asx_trading_days.start.strftime("%Y-%m-%d")
     last_key = asx_trading_days.get_last_partition_key()
+    if last_key is None:
+        raise ValueError(f"no ASX partition yet: the first trading day {first_key} (K2_ASX_FIRST_DAY) is after "
+                         "tomorrow")
     requests, skipped = plan_runs(landing_state, previous, first_key, last_key)
     if skipped:
         context.log.warning(f"dates outside the partitions {first_key}..{last_key} are not loaded: {skipped}")

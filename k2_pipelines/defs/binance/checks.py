@@ -1,5 +1,6 @@
 """Data-quality checks of the drains: Great Expectations over the micro-batch a run drained, and the feed's health."""
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -16,12 +17,13 @@ from k2_pipelines.lib.quality.thresholds import Thresholds
 from k2_pipelines.lib.quality.validations import MARKET_TABLES, validate_drain
 
 
-def _drained(context: dg.AssetCheckExecutionContext, asset: str, checkpoint_run: str | None) -> tuple[str, int | None]:
+def _drained(context: dg.AssetCheckExecutionContext, asset: str,
+             checkpoint_run: str | None) -> tuple[str | None, int | None]:
     """The run whose batch to check (this one, if it drained; else the newest drain's) and its message count."""
     event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
     run_id = context.run.run_id if event and event.run_id == context.run.run_id else checkpoint_run
     messages = event.asset_materialization.metadata.get("messages") if event and event.run_id == run_id else None
-    return run_id, messages.value if messages else None
+    return run_id, messages.value if isinstance(messages, dg.IntMetadataValue) else None
 
 
 def _drain_checks(table: str) -> dg.AssetChecksDefinition:
@@ -34,7 +36,7 @@ def _drain_checks(table: str) -> dg.AssetChecksDefinition:
                           description=f"Great Expectations over the {table} a drain wrote, its gaps, dead letters and "
                                       "the feed's freshness")
     def quality(context: dg.AssetCheckExecutionContext, iceberg: IcebergCatalogResource,
-                binance_kafka: BinanceKafkaResource, quality: QualityResource):
+                binance_kafka: BinanceKafkaResource, quality: QualityResource) -> Iterator[dg.AssetCheckResult]:
         catalog = iceberg.catalog()
         target = binance_kafka.target(table)
         checkpoint = stored_checkpoint(catalog.load_table(definition.identifier), target.topic)

@@ -39,8 +39,9 @@ def table_lag(table: str, iceberg: IcebergCatalogResource, binance_kafka: Binanc
         return Lag(table, None, {}, f"cannot read the offsets stored in {target.table.identifier}: {error}")
     stored, drained_at = checkpoint.offsets, None
     if checkpoint.snapshot_id is not None:
-        drained_at = datetime.fromtimestamp(drained.snapshot_by_id(checkpoint.snapshot_id).timestamp_ms / 1000,
-                                            UTC)
+        snapshot = drained.snapshot_by_id(checkpoint.snapshot_id)
+        assert snapshot is not None  # the checkpoint was read from one of this table's snapshots
+        drained_at = datetime.fromtimestamp(snapshot.timestamp_ms / 1000, UTC)
     reader = binance_kafka.reader(target)
     try:
         behind = lag(stored, reader.watermarks())

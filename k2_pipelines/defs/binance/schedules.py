@@ -1,4 +1,5 @@
 import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from k2_pipelines.defs.binance.jobs import drain_jobs
 from k2_pipelines.defs.binance.lag import table_lag
@@ -6,7 +7,7 @@ from k2_pipelines.defs.binance.resources import BinanceKafkaResource
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 
 
-def _fallback(table: str, job) -> dg.ScheduleDefinition:
+def _fallback(table: str, job: UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
     @dg.schedule(name=f"{job.name}_every_15_minutes", job=job, cron_schedule="*/15 * * * *",
                  default_status=dg.DefaultScheduleStatus.RUNNING,
                  description="The fallback if the lag sensor is off or misses a tick; like the sensor, it skips a "

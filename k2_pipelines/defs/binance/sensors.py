@@ -27,8 +27,8 @@ def drain_due(lag: Lag, now: datetime) -> bool:
 def _waiting(lag: Lag, now: datetime) -> str:
     if not lag.messages or lag.drained_at is None:
         return lag.note
-    return f"{lag.note}, drained {(now - lag.drained_at).total_seconds():.0f} s ago (every {DRAIN_INTERVAL_SECONDS} s " \
-           f"or at {FULL_BATCH_MESSAGES:,} messages)"
+    return f"{lag.note}, drained {(now - lag.drained_at).total_seconds():.0f} s ago " \
+           f"(every {DRAIN_INTERVAL_SECONDS} s or at {FULL_BATCH_MESSAGES:,} messages)"
 
 
 @dg.sensor(

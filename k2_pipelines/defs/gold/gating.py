@@ -134,8 +134,8 @@ def _load_problems(instance: dg.DagsterInstance, run_id: str) -> tuple[list[str]
         problems.append("no evaluation of its blocking checks on asx_trades is recorded in this Dagster instance")
     elif missing:
         problems.append(f"never evaluated: {', '.join(missing)}")
-    record = instance.get_run_record_by_id(run_id)
-    running = record is not None and not record.dagster_run.is_finished
+    run_record = instance.get_run_record_by_id(run_id)
+    running = run_record is not None and not run_record.dagster_run.is_finished
     return problems, "failed" if failed else "running" if running else "unchecked"
 
 
@@ -161,7 +161,8 @@ def _asx(table: Table, catalog: Catalog, instance: dg.DagsterInstance, days: lis
                                 "first build after a load whose checks pass builds the day",
                       "running": f"Wait: run {run_id} is still running; the next build after its checks pass builds "
                                  "the day",
-                      "unchecked": f"Fix: reload ASX trading date(s) {named} (job asx_load, which runs the checks)"}[kind]
+                      "unchecked": f"Fix: reload ASX trading date(s) {named} (job asx_load, which runs the "
+                                   "checks)"}[kind]
             gate.holds.append(Hold(day, f"ASX trading date(s) {named}", run_id, tuple(problems), remedy))
 
 

@@ -29,7 +29,8 @@ def _shown_by(instance: dg.DagsterInstance, day: date, hold: str) -> str | None:
              default_status=dg.DefaultScheduleStatus.RUNNING,
              description="Rebuild the bars of yesterday and today (UTC) every hour; a day held back by failed "
                          "checks on its trades is requested once per hold (it fails, saying why), then skipped")
-def build_ohlcv_hourly(context: dg.ScheduleEvaluationContext, iceberg: IcebergCatalogResource):
+def build_ohlcv_hourly(context: dg.ScheduleEvaluationContext,
+                       iceberg: IcebergCatalogResource) -> list[dg.RunRequest] | dg.SkipReason:
     tick = context.scheduled_execution_time
     days = [tick.date() - timedelta(days=1), tick.date()]
     try:

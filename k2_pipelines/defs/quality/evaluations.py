@@ -36,16 +36,16 @@ def history(instance: dg.DagsterInstance, key: dg.AssetCheckKey,
 
 def evaluation(record: AssetCheckExecutionRecord) -> dg.AssetCheckEvaluation | None:
     """What a completed execution found; None while it is only planned (or never ran: the run died first)."""
-    if record.status == AssetCheckExecutionRecordStatus.PLANNED or record.event is None:
+    if record.status == AssetCheckExecutionRecordStatus.PLANNED:
         return None
-    return record.event.dagster_event.event_specific_data
+    return record.evaluation
 
 
 def validated_run(record: AssetCheckExecutionRecord, found: dg.AssetCheckEvaluation) -> str:
     """The run whose data was judged: K2's checks say so in `validated_run` (a check run on its own judges the
     newest load or drain, not its own run)."""
     validated = found.metadata.get("validated_run")
-    return validated.value if validated else record.run_id
+    return validated.value if isinstance(validated, dg.TextMetadataValue) else record.run_id
 
 
 def blocks(found: dg.AssetCheckEvaluation) -> bool:

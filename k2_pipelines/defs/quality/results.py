@@ -22,8 +22,9 @@ def check_results(validation: Validation, partition_pages: dict[str, Path] | Non
                   ) -> Iterator[dg.AssetCheckResult]:
     """One result per check of the validation, after saving its report."""
     page = save(validation)
-    shared = {"report": dg.MetadataValue.path(str(page)), "summary": dg.MetadataValue.md(markdown(validation)),
-              "validated_run": validation.run_id, "rows_checked": validation.rows}
+    shared: dict[str, dg.MetadataValue | str | int] = {
+        "report": dg.MetadataValue.path(str(page)), "summary": dg.MetadataValue.md(markdown(validation)),
+        "validated_run": validation.run_id, "rows_checked": validation.rows}
     if partition_pages:
         shared["partition_reports"] = dg.MetadataValue.md("\n".join(
             f"- {partition}: `{path}`" for partition, path in partition_pages.items()))

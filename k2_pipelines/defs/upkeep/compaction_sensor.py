@@ -7,6 +7,7 @@ SMALL_FILES_TRIGGER small files is compacted now. Compaction commits with compar
 """
 
 import dagster as dg
+from pyiceberg.table import Table
 
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.defs.upkeep.jobs import compact_tables
@@ -25,7 +26,7 @@ _IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Da
               dg.DagsterRunStatus.STARTED]
 
 
-def _most_small_files(table) -> int:
+def _most_small_files(table: Table) -> int:
     snapshot = table.current_snapshot()
     return most_small_files_in_a_partition(live_data_files(table, snapshot.snapshot_id),
                                            SENSOR_TARGET_FILE_MB * 2**20) if snapshot else 0
@@ -34,7 +35,8 @@ def _most_small_files(table) -> int:
 @dg.sensor(job=compact_tables, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING,
            description=f"Compacts trades or quotes when one of their partitions holds {SMALL_FILES_TRIGGER} small "
                        "files (drains write one per micro-batch), so queries of today's data stay fast")
-def small_files_sensor(context: dg.SensorEvaluationContext, iceberg: IcebergCatalogResource):
+def small_files_sensor(context: dg.SensorEvaluationContext,
+                       iceberg: IcebergCatalogResource) -> dg.SkipReason | dg.RunRequest:
     in_flight = context.instance.get_runs(dg.RunsFilter(job_name=compact_tables.name, statuses=_IN_FLIGHT), limit=1)
     if in_flight:
         return dg.SkipReason(f"compaction run {in_flight[0].run_id} is queued or running")
@@ -48,7 +50,7 @@ def small_files_sensor(context: dg.SensorEvaluationContext, iceberg: IcebergCata
         return dg.SkipReason(f"no partition of {', '.join(tables)} holds {SMALL_FILES_TRIGGER} small files")
     context.log.info("small files per partition, at most: " + ", ".join(f"{n} {c}" for n, c in piled.items()))
     # one request per state of the tables: a tick that sees the same snapshots asks for nothing new
-    snapshots = ",".join(f"{name}@{tables[name].current_snapshot().snapshot_id}" for name in sorted(piled))
+    snapshots = ",".join(f"{name}@{tables[name].metadata.current_snapshot_id}" for name in sorted(piled))
     return dg.RunRequest(run_key=f"small-files:{snapshots}",
                          run_config={"ops": {"compact": {"config": {"tables": sorted(piled),
                                                                     "target_file_mb": SENSOR_TARGET_FILE_MB}}}},

@@ -1,10 +1,12 @@
 """Table upkeep as jobs: compaction, snapshot expiry and orphan removal, over some or all of K2's tables, each with a
 dry run, each reporting files and bytes before and after and its duration per table."""
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+from pyiceberg.catalog import Catalog
 
 from k2_pipelines.defs.binance.checks import binance_quotes_quality, binance_trades_quality
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
@@ -14,9 +16,9 @@ from k2_pipelines.lib.iceberg.tables import ALL_TABLES, DRAINED_TABLES, QUOTES, 
 from k2_pipelines.lib.metrics import write_upkeep_metrics
 from k2_pipelines.lib.recovery.incidents import record_incident, runs_named_by_open_incidents
 from k2_pipelines.lib.recovery.quarantine import quarantined_runs
-from k2_pipelines.lib.upkeep.compaction import compact_table
-from k2_pipelines.lib.upkeep.expiry import DRAINED_RETENTION_HOURS, expire_snapshots
-from k2_pipelines.lib.upkeep.orphans import MIN_ORPHAN_AGE, remove_orphan_files
+from k2_pipelines.lib.upkeep.compaction import CompactionResult, compact_table
+from k2_pipelines.lib.upkeep.expiry import DRAINED_RETENTION_HOURS, ExpiryResult, expire_snapshots
+from k2_pipelines.lib.upkeep.orphans import MIN_ORPHAN_AGE, OrphanResult, remove_orphan_files
 
 UPKEEP_TAG = "k2/upkeep"  # dagster.yaml runs one upkeep job at a time
 _ALL = [definition.name for definition in ALL_TABLES]
@@ -43,18 +45,20 @@ class OrphanConfig(UpkeepConfig, RunbookConfig):
 
 _SIZES = ("files_before", "files_after", "bytes_before", "bytes_after", "seconds")
 _ORPHANS = ("files_scanned", "orphans", "deleted", "deleted_bytes", "kept_too_young", "seconds")
+UpkeepResult = CompactionResult | ExpiryResult | OrphanResult
 
 
-def _sizes(result) -> tuple[str, dict[str, int], dict[str, int], float]:
+def _sizes(result: UpkeepResult) -> tuple[str, dict[str, int], dict[str, int], float]:
     """A result's file and byte counts by stage, for the metrics."""
-    if hasattr(result, "files_before"):
-        return (result.table, {"before": result.files_before, "after": result.files_after},
-                {"before": result.bytes_before, "after": result.bytes_after}, result.seconds)
-    return (result.table, {"scanned": result.files_scanned, "deleted": result.deleted},
-            {"deleted": result.deleted_bytes}, result.seconds)
+    if isinstance(result, OrphanResult):
+        return (result.table, {"scanned": result.files_scanned, "deleted": result.deleted},
+                {"deleted": result.deleted_bytes}, result.seconds)
+    return (result.table, {"before": result.files_before, "after": result.files_after},
+            {"before": result.bytes_before, "after": result.bytes_after}, result.seconds)
 
 
-def _report(context: dg.OpExecutionContext, results: list, columns: tuple[str, ...]) -> dict:
+def _report(context: dg.OpExecutionContext, results: Sequence[UpkeepResult],
+            columns: tuple[str, ...]) -> dict[str, dg.MetadataValue | float]:
     """Per-table results as a table, their totals as numbers (the UI plots them across runs); the same sizes as
     Prometheus metrics unless it was a dry run."""
     if not any(r.dry_run for r in results):
@@ -87,7 +91,7 @@ def compact(context: dg.OpExecutionContext, config: CompactConfig, iceberg: Iceb
         "rows_rewritten": sum(r.rows for r in results), "dry_run": config.dry_run})
 
 
-def _batches_to_quarantine(instance: dg.DagsterInstance, catalog) -> frozenset[str]:
+def _batches_to_quarantine(instance: dg.DagsterInstance, catalog: Catalog) -> frozenset[str]:
     """Drain runs whose batch failed a blocking check and is not quarantined yet: the quarantine needs their
     snapshots, and the gold gate their rows' days."""
     checks = [key for checks in (binance_trades_quality, binance_quotes_quality) for key in blocking_keys(checks)]
@@ -127,7 +131,8 @@ def remove_orphans(context: dg.OpExecutionContext, config: OrphanConfig, iceberg
         older_than = in_flight
     results = [remove_orphan_files(catalog, identifier, older_than, config.dry_run)
                for identifier in _identifiers(config)]
-    metadata = _report(context, results, _ORPHANS) | {"older_than": older_than.isoformat(), "dry_run": config.dry_run}
+    metadata: dict[str, dg.MetadataValue | str | float] = {
+        **_report(context, results, _ORPHANS), "older_than": older_than.isoformat(), "dry_run": config.dry_run}
     if config.incident:  # launched by the orphan sensor after a failed run
         incident = config.opened("orphan_files", "").resolve(
             f"remove unreferenced files older than {older_than.isoformat()}",
@@ -140,7 +145,7 @@ def remove_orphans(context: dg.OpExecutionContext, config: OrphanConfig, iceberg
 
 def _upkeep_job(name: str, op: dg.OpDefinition, description: str) -> dg.JobDefinition:
     @dg.job(name=name, description=description, tags={UPKEEP_TAG: "tables"}, executor_def=dg.in_process_executor)
-    def upkeep():
+    def upkeep() -> None:
         op()
 
     return upkeep

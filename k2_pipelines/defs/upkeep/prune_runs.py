@@ -17,6 +17,7 @@ from pathlib import Path
 
 import dagster as dg
 from dagster._core.definitions.run_request import InstigatorType
+from dagster._core.scheduler.instigation import SensorInstigatorData
 from dagster._core.storage.event_log import SqliteEventLogStorage
 from pyiceberg.catalog import Catalog
 
@@ -57,7 +58,8 @@ class _Held:
         self.unread_failures_after, self.sensor_runs = math.inf, set()
         # sensors' states only: a schedule's data has no cursor
         for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
-            cursor = state.instigator_data.cursor if state.instigator_data else None
+            data = state.instigator_data
+            cursor = data.cursor if isinstance(data, SensorInstigatorData) else None
             if state.name in _FAILURE_READERS and cursor:
                 read = FailedRunCursor.parse(cursor)
                 self.unread_failures_after = min(self.unread_failures_after, read.after)
@@ -105,7 +107,7 @@ def _old_finished_runs(instance: dg.DagsterInstance, config: PruneRunsConfig, no
 @dg.op
 def prune(context: dg.OpExecutionContext, config: PruneRunsConfig, iceberg: IcebergCatalogResource) -> dg.Output:
     started = time.monotonic()
-    held, counts, deleted = _Held(context.instance, iceberg.catalog()), Counter(), 0
+    held, counts, deleted = _Held(context.instance, iceberg.catalog()), Counter[str](), 0
     for record, if_deleted in _old_finished_runs(context.instance, config, datetime.now(UTC)):
         if deleted >= config.max_deleted:
             break
@@ -126,5 +128,5 @@ def prune(context: dg.OpExecutionContext, config: PruneRunsConfig, iceberg: Iceb
         description="Delete finished runs of the frequent jobs (drains, upkeep) older than N days, failures after "
                     "longer, with their logs; never a run in flight, one an unresolved incident needs, or a failure "
                     "the recovery sensors have not read")
-def prune_runs():
+def prune_runs() -> None:
     prune()
