@@ -19,7 +19,7 @@ def asx_load(args: argparse.Namespace) -> int:
     end = args.end or args.start
     result = run_range("asx_load", args.start, end)
     # a ranged run reports each asset once for all its dates (one event per date, same metadata)
-    reported = {e.asset_key.to_user_string(): e.materialization.metadata
+    reported = {e.materialization.asset_key.to_user_string(): e.materialization.metadata
                 for e in result.get_asset_materialization_events()}
     for asset, metadata in reported.items():
         print(f"{asset} {args.start}..{end}: {metadata['rows_written'].value:,} rows, "

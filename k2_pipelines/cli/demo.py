@@ -79,9 +79,9 @@ def _demo_steps(broker: dict[str, Any]) -> int:
     if not session.exists():
         session.parent.mkdir(parents=True, exist_ok=True)
         generate_session(session, list(DEMO_BINANCE_SYMBOLS), DEMO_FRAMES, seed=42, faults=set(FAULTS))
-    frames, elapsed, counts = replay_into_kafka(session, speed=None)
+    frames, elapsed, produced = replay_into_kafka(session, speed=None)
     print(f"4. replayed a recorded Binance session ({session}) into Kafka: {frames:,} frames in {elapsed:.1f}s")
-    print_counts(counts)
+    print_counts(produced)
     print("5. drained Kafka into Iceberg with the Dagster drain jobs (exactly once: offsets live in the snapshots):")
     drained = True
     for table in ("trades", "quotes"):

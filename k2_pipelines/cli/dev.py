@@ -24,5 +24,7 @@ def dagster_dev(args: argparse.Namespace) -> int:
     print(f"DAGSTER_HOME={home}; Dagster UI at http://{args.host}:{args.port}")
     beside_python = Path(sys.executable).parent / "dagster"
     dagster = str(beside_python) if beside_python.exists() else shutil.which("dagster")
+    if dagster is None:
+        raise SystemExit("k2 dev: no dagster command beside Python or on PATH")
     os.chdir(CHECKOUT)
     os.execv(dagster, [dagster, "dev", "-w", "workspace.yaml", "-h", args.host, "-p", str(args.port)])

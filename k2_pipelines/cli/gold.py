@@ -28,11 +28,14 @@ def gold_build(args: argparse.Namespace) -> int:
 
 def report(result: "dg.ExecuteInProcessResult", first: date, last: date) -> None:
     # a ranged run reports each asset once for all its days (one event per day, same metadata)
-    reported = {e.asset_key.to_user_string(): e.materialization.metadata
+    reported = {e.materialization.asset_key.to_user_string(): e.materialization.metadata
                 for e in result.get_asset_materialization_events()}
     for asset, metadata in sorted(reported.items()):
         print(f"  {asset} {first}..{last}: {metadata['trades_read'].value:,} trades -> {metadata['bars'].value:,} bars")
     for failure in (e for e in result.all_events if e.is_step_failure):
-        print(f"  {failure.step_key} FAILED: {failure.step_failure_data.error.message.strip()}")
+        error = failure.step_failure_data.error
+        if error is None:
+            raise RuntimeError(f"step {failure.step_key} of run {result.run_id} failed without a recorded error")
+        print(f"  {failure.step_key} FAILED: {error.message.strip()}")
     print(f"  run {result.run_id}: {'succeeded' if result.success else 'FAILED'}")
 

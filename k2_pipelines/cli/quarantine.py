@@ -46,5 +46,7 @@ def release_rows(args: argparse.Namespace) -> int:
         return 1
     [output] = [e for e in result.all_node_events if e.is_successful_output]
     incident = output.step_output_data.metadata["incident"].value
+    if not isinstance(incident, dict):
+        raise RuntimeError(f"release_quarantined_rows run {result.run_id}: its output holds no incident record")
     print(f"release_quarantined_rows run {result.run_id}: {incident['outcome']} (incident {incident['incident_id']})")
     return 0

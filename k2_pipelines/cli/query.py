@@ -120,4 +120,4 @@ def _aligned(columns: list[str], rows: list[dict]) -> str:
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines + [f"({len(rows):,} row{'' if len(rows) == 1 else 's'})"])
+    return "\n".join([*lines, f"({len(rows):,} row{'' if len(rows) == 1 else 's'})"])

@@ -23,7 +23,8 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     binance.set_defaults(run=replay_binance)
 
 
-def replay_into_kafka(path: Path, speed: float | None, topics: "Topics | None" = None) -> tuple[int, float, Counter]:
+def replay_into_kafka(path: Path, speed: float | None,
+                      topics: "Topics | None" = None) -> tuple[int, float, Counter[str]]:
     """(frames, seconds from the first frame read to the last one acknowledged, producer counts)."""
     from k2_pipelines.lib.binance.recording import replay
 

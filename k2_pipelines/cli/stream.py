@@ -2,6 +2,7 @@
 through the same producer)."""
 
 import argparse
+import contextlib
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,7 +34,7 @@ def local_producer(topics: "Topics | None" = None) -> "MarketDataProducer":
     return MarketDataProducer(bootstrap_servers(), default_registry(), topics or Topics())
 
 
-def print_counts(counts: Counter) -> None:
+def print_counts(counts: Counter[str]) -> None:
     for key, value in sorted(counts.items()):
         print(f"  {key:<48} {value:>10,}")
 
@@ -49,9 +50,9 @@ def stream_binance(args: argparse.Namespace) -> int:
     settings = StreamSettings(tuple(args.symbols.split(",")), args.endpoint, args.silence_seconds)
     producer = local_producer()
     recorder = Recorder(Path(args.record)) if args.record else None
-    state: Counter = Counter()
+    state: Counter[str] = Counter()
 
-    def on_frame(frame: str, received_at_us: int) -> None:
+    def on_frame(frame: str | bytes, received_at_us: int) -> None:
         if recorder:
             recorder.write(frame if isinstance(frame, str) else frame.decode("utf-8", "replace"), received_at_us)
         producer.handle_frame(frame, received_at_us)
@@ -65,10 +66,8 @@ def stream_binance(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for stop_signal in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(stop_signal, task.cancel)
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await task
-        except asyncio.CancelledError:
-            pass
 
     asyncio.run(main())
     remaining = producer.flush(60)  # everything in flight is delivered before exit

@@ -91,30 +91,34 @@ class Broker:
             return self.status()
         java = shutil.which("java")
         if not java:
-            raise BrokerError("Java is not installed: Kafka needs Java 17 or newer (apt-get install openjdk-17-jre-headless)")
+            raise BrokerError("Java is not installed: Kafka needs Java 17 or newer "
+                              "(apt-get install openjdk-17-jre-headless)")
         for port in (self.port, self.controller_port):
             if _accepts(port) or not _can_bind(port):
-                raise BrokerError(f"port {port} on {LOOPBACK} is already in use; pick another with --port or K2_KAFKA_PORT")
+                raise BrokerError(f"port {port} on {LOOPBACK} is already in use; pick another with --port or "
+                                  "K2_KAFKA_PORT")
         fetch_jars(self.libs)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         properties = self._write_properties()
         if not (self.data_dir / "meta.properties").exists():
             self._format(java, properties)
-        command = [java, *JVM_OPTIONS, *self._logging_options(), "-cp", f"{self.libs}/*", "kafka.Kafka", str(properties)]
+        command = [java, *JVM_OPTIONS, *self._logging_options(), "-cp", f"{self.libs}/*", "kafka.Kafka",
+                   str(properties)]
         with open(self.log_dir / "stdout.log", "ab") as output:
             process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
         self.pid_file.write_text(str(process.pid))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise BrokerError(f"the broker exited with code {process.returncode}; see {self.log_dir / 'server.log'}\n"
-                                  + _tail(self.log_dir / "server.log"))
+                raise BrokerError(f"the broker exited with code {process.returncode}; "
+                                  f"see {self.log_dir / 'server.log'}\n" + _tail(self.log_dir / "server.log"))
             if _accepts(self.port):
                 _wait_for_producer_ids(self.bootstrap, deadline)
                 return self.status()
             time.sleep(0.2)
         self.stop()
-        raise BrokerError(f"the broker did not accept connections within {timeout:.0f}s; see {self.log_dir / 'server.log'}")
+        raise BrokerError(f"the broker did not accept connections within {timeout:.0f}s; "
+                          f"see {self.log_dir / 'server.log'}")
 
     def stop(self, timeout: float = 60) -> bool:
         """Stop the broker (SIGTERM, then SIGKILL after `timeout`). False if it was not running."""

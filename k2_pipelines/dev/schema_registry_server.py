@@ -42,6 +42,7 @@ class SchemaRegistryServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                assert self.process.stderr is not None  # started with stderr=PIPE
                 raise RuntimeError(f"schema registry exited: {self.process.stderr.read().decode()[-2000:]}")
             try:
                 with urllib.request.urlopen(f"{self.url}/subjects", timeout=1):

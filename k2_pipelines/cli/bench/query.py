@@ -4,10 +4,12 @@ few large appends and then many drain-sized ones, before and after compaction.""
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 from pyiceberg.catalog import Catalog
 
 from k2_pipelines.cli.bench.generated import COMPACT_START, append_micro_batch, generated_trades
@@ -46,7 +48,8 @@ def _build(root: Path, rows: int, days: int, symbols: tuple[str, ...], small_com
             rows + batch * SMALL_BATCH_ROWS, symbols), {})
 
 
-def _percentiles(query, symbols: tuple[str, ...], runs: int) -> tuple[float, float, float, int]:
+def _percentiles(query: Callable[[str], pa.Table], symbols: tuple[str, ...],
+                 runs: int) -> tuple[float, float, float, int]:
     """The first run's time (ms), then p50 and p95 of `runs` more runs, cycling through the symbols; rows of the last
     run."""
     started = time.perf_counter()

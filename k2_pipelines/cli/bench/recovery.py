@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -32,9 +33,10 @@ from k2_pipelines.settings import CHECKOUT
 
 OUTAGE_SECONDS = 60  # long enough for the health sensor (every 30 s) to see it
 WAIT_SECONDS = 300
+Found = TypeVar("Found")
 
 
-def _wait_for(what: str, condition: Callable, timeout: float = WAIT_SECONDS):
+def _wait_for(what: str, condition: Callable[[], Found | None], timeout: float = WAIT_SECONDS) -> Found:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -73,6 +75,8 @@ def _outage(name: str, kind: str, stop: Callable, start: Callable, broker: Broke
     back = time.time()
     _produce(broker, scratch, 2_000, seed)  # what the feed delivers after the outage
     resolved = _wait_for(f"the {kind} incident resolved", lambda: _incident(kind, RESOLVED))
+    if resolved.resolved_at is None:
+        raise RuntimeError(f"incident {resolved.incident_id} is resolved without a resolution time")
     return {"case": name, "detected_after": resolved.detected_at.timestamp() - stopped,
             "recovered_after_back": resolved.resolved_at.timestamp() - back,
             "time_to_recovery": resolved.time_to_recovery_seconds}
@@ -86,6 +90,8 @@ def _reset_group(broker: Broker) -> dict:
     operator.commit(offsets=[TopicPartition(target.topic, p, 0) for p in stored], asynchronous=False)
     operator.close()
     resolved = _wait_for("the offset drift incident resolved", lambda: _incident("offset_drift", RESOLVED))
+    if resolved.resolved_at is None:
+        raise RuntimeError(f"incident {resolved.incident_id} is resolved without a resolution time")
     return {"case": "4 consumer group reset", "detected_after": resolved.detected_at.timestamp() - reset,
             "recovered_after_back": resolved.resolved_at.timestamp() - reset,
             "time_to_recovery": resolved.time_to_recovery_seconds}

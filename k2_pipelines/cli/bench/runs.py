@@ -118,11 +118,16 @@ def _submit(client: DagsterGraphQLClient, batch: int) -> str:
 
 def _drain_seconds(instance: dg.DagsterInstance, run_id: str) -> float:
     for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
-        return record.asset_materialization.metadata["duration_seconds"].value
+        materialization = record.asset_materialization
+        duration = materialization.metadata.get("duration_seconds") if materialization else None
+        if not isinstance(duration, dg.FloatMetadataValue) or duration.value is None:
+            raise ValueError(f"run {run_id}: its materialization reports no duration_seconds")
+        return duration.value
     return float("nan")
 
 
-def _one_run(client, instance, session: int, home: Path, batch: int) -> RunCost:
+def _one_run(client: DagsterGraphQLClient, instance: dg.DagsterInstance, session: int, home: Path,
+             batch: int) -> RunCost:
     """The run's process is found as a new process of the session; once it has exited, its parent's children time
     grew by its CPU."""
     before, size_before = _session(session), _size(home)
@@ -132,6 +137,8 @@ def _one_run(client, instance, session: int, home: Path, batch: int) -> RunCost:
         new = set(now) - set(before)
         parents |= {now[pid][0] for pid in new} & set(before)
         record = instance.get_run_record_by_id(run_id)
+        if record is None:
+            raise RuntimeError(f"run {run_id} was submitted but is not in the instance")
         if record.dagster_run.status in _FINISHED:
             finished = finished or time.monotonic()
             # once its process has gone (a first run may leave a new server process behind: not the run's)
@@ -139,6 +146,8 @@ def _one_run(client, instance, session: int, home: Path, batch: int) -> RunCost:
                 break
         time.sleep(0.1)
     after, stats, created = _session(session), instance.get_run_stats(run_id), record.create_timestamp.timestamp()
+    if stats.start_time is None or stats.end_time is None:
+        raise RuntimeError(f"run {run_id} ended {record.dagster_run.status.value} without a start or end time")
     run_cpu = sum(after[p][2] - before[p][2] for p in parents if p in after)
     return RunCost(run_id, record.dagster_run.status.value, stats.end_time - created, stats.start_time - created,
                    _drain_seconds(instance, run_id), run_cpu, _cpu(after) - _cpu(before), _size(home) - size_before)

@@ -9,13 +9,16 @@ import json
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThan
+from pyiceberg.table import Table
 
 from k2_pipelines.cli.kafka import running_broker
 from k2_pipelines.defs.upkeep.compaction_sensor import SENSOR_TARGET_FILE_MB, SMALL_FILES_TRIGGER
@@ -86,7 +89,7 @@ class Report:
     query_1m_bars_p95_ms: float
 
 
-def _metadata_folder(table) -> Path:
+def _metadata_folder(table: Table) -> Path:
     return Path(table.metadata_location.removeprefix("file://")).parent
 
 
@@ -94,7 +97,7 @@ def _folder_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
 
 
-def _p95_ms(query, symbols: list[str]) -> float:
+def _p95_ms(query: Callable[[str], pa.Table], symbols: list[str]) -> float:
     """p95 of QUERY_RUNS runs cycling through symbols, after one run that reads what the process has not yet (the
     new snapshot's manifests and files): `first_query_ms` reports that one."""
     query(symbols[0])
@@ -106,7 +109,7 @@ def _p95_ms(query, symbols: list[str]) -> float:
     return float(np.percentile(times, 95))
 
 
-def _measure(catalog, commit: int, commit_ms: list[float], symbols: list[str], topic: str) -> Report:
+def _measure(catalog: Catalog, commit: int, commit_ms: list[float], symbols: list[str], topic: str) -> Report:
     tables = {d.identifier: catalog.load_table(d.identifier) for d in DRAINED_TABLES}
     main = tables[TRADES.identifier]
     json_kb = {i: Path(t.metadata_location.removeprefix("file://")).stat().st_size / 1024 for i, t in tables.items()}
@@ -123,6 +126,8 @@ def _measure(catalog, commit: int, commit_ms: list[float], symbols: list[str], t
     trades(symbols[0], start, end, 1000, newest_first=True, catalog=catalog)
     first_query_ms = (time.perf_counter() - started) * 1000
     state = catalog.load_table(DRAIN_STATE.identifier)
+    snapshot = main.current_snapshot()
+    assert snapshot is not None  # measured after commits
     return Report(
         commit=commit, simulated_hours=round(commit * COMMIT_SECONDS / 3600, 1),
         commit_p50_ms=round(float(np.percentile(commit_ms, 50)), 1),
@@ -131,8 +136,8 @@ def _measure(catalog, commit: int, commit_ms: list[float], symbols: list[str], t
         largest_metadata_json_kb=round(max(json_kb.values()), 1),
         trades_metadata_dir_mb=round(folder_mb[TRADES.identifier], 2),
         largest_metadata_dir_mb=round(max(folder_mb.values()), 2),
-        trades_snapshots=len(main.snapshots()), trades_manifests=len(main.current_snapshot().manifests(main.io)),
-        trades_data_files=len(live_data_files(main, main.current_snapshot().snapshot_id)),
+        trades_snapshots=len(main.snapshots()), trades_manifests=len(snapshot.manifests(main.io)),
+        trades_data_files=len(live_data_files(main, snapshot.snapshot_id)),
         state_files=len(list(state.scan(row_filter=EqualTo("topic", topic)).plan_files())),
         planning_ms=round(planning_ms, 1), first_query_ms=round(first_query_ms, 1),
         query_latest_1000_p95_ms=round(_p95_ms(
@@ -146,15 +151,18 @@ def _measure(catalog, commit: int, commit_ms: list[float], symbols: list[str], t
 class CompressedUpkeep:
     """The upkeep sensors and schedules, run after the commits that reach their interval in simulated time."""
 
-    def __init__(self, catalog):
-        self.catalog, self.committed_at = catalog, []  # wall-clock time of each commit (snapshots carry it)
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.committed_at: list[datetime] = []  # wall-clock time of each commit (snapshots carry it)
         self.runs = {"sensor_compactions": 0, "expiries": 0, "snapshots_expired": 0, "nightly_compactions": 0}
 
     def after_commit(self, commit: int) -> None:
         self.committed_at.append(datetime.now(UTC))
         if commit % SENSOR_EVERY == 0:
             table = self.catalog.load_table(TRADES.identifier)
-            small = most_small_files_in_a_partition(live_data_files(table, table.current_snapshot().snapshot_id),
+            snapshot = table.current_snapshot()
+            assert snapshot is not None  # called after a commit
+            small = most_small_files_in_a_partition(live_data_files(table, snapshot.snapshot_id),
                                                     SENSOR_TARGET_FILE_MB * 2**20)
             if small >= SMALL_FILES_TRIGGER:
                 compact_table(self.catalog, TRADES.identifier, SENSOR_TARGET_FILE_MB * 2**20)

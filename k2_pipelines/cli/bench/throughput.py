@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 from confluent_kafka import Consumer
+from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThan
 
 from k2_pipelines.cli.bench.generated import COMPACT_START, COMPACT_SYMBOLS, append_micro_batch, generated_trades
@@ -28,7 +30,7 @@ from k2_pipelines.lib.asx.load import load_market_days
 from k2_pipelines.lib.asx.sample import DEFAULT_START, trading_days
 from k2_pipelines.lib.asx.validation import validate_market_load
 from k2_pipelines.lib.avro.codec import AvroDecoder
-from k2_pipelines.lib.avro.registry import default_registry
+from k2_pipelines.lib.avro.registry import Registry, default_registry
 from k2_pipelines.lib.binance.producer import Topics
 from k2_pipelines.lib.drain.checkpoint import checkpoint_properties
 from k2_pipelines.lib.drain.drain import drain, quotes_target, reader_for, trades_target
@@ -132,7 +134,7 @@ def _replay_in_child(session: Path, topics: Topics) -> None:
         raise RuntimeError(f"replay into Kafka failed (exit code {child.exitcode})")
 
 
-def _baseline(catalog, bootstrap: str, topic: str, registry, messages: int) -> float:
+def _baseline(catalog: Catalog, bootstrap: str, topic: str, registry: Registry, messages: int) -> float:
     """How the platform K2 replaces drained: fastavro per message, one Iceberg append per 1,000 messages."""
     table = catalog.load_table(TRADES_TABLE.identifier)
     schema = table.schema().as_arrow()
@@ -143,7 +145,10 @@ def _baseline(catalog, bootstrap: str, topic: str, registry, messages: int) -> f
     rows, done, started = [], 0, time.perf_counter()
     while done < messages:
         for message in consumer.consume(min(1_000, messages - done), timeout=1):
-            rows.append(decoder.decode(message.value())[1])
+            value = message.value()
+            if value is None:
+                raise RuntimeError(f"{topic}: a message without a value ({message.error()})")
+            rows.append(decoder.decode(value)[1])
             done += 1
             if len(rows) == 1_000 or done == messages:
                 table.append(pa.Table.from_pylist(rows, schema=schema))
@@ -158,7 +163,7 @@ def _read_only(bootstrap: str, topics: list[str], limits: Limits) -> float:
     started = time.perf_counter()
     for topic in topics:
         reader = reader_for(bootstrap, trades_target(topic), **{"group.id": f"bench-consume-{uuid.uuid4().hex}"})
-        offsets = {}
+        offsets: dict[int, int] = {}
         while len(batch := reader.read(offsets, limits)):
             offsets = batch.end
         reader.close()
@@ -217,7 +222,7 @@ def _build_micro_batches(root: Path, batches: int, rows_per_batch: int, days: in
                            checkpoint_properties("bench.trades", offsets, 0, f"bench-{batch}"))
 
 
-def _median_seconds(query, runs: int) -> tuple[float, int]:
+def _median_seconds(query: Callable[[], int], runs: int) -> tuple[float, int]:
     """Median wall time of `runs` runs of query(), and the rows it returned."""
     times = []
     for _ in range(runs):
@@ -227,7 +232,7 @@ def _median_seconds(query, runs: int) -> tuple[float, int]:
     return statistics.median(times), rows
 
 
-def _scan_times(catalog, symbol: str, day: datetime, runs: int) -> dict[str, tuple[float, int]]:
+def _scan_times(catalog: Catalog, symbol: str, day: datetime, runs: int) -> dict[str, tuple[float, int]]:
     """One symbol's trades of one day: PyIceberg's scan, and DuckDB over the files PyIceberg plans for it."""
     row_filter = And(EqualTo("symbol", symbol), And(GreaterThanOrEqual("timestamp", day.isoformat()),
                                                       LessThan("timestamp", (day + timedelta(days=1)).isoformat())))
@@ -238,13 +243,15 @@ def _scan_times(catalog, symbol: str, day: datetime, runs: int) -> dict[str, tup
     def duckdb_scan() -> int:
         tasks = catalog.load_table(TRADES_TABLE.identifier).scan(row_filter=row_filter).plan_files()
         paths = [task.file.file_path.removeprefix("file://") for task in tasks]
-        return duckdb.execute("SELECT * FROM read_parquet(?) WHERE symbol = ? AND timestamp >= ? AND timestamp < ?",
-                              [paths, symbol, day, day + timedelta(days=1)]).to_arrow_table().num_rows
+        rows = duckdb.execute("SELECT * FROM read_parquet(?) WHERE symbol = ? AND timestamp >= ? AND timestamp < ?",
+                              [paths, symbol, day, day + timedelta(days=1)]).to_arrow_table()
+        assert rows is not None  # a SELECT has a result set
+        return rows.num_rows
 
     return {"pyiceberg": _median_seconds(pyiceberg_scan, runs), "duckdb": _median_seconds(duckdb_scan, runs)}
 
 
-def built_in_another_process(build, *args) -> float:
+def built_in_another_process(build: Callable[..., None], *args: object) -> float:
     """Run `build(*args)` in a forked process (on every core, so that this one's peak memory is what is measured after
     it); its seconds."""
     builder = multiprocessing.get_context("fork").Process(target=build, args=args)
