@@ -14,7 +14,9 @@ summary: that state is read from there, and the next commit writes all of it to 
 
 import json
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -65,7 +67,7 @@ class Checkpoint:
 
 def stored_checkpoint(table: Table, topic: str) -> Checkpoint:
     for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
-        summary = snapshot.summary or {}
+        summary: Mapping[str, str] = snapshot.summary or {}
         offsets = summary.get(DRAIN_OFFSETS_PREFIX + topic)
         if offsets is None:
             continue
@@ -80,21 +82,28 @@ def stored_checkpoint(table: Table, topic: str) -> Checkpoint:
     return Checkpoint()
 
 
+def _file_rows(scan: ArrowScan, data_file: DataFile) -> pa.Table:
+    return scan.to_table([FileScanTask(data_file)])
+
+
 def _latest_rows(state_table: Table, topic: str, number: int) -> tuple[pa.Table, int]:
     """Each symbol's row with the highest checkpoint number at or below `number`, and how many files held them.
     A state file never changes, so a process reads each one once (a drain loop reads only the files added since)."""
     snapshot = state_table.current_snapshot()
-    files = selected_data_files(state_table, snapshot.snapshot_id, EqualTo("topic", topic)) if snapshot else []
+    files: list[DataFile] | None = (
+        selected_data_files(state_table, snapshot.snapshot_id, EqualTo("topic", topic)) if snapshot else [])
     scan = ArrowScan(state_table.metadata, state_table.io, state_table.schema(), AlwaysTrue())
     if files is None:  # delete files (another engine's): PyIceberg's plan pairs them with the data files they apply to
-        files = list(state_table.scan(row_filter=EqualTo("topic", topic)).plan_files())
-        rows = scan.to_table(files)
+        tasks = list(state_table.scan(row_filter=EqualTo("topic", topic)).plan_files())
+        rows = scan.to_table(tasks)
+        file_count = len(tasks)
     else:
-        parts = [_state_files.get_or_make(f.file_path, lambda f=f: scan.to_table([FileScanTask(f)])) for f in files]
+        parts = [_state_files.get_or_make(f.file_path, partial(_file_rows, scan, f)) for f in files]
         rows = pa.concat_tables(parts) if parts else state_table.schema().as_arrow().empty_table()
+        file_count = len(files)
     rows = rows.filter(pc.and_(pc.equal(rows.column("topic"), topic), pc.less_equal(rows.column("checkpoint"), number)))
     rows = rows.sort_by([("checkpoint", "descending")])
-    return rows.filter(pa.array(first_occurrences(rows.column("symbol").combine_chunks()))), len(files)
+    return rows.filter(pa.array(first_occurrences(rows.column("symbol").combine_chunks()))), file_count
 
 
 def symbol_state(catalog: Catalog, topic: str, checkpoint: Checkpoint) -> SymbolState:

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
-from pyiceberg.expressions import And, EqualTo, In, Or
+from pyiceberg.expressions import And, BooleanExpression, EqualTo, In, Or
 from pyiceberg.table import Table, Transaction
 
 from k2_pipelines.lib.avro.registry import Registry
@@ -107,7 +107,7 @@ def _plan(catalog: Catalog, main: Table, dead_letters: Table, target: DrainTarge
                  letters.select(["partition", "offset"]).take(pa.array(positions, pa.int64())))
 
 
-def _among(resolved: pa.Table, topic: str):
+def _among(resolved: pa.Table, topic: str) -> BooleanExpression:
     """A filter for exactly these dead letters of the topic: per partition, their offsets."""
     partitions = resolved.column("partition")
     return And(EqualTo("topic", topic), reduce(Or, [
@@ -117,7 +117,8 @@ def _among(resolved: pa.Table, topic: str):
 
 
 def _snapshot_id(table: Table) -> int | None:
-    return table.current_snapshot().snapshot_id if table.current_snapshot() else None
+    snapshot = table.current_snapshot()
+    return snapshot.snapshot_id if snapshot else None
 
 
 def replay_dead_letters(catalog: Catalog, target: DrainTarget, registry: Registry, run_id: str,

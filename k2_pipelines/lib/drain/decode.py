@@ -61,7 +61,7 @@ def _placeholder(data_type: pa.DataType) -> pa.Scalar:
 def _fit_table(decoded: pa.Table, schema: pa.Schema) -> tuple[pa.Table, np.ndarray, dict[int, str]]:
     """Decoded columns as the table's columns; (table, rows that fit, the first reason each other row does not)."""
     ok = np.ones(decoded.num_rows, dtype=bool)
-    reasons = {}
+    reasons: dict[int, str] = {}
     columns = []
     for field in schema:
         if field.name not in decoded.column_names:
@@ -117,7 +117,8 @@ def decode_batch(batch: KafkaBatch, registry: Registry, schema: pa.Schema, recor
         ids[framed] = (header[:, 0] << 24) | (header[:, 1] << 16) | (header[:, 2] << 8) | header[:, 3]
     dead = [(int(i), None, "NotWireFormat", "not Confluent wire format (magic byte 0 + 4-byte schema id)")
             for i in np.flatnonzero(~framed)]
-    pieces, positions = [], []
+    pieces: list[pa.Table] = []
+    position_pieces: list[np.ndarray] = []
     for schema_id in np.unique(ids[framed]).tolist():
         rows = np.flatnonzero(framed & (ids == schema_id))
         try:
@@ -144,10 +145,10 @@ def decode_batch(batch: KafkaBatch, registry: Registry, schema: pa.Schema, recor
             dead.append((int(rows[i]), schema_id, "InvalidValue", reasons[int(i)]))
         good = np.flatnonzero(decoded.ok & fits)
         pieces.append(table if good.size == table.num_rows else table.take(pa.array(good)))
-        positions.append(rows[good])
+        position_pieces.append(rows[good])
     if not pieces:
         return DecodedBatch(schema.empty_table(), np.zeros(0, np.int64), np.zeros(0, np.int64), sorted(dead))
-    positions = np.concatenate(positions)
+    positions = np.concatenate(position_pieces)
     table = pa.concat_tables(pieces)
     if (np.diff(positions) < 0).any():  # several schema ids: back to batch order
         order = np.argsort(positions, kind="stable")

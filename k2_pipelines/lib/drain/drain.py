@@ -17,6 +17,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -100,7 +101,7 @@ def group_id(target: DrainTarget) -> str:
     return f"k2.drain.{target.table.name}"
 
 
-def reader_for(bootstrap: str, target: DrainTarget, **config) -> TopicReader:
+def reader_for(bootstrap: str, target: DrainTarget, **config: Any) -> TopicReader:
     return TopicReader(Consumer({
         "bootstrap.servers": bootstrap,
         "group.id": group_id(target),
@@ -205,7 +206,8 @@ def drain_once(catalog: Catalog, reader: TopicReader, target: DrainTarget, regis
     main = load_table(catalog, target.table.identifier)
     checkpoint = stored_checkpoint(main, target.topic)
     state = symbol_state(catalog, target.topic, checkpoint)
-    result.snapshot_before = main.current_snapshot().snapshot_id if main.current_snapshot() else None
+    before = main.current_snapshot()
+    result.snapshot_before = before.snapshot_id if before else None
     batch = reader.read(checkpoint.offsets, limits)
     result.offsets_from, result.offsets_to, result.lag_after = batch.start, batch.end, batch.lag_after
     result.messages = len(batch)

@@ -2,6 +2,7 @@
 
 import gc
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,10 +57,14 @@ class KafkaBatch:
 class _Columns:
     """A batch being read, a consume() chunk at a time: values kept as bytes until one join at the end."""
 
-    def __init__(self):
-        self.values, self.keys, self.lengths, self.partitions, self.offsets = [], [], [], [], []
+    def __init__(self) -> None:
+        self.values: list[bytes | None] = []
+        self.keys: list[bytes | None] = []
+        self.lengths: list[np.ndarray] = []
+        self.partitions: list[np.ndarray] = []
+        self.offsets: list[np.ndarray] = []
 
-    def add(self, messages: list, lengths: np.ndarray, partitions: np.ndarray, offsets: np.ndarray) -> None:
+    def add(self, messages: list[Message], lengths: np.ndarray, partitions: np.ndarray, offsets: np.ndarray) -> None:
         self.values += map(Message.value, messages)
         self.keys += map(Message.key, messages)
         self.lengths.append(lengths)
@@ -78,7 +83,7 @@ class _Columns:
 
 
 @contextmanager
-def _collector_paused():
+def _collector_paused() -> Iterator[None]:
     """No cycle collection while a batch is read: reading makes no cycles, and each full pass over the process's
     objects (and the batch's growing lists) took 100 ms, several times a batch."""
     enabled = gc.isenabled()
@@ -174,8 +179,11 @@ class TopicReader:
                         continue
                     if error.code() != KafkaError._PARTITION_EOF:
                         raise KafkaException(error)
-                    if message.offset() >= high_watermarks[message.partition()]:  # not an end an earlier batch saw
-                        pending.discard(message.partition())
+                    partition, offset = message.partition(), message.offset()
+                    if partition is None or offset is None:
+                        raise KafkaException(f"{self.topic}: a partition end without its partition and offset")
+                    if offset >= high_watermarks[partition]:  # not an end an earlier batch saw
+                        pending.discard(partition)
                 messages = [m for m, error in zip(messages, errors) if error is None]
             if not messages:
                 continue

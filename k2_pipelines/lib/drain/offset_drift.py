@@ -12,7 +12,9 @@ Only partitions with a stored offset are compared: the drain reads the others fr
 """
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from confluent_kafka import OFFSET_INVALID, KafkaError, KafkaException, TopicPartition
 
@@ -23,6 +25,7 @@ TIMEOUT_SECONDS = 10
 COORDINATOR_ATTEMPTS, RETRY_SECONDS = 40, 0.5
 _COORDINATOR_MOVING = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
                        KafkaError.COORDINATOR_LOAD_IN_PROGRESS}
+T = TypeVar("T")
 
 
 class RealignRefused(RuntimeError):
@@ -50,18 +53,19 @@ def _watermarks(reader: TopicReader) -> dict[int, tuple[int, int]] | None:
         raise
 
 
-def _once_coordinated(call):
+def _once_coordinated(call: Callable[[], T]) -> T:
     """call(), again while the group's coordinator is being elected or moved (a fresh broker's first requests)."""
-    for attempt in range(1, COORDINATOR_ATTEMPTS + 1):
+    for _ in range(COORDINATOR_ATTEMPTS - 1):
         try:
             return call()
         except KafkaException as error:
-            if error.args[0].code() not in _COORDINATOR_MOVING or attempt == COORDINATOR_ATTEMPTS:
+            if error.args[0].code() not in _COORDINATOR_MOVING:
                 raise
             time.sleep(RETRY_SECONDS)
+    return call()  # the last attempt: any error is raised
 
 
-def _committed(reader: TopicReader, partitions) -> dict[int, int | None]:
+def _committed(reader: TopicReader, partitions: list[int]) -> dict[int, int | None]:
     offsets = _once_coordinated(lambda: reader.consumer.committed(
         [TopicPartition(reader.topic, p) for p in partitions], timeout=TIMEOUT_SECONDS))
     for offset in offsets:

@@ -13,6 +13,7 @@ either: the ceilings it carries forward keep their ids suspect, and `quarantined
 market_data.quarantine the same way. That table keeps no exchange column: there they match by symbol and id.
 """
 
+from collections.abc import Callable
 from functools import reduce
 
 import numpy as np
@@ -77,7 +78,7 @@ def any_of(expressions: list[BooleanExpression]) -> BooleanExpression:
     return expressions[0]
 
 
-def _id_ranges(rows: pa.Table, id_column: str, by: tuple[str, ...]):
+def _id_ranges(rows: pa.Table, id_column: str, by: tuple[str, ...]) -> BooleanExpression:
     """A filter for the rows whose key could be among `rows`': per value of the `by` columns, ids between theirs."""
     spans = rows.group_by(list(by)).aggregate([(id_column, "min"), (id_column, "max")])
     return any_of([And(reduce(And, [EqualTo(column, span[column]) for column in by]),
@@ -86,7 +87,8 @@ def _id_ranges(rows: pa.Table, id_column: str, by: tuple[str, ...]):
                        for span in spans.to_pylist()])
 
 
-def _suspects_found(rows: pa.Table, numbers: np.ndarray, ceilings: Ceilings, found_among) -> np.ndarray:
+def _suspects_found(rows: pa.Table, numbers: np.ndarray, ceilings: Ceilings,
+                    found_among: Callable[[pa.Array], pa.Array]) -> np.ndarray:
     """Per row, whether it repeats: only the rows that could are looked up, by `found_among(their positions)`."""
     found = np.zeros(rows.num_rows, dtype=bool)
     suspects = np.flatnonzero(could_repeat(rows, numbers, ceilings))

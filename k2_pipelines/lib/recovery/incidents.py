@@ -84,7 +84,8 @@ def incidents(catalog: Catalog, status: str | None = None, kind: str | None = No
     return sorted(found, key=lambda i: i.detected_at)
 
 
-_RUN_ID = re.compile(r"\b[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\b")  # Dagster's and k2 drain's
+# Dagster's run ids and k2 drain's
+_RUN_ID = re.compile(r"\b[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\b")
 
 
 def runs_named_by_open_incidents(catalog: Catalog) -> frozenset[str]:

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from functools import reduce
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
-from pyiceberg.expressions import AlwaysTrue, And, EqualTo, In, IsNull
+from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, EqualTo, In, IsNull
 from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table, Transaction
@@ -79,12 +80,12 @@ class _Plan:
 
 
 def _run_snapshots(table: Table, run_id: str) -> list[int]:
-    return [s.snapshot_id for s in table.snapshots() if (s.summary or {}).get(DRAIN_RUN_ID) == run_id]
+    return [s.snapshot_id for s in table.snapshots() if s.summary is not None and s.summary.get(DRAIN_RUN_ID) == run_id]
 
 
 def _added_by(table: Table, snapshot_ids: list[int]) -> dict[str, int]:
     """file path -> the snapshot (of `snapshot_ids`) that added it."""
-    added = {}
+    added: dict[str, int] = {}
     for snapshot_id in snapshot_ids:
         entries = table.inspect.entries(snapshot_id)
         mine = pc.and_(pc.equal(entries["status"], 1), pc.equal(entries["snapshot_id"], snapshot_id))
@@ -95,7 +96,8 @@ def _added_by(table: Table, snapshot_ids: list[int]) -> dict[str, int]:
 def _read(table: Table, files: list[DataFile], added_by: dict[str, int]) -> pa.Table:
     """The files' rows (whether live or not), each with the snapshot that added its file."""
     scan = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue())
-    parts = [(f, scan.to_table([FileScanTask(f)])) for f in files] or [(None, scan.to_table([]))]
+    parts: list[tuple[DataFile | None, pa.Table]] = ([(f, scan.to_table([FileScanTask(f)])) for f in files]
+                                                     or [(None, scan.to_table([]))])
     return pa.concat_tables([
         rows.append_column(_SOURCE_SNAPSHOT, pa.array([added_by[f.file_path] if f else 0] * rows.num_rows, pa.int64()))
         for f, rows in parts])
@@ -130,7 +132,7 @@ def _plan(table: Table, target: DrainTarget, run_files: list[DataFile], added_by
                  pa.concat_tables([_read(table, live, added_by), gone]))
 
 
-def _id_filter(rows: pa.Table, id_column: str):
+def _id_filter(rows: pa.Table, id_column: str) -> BooleanExpression:
     """Exactly these rows: per exchange and symbol, their ids (ids are unique per symbol, not overall)."""
     groups = rows.group_by(["exchange", "symbol"]).aggregate([(id_column, "list")])
     return any_of([And(And(EqualTo("exchange", g["exchange"]), EqualTo("symbol", g["symbol"])),
@@ -138,7 +140,7 @@ def _id_filter(rows: pa.Table, id_column: str):
                    for g in groups.to_pylist()])
 
 
-def _json_value(value):
+def _json_value(value: object) -> str:
     if isinstance(value, (datetime, date)):
         return value.isoformat()
     if isinstance(value, Decimal):
@@ -202,7 +204,10 @@ def quarantine_run(catalog: Catalog, target: DrainTarget, source_run_id: str, re
             else _plan_rows(main, target, run_files, added_by, pick)
         result.files_removed, result.rows_quarantined = len(plan.live_files), plan.rows.num_rows
         result.rows_by_filter, result.offsets_kept = plan.merged.num_rows, plan.checkpoint.offsets
-        result.snapshot_after = main.current_snapshot().snapshot_id
+        current = main.current_snapshot()
+        if current is None:  # the run's snapshots were there when the quarantine began
+            raise UnknownRun(f"{identifier} has no snapshot now: nothing of run {source_run_id!r} to quarantine")
+        result.snapshot_after = current.snapshot_id
         if not plan.rows.num_rows or dry_run:
             return None
         if written_for is None or not plan.rows.equals(written_for):  # a lost race changed what to take out
@@ -260,7 +265,7 @@ class ReleaseResult:
     seconds: float
 
 
-def _held_filter(identifier: str, source_run_id: str | None = None, reason: str | None = None):
+def _held_filter(identifier: str, source_run_id: str | None = None, reason: str | None = None) -> BooleanExpression:
     conditions = [EqualTo("table_name", identifier), IsNull("released_by_run")]
     conditions += [EqualTo("source_run_id", source_run_id)] if source_run_id else []
     conditions += [EqualTo("reason", reason)] if reason else []
@@ -274,7 +279,7 @@ def held(catalog: Catalog, identifier: str | None = None) -> pa.Table:
     return quarantine.scan(row_filter=row_filter).to_arrow()
 
 
-def _value(value, data_type: pa.DataType):
+def _value(value: Any, data_type: pa.DataType) -> Any:
     """A value of a row's JSON (see _json_value) back as what Arrow takes for the type."""
     if value is None:
         return None
@@ -308,7 +313,8 @@ def release(catalog: Catalog, target: DrainTarget, source_run_id: str, release_r
 
     def plan_commit(attempt: int) -> list[Transaction] | None:
         main, quarantine = catalog.load_table(identifier), catalog.load_table(QUARANTINE.identifier)
-        result.snapshot_after = main.current_snapshot().snapshot_id if main.current_snapshot() else None
+        current = main.current_snapshot()
+        result.snapshot_after = current.snapshot_id if current else None
         row_filter = _held_filter(identifier, source_run_id, reason)
         rows_held = quarantine.scan(row_filter=row_filter).to_arrow()
         if not rows_held.num_rows:
