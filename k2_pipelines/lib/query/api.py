@@ -20,41 +20,44 @@ from k2_pipelines.lib.query.engine import TIME_LIMIT_SECONDS, engine
 from k2_pipelines.lib.query.plan import plan, range_filter, snapshot_id, source
 from k2_pipelines.lib.query.symbols import table_symbols
 from k2_pipelines.lib.query.tables import current_table
-from k2_pipelines.lib.query.validate import QueryError
+from k2_pipelines.lib.query.validate import AsOf, AsOfValue, QueryError, Symbols, Time
 
 
-def trades(symbols, start, end, limit=1000, as_of=None, newest_first=False, *, catalog: Catalog | None = None,
+def trades(symbols: Symbols, start: Time, end: Time, limit: int = 1000, as_of: AsOfValue = None,
+           newest_first: bool = False, *, catalog: Catalog | None = None,
            time_limit: float = TIME_LIMIT_SECONDS) -> pa.Table:
     """The trades of `symbols` in [start, end) in event-time order (newest first: the latest `limit`)."""
     return _events("trades", "trade_id", symbols, start, end, limit, as_of, newest_first, catalog, time_limit)
 
 
-def quotes(symbols, start, end, limit=1000, as_of=None, newest_first=False, *, catalog: Catalog | None = None,
+def quotes(symbols: Symbols, start: Time, end: Time, limit: int = 1000, as_of: AsOfValue = None,
+           newest_first: bool = False, *, catalog: Catalog | None = None,
            time_limit: float = TIME_LIMIT_SECONDS) -> pa.Table:
     """The best bid/ask quotes of `symbols` in [start, end), as trades()."""
     return _events("quotes", "quote_id", symbols, start, end, limit, as_of, newest_first, catalog, time_limit)
 
 
-def ohlcv(symbols, start, end, interval="1m", as_of=None, limit=100_000, *, catalog: Catalog | None = None,
-          time_limit: float = TIME_LIMIT_SECONDS) -> pa.Table:
+def ohlcv(symbols: Symbols, start: Time, end: Time, interval: str = "1m", as_of: AsOfValue = None,
+          limit: int = 100_000, *, catalog: Catalog | None = None, time_limit: float = TIME_LIMIT_SECONDS) -> pa.Table:
     """Bars computed now from the trades in [start, end) (a start inside a bar makes that bar partial)."""
     width = validate.interval(interval)
-    names, start, end, limit, as_of = _inputs(symbols, start, end, limit, as_of)
-    table, snapshot = _snapshot(_catalog(catalog), "trades", as_of, names)
+    names, start, end, limit, checked_as_of = _inputs(symbols, start, end, limit, as_of)
+    table, snapshot = _snapshot(_catalog(catalog), "trades", checked_as_of, names)
     where, params = _where("timestamp", names, start, end)
     planned = plan(table, snapshot, range_filter("timestamp", names, start, end))
     return engine().run(bars_sql(where) + " LIMIT $limit", {**params, "width": width, "limit": limit},
                         source(planned), time_limit)
 
 
-def gold_ohlcv(symbols, start, end, interval="1m", as_of=None, limit=100_000, *, catalog: Catalog | None = None,
+def gold_ohlcv(symbols: Symbols, start: Time, end: Time, interval: str = "1m", as_of: AsOfValue = None,
+               limit: int = 100_000, *, catalog: Catalog | None = None,
                time_limit: float = TIME_LIMIT_SECONDS) -> pa.Table:
     """Bars starting in [start, end) read from the gold table market_data.ohlcv_<interval>."""
     if interval not in OHLCV_TABLES:
         raise QueryError(f"no gold table for interval {interval!r:.40} (gold: {', '.join(OHLCV_TABLES)}); "
                          "ohlcv() computes any interval from the trades")
-    names, start, end, limit, as_of = _inputs(symbols, start, end, limit, as_of)
-    table, snapshot = _snapshot(_catalog(catalog), f"ohlcv_{interval}", as_of, names)
+    names, start, end, limit, checked_as_of = _inputs(symbols, start, end, limit, as_of)
+    table, snapshot = _snapshot(_catalog(catalog), f"ohlcv_{interval}", checked_as_of, names)
     where, params = _where("bar_start", names, start, end)
     planned = plan(table, snapshot, range_filter("bar_start", names, start, end))
     sql = f"SELECT * EXCLUDE (run_id) FROM {{source}} WHERE {where} ORDER BY bar_start, symbol, exchange " \
@@ -62,7 +65,7 @@ def gold_ohlcv(symbols, start, end, interval="1m", as_of=None, limit=100_000, *,
     return engine().run(sql, {**params, "limit": limit}, source(planned), time_limit)
 
 
-def symbols(table="trades", as_of=None, *, catalog: Catalog | None = None) -> pa.Table:
+def symbols(table: str = "trades", as_of: AsOfValue = None, *, catalog: Catalog | None = None) -> pa.Table:
     """The symbols `table` holds (as of a snapshot), sorted."""
     loaded = _load(_catalog(catalog), validate.table(table))
     found = table_symbols(loaded, snapshot_id(loaded, validate.as_of(as_of)))
@@ -74,7 +77,7 @@ def table_stats(*, catalog: Catalog | None = None) -> pa.Table:
     return pa.Table.from_pylist(stats.table_stats(_catalog(catalog)))
 
 
-def snapshots(table="trades", *, catalog: Catalog | None = None) -> pa.Table:
+def snapshots(table: str = "trades", *, catalog: Catalog | None = None) -> pa.Table:
     """Every snapshot of `table`, oldest first: what as_of can name."""
     loaded = _load(_catalog(catalog), validate.table(table))
     current = loaded.current_snapshot()
@@ -83,8 +86,8 @@ def snapshots(table="trades", *, catalog: Catalog | None = None) -> pa.Table:
         "parent_id": s.parent_snapshot_id,
         "committed_at": datetime.fromtimestamp(s.timestamp_ms / 1000, UTC),
         "operation": s.summary.operation.value if s.summary else None,
-        "added_records": int((s.summary or {}).get("added-records", 0)),
-        "total_records": int((s.summary or {}).get("total-records", 0)),
+        "added_records": int(s.summary.get("added-records", 0)) if s.summary else 0,
+        "total_records": int(s.summary.get("total-records", 0)) if s.summary else 0,
         "current": current is not None and s.snapshot_id == current.snapshot_id,
     } for s in sorted(loaded.snapshots(), key=lambda s: s.timestamp_ms)]
     return pa.Table.from_pylist(rows, schema=pa.schema([
@@ -93,9 +96,10 @@ def snapshots(table="trades", *, catalog: Catalog | None = None) -> pa.Table:
         ("current", pa.bool_())]))
 
 
-def _events(name, id_column, symbols_, start, end, limit, as_of, newest_first, catalog, time_limit) -> pa.Table:
-    names, start, end, limit, as_of = _inputs(symbols_, start, end, limit, as_of)
-    table, snapshot = _snapshot(_catalog(catalog), name, as_of, names)
+def _events(name: str, id_column: str, symbols_: Symbols, start: Time, end: Time, limit: int, as_of: AsOfValue,
+            newest_first: bool, catalog: Catalog | None, time_limit: float) -> pa.Table:
+    names, start, end, limit, checked_as_of = _inputs(symbols_, start, end, limit, as_of)
+    table, snapshot = _snapshot(_catalog(catalog), name, checked_as_of, names)
     where, params = _where("timestamp", names, start, end)
     read_from = source(plan(table, snapshot, range_filter("timestamp", names, start, end)))
     if not newest_first:
@@ -123,12 +127,13 @@ def _in_event_order(rows: pa.Table, id_column: str) -> pa.Table:
     return rows.sort_by([("timestamp", "ascending"), (id_column, "ascending")])
 
 
-def _inputs(symbols_, start, end, limit, as_of):
+def _inputs(symbols_: Symbols, start: Time, end: Time, limit: int,
+            as_of: AsOfValue) -> tuple[list[str], datetime, datetime, int, AsOf | None]:
     return (validate.symbols(symbols_), *validate.time_range(start, end), validate.limit(limit),
             validate.as_of(as_of))
 
 
-def _snapshot(catalog: Catalog, name: str, as_of, names: list[str]) -> tuple[Table, int | None]:
+def _snapshot(catalog: Catalog, name: str, as_of: AsOf | None, names: list[str]) -> tuple[Table, int | None]:
     """The table and the snapshot to read, once each symbol is known to the table at that snapshot."""
     table = _load(catalog, name)
     snapshot = snapshot_id(table, as_of)

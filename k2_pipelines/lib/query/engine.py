@@ -4,7 +4,9 @@ query, so threads query at once), parameterized SQL only, and a time limit per q
 import queue
 import threading
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -21,19 +23,19 @@ class Engine:
     def __init__(self, connections: int = CONNECTIONS):
         self._database = duckdb.connect()
         self._database.execute("SET GLOBAL TimeZone = 'UTC'")  # timestamptz in and out, and time_bucket, in UTC
-        self._idle: queue.Queue = queue.Queue()
+        self._idle: queue.Queue[duckdb.DuckDBPyConnection] = queue.Queue()
         for _ in range(connections):
             self._idle.put(self._database.cursor())
 
     @contextmanager
-    def _connection(self):
+    def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         connection = self._idle.get()
         try:
             yield connection
         finally:
             self._idle.put(connection)
 
-    def run(self, sql: str, params: dict, source: tuple[str, ...] | pa.Table, time_limit: float,
+    def run(self, sql: str, params: dict[str, Any], source: tuple[str, ...] | pa.Table, time_limit: float,
             max_rows: int | None = None) -> pa.Table:
         """`sql` with `{source}` where the rows come from: read_parquet over the files (the list a parameter too),
         or an Arrow table registered under a name made here. User input reaches DuckDB only through `params`.
@@ -51,10 +53,11 @@ class Engine:
                           {**params, "files": list(source)}, time_limit, max_rows)
 
 
-def _first_rows(relation, max_rows: int) -> pa.Table:
+def _first_rows(relation: duckdb.DuckDBPyRelation, max_rows: int) -> pa.Table:
     """The result streamed until max_rows rows: the scan stops once they are there, and costs what the scan alone
     does (a LIMIT clause made the scan of 140,000 rows take 40 ms instead of 30)."""
-    batches, rows = [], 0
+    batches: list[pa.RecordBatch] = []
+    rows = 0
     try:
         reader = relation.to_arrow_reader(min(max_rows, STREAM_BATCH_ROWS))
         for batch in reader:
@@ -67,11 +70,12 @@ def _first_rows(relation, max_rows: int) -> pa.Table:
         relation.close()  # the rest of a result stopped early is dropped now, not kept by the connection
 
 
-def _timed(connection, sql: str, params: dict, time_limit: float, max_rows: int | None) -> pa.Table:
+def _timed(connection: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any], time_limit: float,
+           max_rows: int | None) -> pa.Table:
     """Run the query; past `time_limit` seconds interrupt it (never a later query on the same connection)."""
     lock, finished, interrupted = threading.Lock(), threading.Event(), threading.Event()
 
-    def watch():
+    def watch() -> None:
         if finished.wait(time_limit):
             return
         # again and again: an interrupt while DuckDB still binds the query is forgotten when its execution starts

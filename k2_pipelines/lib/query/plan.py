@@ -36,6 +36,8 @@ def snapshot_id(table: Table, as_of: AsOf | None) -> int | None:
         if table.snapshot_by_id(as_of.snapshot_id) is None:
             raise QueryError(f"{name} has no snapshot {as_of.snapshot_id} (see `k2 query snapshots`)")
         return as_of.snapshot_id
+    if as_of.at is None:
+        raise QueryError("as_of names neither a snapshot id nor a time")
     at_ms = int(as_of.at.timestamp() * 1000)
     snapshot = table.snapshot_as_of_timestamp(at_ms)
     if snapshot is None:

@@ -3,6 +3,8 @@
 Cached per data file (Iceberg never changes a file once written), so a snapshot after a drain reads only the drain's
 new files, and per snapshot (immutable too)."""
 
+from collections.abc import Hashable
+
 import pyarrow.compute as pc
 from pyiceberg.table import Table
 
@@ -32,12 +34,12 @@ def _read(table: Table, snapshot: int) -> frozenset[str]:
 def _file_symbols(files: tuple[str, ...]) -> list[frozenset[str]]:
     known = {path: _by_file.get(path) for path in files}
     missing = [path for path, symbols in known.items() if symbols is None]
+    read: dict[Hashable, frozenset[str]] = {}
     if missing:
         rows = engine().run("SELECT DISTINCT filename, symbol FROM {source}", {}, tuple(missing), TIME_LIMIT_SECONDS)
         found: dict[str, set[str]] = {path: set() for path in missing}
         for path, symbol in zip(rows["filename"].to_pylist(), rows["symbol"].to_pylist()):
             found[path].add(symbol)
         read = {path: frozenset(symbols) for path, symbols in found.items()}
-        known.update(read)
         _by_file.put_all(read)
-    return list(known.values())
+    return [read[path] if symbols is None else symbols for path, symbols in known.items()]

@@ -14,6 +14,11 @@ SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/\-]{0,31}")  # exchange symbols: 
 INTERVALS = {"1m": timedelta(minutes=1), "5m": timedelta(minutes=5), "1h": timedelta(hours=1), "1d": timedelta(days=1)}
 TABLE = re.compile(r"[a-z][a-z0-9_]{0,63}")  # a table of the market_data namespace
 
+# what the query API takes; the checks below refuse other values
+Symbols = str | list[str] | tuple[str, ...]
+Time = datetime | str  # naive datetimes are UTC
+AsOfValue = int | str | datetime | None  # a snapshot id (or its digits), or a time
+
 
 class QueryError(ValueError):
     """A query K2 cannot answer as asked; the message says why."""
@@ -27,7 +32,7 @@ class AsOf:
     at: datetime | None = None
 
 
-def timestamp(value, name: str) -> datetime:
+def timestamp(value: object, name: str) -> datetime:
     """An aware UTC datetime from a datetime (naive means UTC) or an ISO 8601 string."""
     if isinstance(value, str):
         try:
@@ -40,7 +45,7 @@ def timestamp(value, name: str) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def time_range(start, end) -> tuple[datetime, datetime]:
+def time_range(start: object, end: object) -> tuple[datetime, datetime]:
     """[start, end) in UTC, within the years K2 can hold and at most MAX_RANGE long."""
     start, end = timestamp(start, "start"), timestamp(end, "end")
     if end <= start:
@@ -56,7 +61,7 @@ def time_range(start, end) -> tuple[datetime, datetime]:
     return start, end
 
 
-def symbols(value) -> list[str]:
+def symbols(value: object) -> list[str]:
     """One symbol or a list of them, each shaped like an exchange symbol (whether the table has it is checked later)."""
     names = [value] if isinstance(value, str) else value
     if not isinstance(names, (list, tuple)) or not names:
@@ -69,7 +74,7 @@ def symbols(value) -> list[str]:
     return sorted(set(names))
 
 
-def limit(value) -> int:
+def limit(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise QueryError(f"limit must be a whole number, not {_shown(value)}")
     if not 1 <= value <= MAX_LIMIT:
@@ -77,19 +82,19 @@ def limit(value) -> int:
     return value
 
 
-def interval(value) -> timedelta:
+def interval(value: str) -> timedelta:
     if value not in INTERVALS:
         raise QueryError(f"interval must be one of {', '.join(INTERVALS)}, not {_shown(value)}")
     return INTERVALS[value]
 
 
-def table(value) -> str:
+def table(value: object) -> str:
     if not isinstance(value, str) or not TABLE.fullmatch(value):
         raise QueryError(f"{_shown(value)} is not a table name such as trades, quotes or ohlcv_1m")
     return value
 
 
-def as_of(value) -> AsOf | None:
+def as_of(value: object) -> AsOf | None:
     """None (the current snapshot), a snapshot id (int or digits), or a time (datetime or ISO 8601)."""
     if value is None:
         return None
@@ -105,7 +110,7 @@ def as_of(value) -> AsOf | None:
     raise QueryError(f"as_of must be a snapshot id or an ISO 8601 time, not {type(value).__name__}")
 
 
-def _shown(value) -> str:
+def _shown(value: object) -> str:
     """The value as an error message quotes it: printable and short, whatever it holds."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
