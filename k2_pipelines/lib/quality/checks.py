@@ -31,7 +31,7 @@ class Check:
     severity: str
     description: str
     frame: str
-    expectations: tuple
+    expectations: tuple[gxe.Expectation, ...]
 
 
 def required_fields(schema: Schema) -> tuple[str, ...]:
@@ -44,7 +44,7 @@ def _not_null(schema: Schema) -> Check:
                  tuple(gxe.ExpectColumnValuesToNotBeNull(column=c) for c in required))
 
 
-def _positive(*columns: str) -> tuple:
+def _positive(*columns: str) -> tuple[gxe.ExpectColumnValuesToBeBetween, ...]:
     return tuple(gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, strict_min=True, max_value=DECIMAL_MAX)
                  for c in columns)
 
@@ -71,7 +71,8 @@ def market_checks(kind: str, schema: Schema, id_column: str, thresholds: Thresho
                   (gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="ask_price", column_B="bid_price",
                                                                or_equal=True),)),
         ]
-    return checks + [
+    return [
+        *checks,
         Check("not_in_future", ERROR, f"event time is at most {thresholds.future_tolerance_seconds:g} s ahead of the "
               "clock", "rows", (gxe.ExpectColumnValuesToBeBetween(column="timestamp", max_value=latest),)),
         Check("not_before_listing", ERROR, "event time is not before the instrument's listing", "rows",

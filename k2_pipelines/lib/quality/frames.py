@@ -68,7 +68,8 @@ def checked_columns(rows: pa.Table, listings: pa.Table, names: tuple[str, ...], 
     if "listed_at" in names:
         columns["listed_at"] = _listed_at(rows, listings)
     if local_timezone and {"local_date", "local_minute"} & set(names):
-        local = pc.local_timestamp(rows.column("timestamp").combine_chunks().cast(pa.timestamp("us", tz=local_timezone)))
+        local = pc.local_timestamp(
+            rows.column("timestamp").combine_chunks().cast(pa.timestamp("us", tz=local_timezone)))
         columns["local_date"] = local.cast(pa.date32())
         columns["local_minute"] = pc.add(pc.multiply(pc.hour(local), 60), pc.minute(local))
     if local_timezone and "trading_date" in names and "trading_date" not in columns:

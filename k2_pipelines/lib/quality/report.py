@@ -58,7 +58,7 @@ class Validation:
 
 def combined(asset: str, run_id: str, validated_at: datetime, parts: list[Validation]) -> Validation:
     """The run's validation from its partitions': a check passes where it passed in every one."""
-    outcomes = {}
+    outcomes: dict[str, Outcome] = {}
     for part in parts:
         for o in part.outcomes:
             total = outcomes.setdefault(o.check, Outcome(o.check, o.severity, o.description, True, 0, 0))
@@ -67,12 +67,12 @@ def combined(asset: str, run_id: str, validated_at: datetime, parts: list[Valida
             total.evaluated += o.evaluated
             total.sample += [{"partition": part.partition} | row for row in o.sample][: SAMPLE_SIZE - len(total.sample)]
             total.errors += o.errors
-    set_aside = {}
+    set_aside: dict[str, SetAside] = {}
     for part in parts:
         for s in part.set_aside:
-            total = set_aside.setdefault(s.rule, SetAside(s.rule, 0))
-            total.rows += s.rows
-            total.sample += [{"partition": part.partition} | row for row in s.sample][: SAMPLE_SIZE - len(total.sample)]
+            aside = set_aside.setdefault(s.rule, SetAside(s.rule, 0))
+            aside.rows += s.rows
+            aside.sample += [{"partition": part.partition} | row for row in s.sample][: SAMPLE_SIZE - len(aside.sample)]
     return Validation(asset, run_id, validated_at, sum(p.rows for p in parts), list(outcomes.values()),
                       notes=[n for p in parts for n in p.notes], set_aside=list(set_aside.values()))
 
@@ -155,7 +155,7 @@ def to_text(validation: Validation, page: Path | None = None) -> str:
     return "\n".join(lines + ([f"  report: {page}"] if page else []))
 
 
-def _cell(value) -> str:
+def _cell(value: object) -> str:
     return html.escape("" if value is None else str(value))
 
 

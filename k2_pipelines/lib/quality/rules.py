@@ -14,6 +14,7 @@ import great_expectations.expectations as gxe
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from great_expectations.expectations.expectation import ColumnMapExpectation, ColumnPairMapExpectation
 from pyiceberg.catalog import Catalog
 from pyiceberg.schema import Schema
 
@@ -34,8 +35,12 @@ def row_rules(checks: list[Check]) -> list[Check]:
             and all(isinstance(e, _ONE_ROW_AT_A_TIME) for e in c.expectations)]
 
 
-def _columns_read(expectation) -> list[str]:
-    return [expectation.column] if hasattr(expectation, "column") else [expectation.column_A, expectation.column_B]
+def _columns_read(expectation: gxe.Expectation) -> list[str]:
+    if isinstance(expectation, ColumnMapExpectation):
+        return [expectation.column]
+    if isinstance(expectation, ColumnPairMapExpectation):
+        return [expectation.column_A, expectation.column_B]
+    raise TypeError(f"{type(expectation).__name__} does not judge one row at a time")
 
 
 def _present(values: pa.Array) -> pa.Array:
@@ -44,11 +49,11 @@ def _present(values: pa.Array) -> pa.Array:
     return pc.and_(valid, pc.invert(pc.is_nan(values))) if pa.types.is_floating(values.type) else valid
 
 
-def _bound(value, data_type: pa.DataType) -> pa.Scalar:
+def _bound(value: object, data_type: pa.DataType) -> pa.Scalar:
     return pa.scalar(value).cast(data_type) if pa.types.is_timestamp(data_type) else pa.scalar(value)
 
 
-def _broken(expectation, columns: dict[str, pa.Array]) -> pa.Array:
+def _broken(expectation: gxe.Expectation, columns: dict[str, pa.Array]) -> pa.Array:
     """Where the rows break one expectation, as Great Expectations judges them."""
     if isinstance(expectation, gxe.ExpectColumnValuesToNotBeNull):
         return pc.invert(_present(columns[expectation.column]))
@@ -63,11 +68,15 @@ def _broken(expectation, columns: dict[str, pa.Array]) -> pa.Array:
     if isinstance(expectation, gxe.ExpectColumnValuesToBeInSet):
         values = columns[expectation.column]
         return pc.and_(_present(values), pc.invert(pc.is_in(values, pa.array(list(expectation.value_set)))))
+    if not isinstance(expectation, (gxe.ExpectColumnPairValuesAToBeGreaterThanB, gxe.ExpectColumnPairValuesToBeEqual)):
+        raise TypeError(f"{type(expectation).__name__} does not judge one row at a time")
     a, b = columns[expectation.column_A], columns[expectation.column_B]
     if isinstance(expectation, gxe.ExpectColumnPairValuesAToBeGreaterThanB):
         holds = (pc.greater_equal if expectation.or_equal else pc.greater)(a, b)
     else:
         holds = pc.equal(a, b)
+    if isinstance(expectation.ignore_row_if, dict):
+        raise TypeError(f"ignore_row_if is a suite parameter ({expectation.ignore_row_if}): a row rule names its value")
     ignored = {"both_values_are_missing": pc.and_, "either_value_is_missing": pc.or_, "neither": None}[
         expectation.ignore_row_if]
     judged = pc.invert(ignored(pc.invert(_present(a)), pc.invert(_present(b)))) if ignored else pa.scalar(True)
@@ -91,7 +100,7 @@ def _details(check: Check, columns: dict[str, pa.Array], positions: np.ndarray) 
             for i in range(len(positions))]
 
 
-def _text(value) -> str:
+def _text(value: object) -> str:
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 

@@ -3,10 +3,14 @@
 import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import great_expectations as gx
 import numpy as np
 import pandas as pd
+from great_expectations.core.expectation_validation_result import ExpectationValidationResult
+from great_expectations.data_context.types.base import ProgressBarsConfig
+from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
 from k2_pipelines.lib.quality.checks import Check
 
@@ -33,12 +37,12 @@ def _columns(kwargs: dict) -> list[str]:
 def _sample(frame: pd.DataFrame, result: dict, columns: list[str], ids: list[str]) -> list[dict]:
     """The first failing rows' ids and checked values. Great Expectations names their positions cheaply; asking it
     for id columns instead builds a record for every failing row (18 s for 900,000 of them)."""
-    positions = [p for p in result.get("partial_unexpected_index_list") or [] if isinstance(p, (int, np.integer))]
+    positions = [int(p) for p in result.get("partial_unexpected_index_list") or [] if isinstance(p, (int, np.integer))]
     picked = frame.iloc[positions][list(dict.fromkeys(ids + columns))]
     return [{k: _plain(v) for k, v in row.items()} for row in picked.to_dict("records")]
 
 
-def _plain(value):
+def _plain(value: Any) -> Any:
     """JSON-friendly: numpy scalars as Python numbers, timestamps as ISO text."""
     if hasattr(value, "isoformat"):
         return value.isoformat()
@@ -46,14 +50,14 @@ def _plain(value):
 
 
 def _results(frames: dict[str, pd.DataFrame], checks: list[Check], result_format: dict
-             ) -> Iterator[tuple[str, pd.DataFrame, str, object]]:
+             ) -> Iterator[tuple[str, pd.DataFrame, str, ExpectationValidationResult]]:
     """(check, its frame, frame name, result) of each expectation, one Great Expectations suite per frame."""
     context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = {"globally": False}
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = context.data_sources.add_pandas("k2")
     for frame_name in dict.fromkeys(c.frame for c in checks):
         suite = context.suites.add(gx.ExpectationSuite(name=frame_name))
-        owner = {}
+        owner: dict[str | None, str] = {}
         for check in (c for c in checks if c.frame == frame_name):
             for expectation in check.expectations:
                 owner[suite.add_expectation(copy.deepcopy(expectation)).id] = check.name
@@ -62,7 +66,14 @@ def _results(frames: dict[str, pd.DataFrame], checks: list[Check], result_format
         validation = context.validation_definitions.add(gx.ValidationDefinition(name=frame_name, data=batch,
                                                                                 suite=suite))
         for result in validation.run(batch_parameters={"dataframe": frame}, result_format=result_format).results:
-            yield owner[result.expectation_config.id], frame, frame_name, result
+            yield owner[_expectation(result).id], frame, frame_name, result
+
+
+def _expectation(result: ExpectationValidationResult) -> ExpectationConfiguration:
+    """The expectation a result is of (Great Expectations sets it on each result a validation returns)."""
+    if result.expectation_config is None:
+        raise ValueError("Great Expectations returned a result without its expectation")
+    return result.expectation_config
 
 
 def run_checks(frames: dict[str, pd.DataFrame], checks: list[Check], ids: dict[str, list[str]]) -> list[Outcome]:
@@ -71,7 +82,7 @@ def run_checks(frames: dict[str, pd.DataFrame], checks: list[Check], ids: dict[s
     summary = {"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_SIZE}
     for check, frame, frame_name, result in _results(frames, checks, summary):
         outcome = outcomes[check]
-        columns = _columns(result.expectation_config.kwargs)
+        columns = _columns(_expectation(result).kwargs)
         if result.exception_info.get("raised_exception"):
             outcome.errors.append(f"{', '.join(columns)}: {result.exception_info['exception_message']}")
         outcome.passed &= bool(result.success)

@@ -1,7 +1,7 @@
 """Validate what one run wrote: a reference-data load, a drained micro-batch (ASX loads: lib/asx/validation.py)."""
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import date, datetime
 
 import numpy as np
@@ -33,7 +33,7 @@ MARKET_TABLES = {"trades": (TRADES, "trade_id"), "quotes": (QUOTES, "quote_id")}
 def market_loads(catalog: Catalog, kind: str) -> Iterator[tuple[str, date, date]]:
     """(run id, first, last trading date) of each market load whose snapshot the table still has, newest first."""
     for snapshot in reversed(catalog.load_table(MARKET_TABLES[kind][0].identifier).snapshots()):
-        summary = snapshot.summary or {}
+        summary: Mapping[str, str] = snapshot.summary or {}
         # a Summary answers None for a key it lacks (`in` is always true): drains', quarantines' and compactions'
         run_id, partitions = summary.get(LOAD_RUN_ID), summary.get(PARTITIONS) or ""
         if run_id and ".." in partitions:
@@ -49,7 +49,7 @@ def market_load(catalog: Catalog, kind: str, run_id: str | None = None) -> tuple
 def reference_load(catalog: Catalog, run_id: str | None = None) -> str | None:
     """That run's id if it loaded reference data, or the newest such run's when run_id is None."""
     for snapshot in reversed(catalog.load_table(REFERENCE_DATA.identifier).snapshots()):
-        loaded = (snapshot.summary or {}).get(LOAD_RUN_ID)
+        loaded = snapshot.summary.get(LOAD_RUN_ID) if snapshot.summary else None
         if loaded and (run_id is None or loaded == run_id):
             return loaded
     return None
@@ -58,7 +58,7 @@ def reference_load(catalog: Catalog, run_id: str | None = None) -> str | None:
 def validate_reference_load(catalog: Catalog, asset: str, run_id: str, now: datetime) -> Validation:
     table = catalog.load_table(REFERENCE_DATA.identifier)
     rows = rows_written_by_run(table, LOAD_RUN_ID, run_id)
-    frame = rows.select(list(required_fields(table.schema())) + ["listing_date", "delisting_date"])
+    frame = rows.select([*required_fields(table.schema()), "listing_date", "delisting_date"])
     outcomes = run_checks({"rows": frame.to_pandas()}, reference_checks(table.schema()),
                           {"rows": ["exchange", "symbol"]})
     return Validation(asset, run_id, now, rows.num_rows, outcomes)
