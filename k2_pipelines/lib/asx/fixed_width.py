@@ -19,7 +19,7 @@ def parse_dates(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     A file holds a handful of distinct dates, so each distinct value is parsed once, strictly, in Python.
     """
     encoded = pc.dictionary_encode(strings)
-    days_by_value = []
+    days_by_value: list[int | None] = []
     for value in encoded.dictionary.to_pylist():
         try:
             if not _DATE_FORMAT.fullmatch(value):

@@ -35,7 +35,7 @@ def trading_dates(path: Path) -> list[str]:
     return sorted(lines_by_trading_date(path))
 
 
-def lines_by_trading_date(path: Path) -> Counter:
+def lines_by_trading_date(path: Path) -> Counter[str]:
     """Lines per trading date (partition key) of a market file, counted from its raw bytes: what a load must account
     for, as rows or rejects. A line whose date does not parse counts for the date the loader gives it (the nearest
     line before it with one, else after)."""
@@ -53,7 +53,7 @@ def lines_by_trading_date(path: Path) -> Counter:
     texts[texts >= 0x80] = ord("?")  # not ASCII: no date, and the text stays valid UTF-8
     valid, days = parse_dates(pa.Array.from_buffers(pa.binary(_DATE_WIDTH), len(run_starts),
                                                     [None, pa.py_buffer(texts)]).cast(pa.string()))
-    counts = Counter()
+    counts: Counter[str] = Counter()
     for day, lines in zip(attribute_days(days, valid).tolist(), run_lengths.tolist()):
         counts[str(EPOCH + timedelta(days=day))] += lines
     return counts if valid.any() else Counter()

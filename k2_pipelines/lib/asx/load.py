@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, In, IsNull, LessThan
+from pyiceberg.manifest import DataFile
 
 from k2_pipelines.lib.asx.company_info import read_company_info
 from k2_pipelines.lib.asx.fixed_width import EPOCH
@@ -85,6 +86,8 @@ def _with_ingest_columns(rows: pa.Table, now: datetime) -> pa.Table:
 
 def _keep_to_rules(parsed: ParsedFile, rules: list[Check], listed: pa.Table, id_column: str) -> ParsedFile:
     """The file's rows that keep to the row rules; each that breaks one joins its rejects, with its line."""
+    if parsed.rows is None:
+        raise ValueError(f"{parsed.path} has no rows to judge (its company is unknown)")
     broken = broken_rows(rules, parsed.rows, listed, TIMEZONE)
     if not len(broken.positions):
         return parsed
@@ -115,7 +118,10 @@ def load_market_days(catalog: Catalog, landing: Path, layout: CsvLayout, first: 
     rules = row_rules(market_checks(layout.kind, table.schema(), layout.id_field, thresholds, now)
                       + asx_checks(thresholds))
     listed = listings(catalog)
-    data_files, pending, rejects, day_counts = [], [], [], Counter()
+    data_files: list[DataFile] = []
+    pending: list[ParsedFile] = []
+    rejects: list[dict] = []
+    day_counts: Counter[int] = Counter()
 
     def write_pending() -> None:
         if pending:
@@ -131,7 +137,7 @@ def load_market_days(catalog: Catalog, landing: Path, layout: CsvLayout, first: 
             parsed = _keep_to_rules(replace(parsed, rows=_with_ingest_columns(parsed.rows, now)), rules, listed,
                                     layout.id_field)
             pending.append(parsed)
-            if sum(p.rows.num_rows for p in pending) >= WRITE_BATCH_ROWS:
+            if sum(p.rows.num_rows for p in pending if p.rows is not None) >= WRITE_BATCH_ROWS:
                 write_pending()
         values, counts = np.unique(parsed.trading_days, return_counts=True)
         day_counts.update(dict(zip(values.tolist(), counts.tolist())))
@@ -152,7 +158,7 @@ def load_market_days(catalog: Catalog, landing: Path, layout: CsvLayout, first: 
             replacement(catalog, REJECTS.identifier, _reject_rows(rejects, layout.asset, run_id, now),
                         And(EqualTo("source", layout.asset), In("partition_key", partition_keys))),
         ],
-        _snapshot_properties(run_id, files + [landing / "company_info.csv"], f"{first}..{last}"),
+        _snapshot_properties(run_id, [*files, landing / "company_info.csv"], f"{first}..{last}"),
     )
     return LoadResult(
         table=table.identifier,

@@ -40,15 +40,16 @@ class Company:
 @dataclass
 class ParsedFile:
     path: Path
-    rows: pa.Table | None  # v2 columns without message_id and ingestion_timestamp (set by the load); None: unknown company
+    # v2 columns without message_id and ingestion_timestamp (set by the load); None: unknown company
+    rows: pa.Table | None
     rejects: list[dict]  # line_number, raw_line, reason, detail, trading_day
     trading_days: np.ndarray  # days since epoch of each row in `rows`
 
 
-def _read_strings(path: Path, data: bytes, columns: tuple[str, ...]) -> tuple[pa.Table, list]:
-    wrong_width = []
+def _read_strings(path: Path, data: bytes, columns: tuple[str, ...]) -> tuple[pa.Table, list[csv.InvalidRow]]:
+    wrong_width: list[csv.InvalidRow] = []
 
-    def keep_aside(row) -> str:
+    def keep_aside(row: csv.InvalidRow) -> str:
         wrong_width.append(row)
         return "skip"
 
@@ -59,7 +60,8 @@ def _read_strings(path: Path, data: bytes, columns: tuple[str, ...]) -> tuple[pa
             read_options=csv.ReadOptions(column_names=list(columns), use_threads=False, block_size=64 << 20),
             parse_options=csv.ParseOptions(invalid_row_handler=keep_aside, ignore_empty_lines=False),
             convert_options=csv.ConvertOptions(
-                column_types={c: pa.string() for c in columns}, strings_can_be_null=False, quoted_strings_can_be_null=False
+                column_types={c: pa.string() for c in columns}, strings_can_be_null=False,
+                quoted_strings_can_be_null=False
             ),
         )
     except pa.ArrowInvalid as error:
@@ -142,7 +144,8 @@ def repeated(value: str, n: int) -> pa.Array:
 
 def _vendor_data(table: pa.Table, layout: CsvLayout) -> pa.Array:
     """map<string,string> of the exchange-specific fields a row has (venue, buyer_id); null when it has none."""
-    sources = [(source, key) for source, key in (("Venue", "venue"), ("BuyerID", "buyer_id")) if source in layout.columns]
+    sources = [(source, key) for source, key in (("Venue", "venue"), ("BuyerID", "buyer_id"))
+               if source in layout.columns]
     n = table.num_rows
     if not sources:
         return pa.nulls(n, pa.map_(pa.string(), pa.string()))
@@ -172,7 +175,8 @@ def _v2_columns(
         pa.timestamp("us", tz="UTC")
     )
     distinct_days, day_index = np.unique(days, return_inverse=True)
-    prefixes = [f"{EXCHANGE}-{company.company_id}-{d.strftime('%Y%m%d')}" for d in distinct_days.astype("datetime64[D]").tolist()]
+    prefixes = [f"{EXCHANGE}-{company.company_id}-{d.strftime('%Y%m%d')}"
+                for d in distinct_days.astype("datetime64[D]").tolist()]
     ids = pc.binary_join_element_wise(pa.array(prefixes).take(day_index), pa.array(line_numbers).cast(pa.string()), "-")
     columns = {
         layout.id_field: ids,
@@ -227,7 +231,8 @@ def parse_market_file(
         good_mask = pa.array(good)
         good_table = table.filter(good_mask)
         good_decimals = {name: values.filter(good_mask) for name, values in decimals.items()}
-    rows = (pa.table(_v2_columns(layout, company, good_table, good_decimals, line_numbers[good], days[good], micros[good]))
+    rows = (pa.table(_v2_columns(layout, company, good_table, good_decimals, line_numbers[good], days[good],
+                                 micros[good]))
             if company else None)
 
     rejects = []
@@ -240,8 +245,8 @@ def parse_market_file(
                 reason, detail = "unknown_company", f"{path.stem} is not in company_info.csv"
             else:
                 reason, detail = classify(layout, values, bool(date_ok[position]), bool(time_ok[position]))
-            rejects.append(dict(line_number=int(line_numbers[position]), raw_line=raw_line, reason=reason, detail=detail,
-                                trading_day=int(row_days[position])))
+            rejects.append(dict(line_number=int(line_numbers[position]), raw_line=raw_line, reason=reason,
+                                detail=detail, trading_day=int(row_days[position])))
     if len(wrong_lines):
         preceding = np.clip(np.searchsorted(line_numbers, wrong_lines) - 1, 0, None)
         wrong_days = row_days[preceding]  # _read_strings guarantees n > 0 here

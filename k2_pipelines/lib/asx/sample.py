@@ -4,6 +4,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import NotRequired, TypedDict
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +34,15 @@ class SampleCompany:
     start_price: float
 
 
+class Counts(TypedDict):
+    """What generate() wrote."""
+    trades: int
+    quotes: int
+    symbols: int
+    days: int
+    bad_rows: NotRequired[dict[str, int]]  # {reason: lines}, when asked for bad rows
+
+
 def companies_for(symbols: list[str]) -> list[SampleCompany]:
     result = []
     for symbol in symbols:
@@ -41,13 +51,15 @@ def companies_for(symbols: list[str]) -> list[SampleCompany]:
             company_id, name, price = KNOWN_COMPANIES[symbol]
         else:
             digest = int(hashlib.sha256(symbol.encode()).hexdigest(), 16)
-            company_id, name, price = str(1000 + digest % 9000), f"{symbol.title()} Ltd", round(1 + digest % 9000 / 100, 3)
+            company_id, name, price = (str(1000 + digest % 9000), f"{symbol.title()} Ltd",
+                                       round(1 + digest % 9000 / 100, 3))
         result.append(SampleCompany(symbol, company_id, name, price))
     return result
 
 
 def trading_days(start: date, count: int) -> list[date]:
-    days, day = [], start
+    days: list[date] = []
+    day = start
     while len(days) < count:
         if day.weekday() < 5:
             days.append(day)
@@ -61,7 +73,8 @@ def _intraday_ms(rng: np.random.Generator, n: int) -> np.ndarray:
     times = np.where(
         session == 0,
         rng.integers(PRE_OPEN_MS, OPEN_MS, n),
-        np.where(session == 1, rng.integers(OPEN_MS, CLOSE_MS, n), rng.integers(CLOSE_MS + 600_000, AFTER_MARKET_END_MS, n)),
+        np.where(session == 1, rng.integers(OPEN_MS, CLOSE_MS, n),
+                 rng.integers(CLOSE_MS + 600_000, AFTER_MARKET_END_MS, n)),
     )
     return np.sort(times)
 
@@ -82,7 +95,7 @@ def _time_of_day(times_ms: np.ndarray) -> pa.Array:
     return pc.binary_join_element_wise(pc.binary_join_element_wise(parts[0], parts[1], parts[2], ":"), parts[3], ".")
 
 
-def _write_lines(path: Path, columns: list) -> None:
+def _write_lines(path: Path, columns: list[pa.Array]) -> None:
     """Join columns with commas and lines with CRLF, no header, no quoting."""
     # 64-bit offsets, so that a file may pass 2 GB
     row = pc.binary_join_element_wise(*(c.cast(pa.large_string()) for c in columns), pa.scalar(",", pa.large_string()))
@@ -93,12 +106,12 @@ def _write_lines(path: Path, columns: list) -> None:
 
 # how a bad trade line can look, and the reason K2 gives it
 CORRUPTIONS = (
-    ("price_not_a_number", lambda f: f[:2] + ["abc"] + f[3:]),
-    ("price_too_many_decimals", lambda f: f[:2] + ["12.123456789"] + f[3:]),
-    ("price_not_positive", lambda f: f[:2] + ["0.000"] + f[3:]),
+    ("price_not_a_number", lambda f: [*f[:2], "abc", *f[3:]]),
+    ("price_too_many_decimals", lambda f: [*f[:2], "12.123456789", *f[3:]]),
+    ("price_not_positive", lambda f: [*f[:2], "0.000", *f[3:]]),
     ("missing_columns", lambda f: f[:4]),
-    ("bad_date", lambda f: ["02/30/" + f[0][-4:]] + f[1:]),
-    ("bad_time", lambda f: f[:1] + ["25:61:00.000"] + f[2:]),
+    ("bad_date", lambda f: ["02/30/" + f[0][-4:], *f[1:]]),
+    ("bad_time", lambda f: [*f[:1], "25:61:00.000", *f[2:]]),
 )
 
 
@@ -115,7 +128,7 @@ def corrupt_lines(path: Path, count: int, rng: np.random.Generator) -> dict[str,
 
 
 def generate(out: Path, symbols: list[str], days: int, trades: int, quotes_per_trade: float, seed: int,
-             start: date = DEFAULT_START, bad_rows: int = 0) -> dict:
+             start: date = DEFAULT_START, bad_rows: int = 0) -> Counts:
     """Write a landing drop under `out`; returns counts of what was written (bad rows are among the trades)."""
     rng = np.random.default_rng(seed)
     companies = companies_for(symbols)
@@ -126,10 +139,10 @@ def generate(out: Path, symbols: list[str], days: int, trades: int, quotes_per_t
     (out / "trades").mkdir(parents=True, exist_ok=True)
     (out / "quotes").mkdir(parents=True, exist_ok=True)
     info = ["company_id,symbol,company_name,ISIN,start_date,end_date"]
-    counts = {"trades": 0, "quotes": 0, "symbols": len(companies), "days": len(sessions)}
+    counts: Counts = {"trades": 0, "quotes": 0, "symbols": len(companies), "days": len(sessions)}
     for company, weight in zip(companies, weights):
         info.append(f"{company.company_id},{company.symbol},{company.name},AU000000{company.symbol:<3}0,01/01/2000,")
-        price_milli = int(round(company.start_price * 1000))
+        price_milli = round(company.start_price * 1000)
         trade_columns, quote_columns = [], []
         for day in sessions:
             n = max(1, int(rng.poisson(trades * weight / len(sessions))))
@@ -141,7 +154,8 @@ def generate(out: Path, symbols: list[str], days: int, trades: int, quotes_per_t
             volume = np.maximum(1, rng.lognormal(7, 1.5, n).astype(np.int64))
             venue = np.where(rng.random(n) < 0.3, "X", "")
             buyer = np.where(rng.random(n) < 0.01, (prices * (1 + rng.random(n) / 100) / 1000).round(3).astype(str), "")
-            trade_columns.append([pa.repeat(day_text, n), _time_of_day(times), _fixed(prices), pa.array(volume).cast(pa.string()),
+            trade_columns.append([pa.repeat(day_text, n), _time_of_day(times), _fixed(prices),
+                                  pa.array(volume).cast(pa.string()),
                                   pa.array(rng.choice(QUALIFIER_CODES, n, p=QUALIFIER_WEIGHTS)).cast(pa.string()),
                                   pa.array(venue), pa.array(buyer)])
             q = max(1, int(rng.poisson(n * quotes_per_trade))) if quotes_per_trade > 0 else 0
@@ -157,7 +171,8 @@ def generate(out: Path, symbols: list[str], days: int, trades: int, quotes_per_t
             counts["quotes"] += q
         _write_lines(out / "trades" / f"{company.company_id}.csv", [pa.concat_arrays(c) for c in zip(*trade_columns)])
         if quote_columns:
-            _write_lines(out / "quotes" / f"{company.company_id}.csv", [pa.concat_arrays(c) for c in zip(*quote_columns)])
+            _write_lines(out / "quotes" / f"{company.company_id}.csv",
+                         [pa.concat_arrays(c) for c in zip(*quote_columns)])
     (out / "company_info.csv").write_text("\n".join(info) + "\n")
     if bad_rows:
         counts["bad_rows"] = corrupt_lines(out / "trades" / f"{companies[0].company_id}.csv", bad_rows, rng)

@@ -19,7 +19,8 @@ def rows_by_trading_date(catalog: Catalog) -> dict[str, dict[str, int]]:
             row_filter=EqualTo("exchange", EXCHANGE), selected_fields=("timestamp",)
         ).to_arrow()["timestamp"]
         local_dates = pc.strftime(timestamps.cast(pa.timestamp("us", tz=TIMEZONE)), format="%Y-%m-%d")
-        counts = {c["values"].as_py(): c["counts"].as_py() for c in local_dates.value_counts()} if len(local_dates) else {}
+        counts = ({c["values"].as_py(): c["counts"].as_py() for c in local_dates.value_counts()}
+                  if len(local_dates) else {})
         result[definition.identifier] = dict(sorted(counts.items()))
     return result
 

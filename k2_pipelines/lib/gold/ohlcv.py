@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
-from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
+from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, LessThan
 
 from k2_pipelines.lib.iceberg.summary import RUN_ID
 from k2_pipelines.lib.iceberg.tables import OHLCV_TABLES, TRADES
@@ -53,7 +53,7 @@ def utc_day_range(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
-def _between(column: str, day: date):
+def _between(column: str, day: date) -> BooleanExpression:
     start, end = utc_day_range(day)
     return And(GreaterThanOrEqual(column, start.isoformat()), LessThan(column, end.isoformat()))
 

@@ -114,7 +114,9 @@ def content_checksum(rows: pa.Table) -> int:
     polars' row hash covers every column, nested ones included, with fixed seeds; a sum does not depend on the
     order of the rows yet counts each one, so a row lost, duplicated or changed changes it (bar a 2**-64 collision).
     """
-    return int(pl.from_arrow(rows).hash_rows().to_numpy().sum(dtype=np.uint64))
+    frame = pl.from_arrow(rows)
+    assert isinstance(frame, pl.DataFrame)  # a table makes a frame (only an array makes a Series)
+    return int(frame.hash_rows().to_numpy().sum(dtype=np.uint64))
 
 
 def sorted_by_sort_order(table: Table, rows: pa.Table) -> pa.Table:

@@ -9,6 +9,7 @@ Old metadata json files are deleted by every commit as they drop out of the meta
 """
 
 import contextlib
+import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -85,7 +86,7 @@ def _plan(table: Table, cutoff: int, kept_runs: frozenset[str], days_since: int 
     protected |= _days_ends(table.snapshots(), days_since)
     # a snapshot's age counts from when the next one replaced it: a query that planned it just before reads its files
     log = table.metadata.snapshot_log
-    replaced_at = {entry.snapshot_id: after.timestamp_ms for entry, after in zip(log, log[1:])}
+    replaced_at = {entry.snapshot_id: after.timestamp_ms for entry, after in itertools.pairwise(log)}
     old = [s.snapshot_id for s in table.snapshots() if replaced_at.get(s.snapshot_id, s.timestamp_ms) < cutoff
            and s.snapshot_id not in protected and not _committed_by(s, kept_runs)]
     pinned = kept_for_offsets(table)

@@ -22,7 +22,7 @@ class TableFiles:
     def __init__(self, io: FileIO):
         self.io = io
         self._live: dict[str, dict[str, int]] = {}  # manifest path -> its live (added or existing) files' sizes
-        self._sizes: dict[str, int] = {}  # of files whose size the metadata does not record
+        self._sizes: dict[str, int | None] = {}  # of files whose size the metadata does not record (None: gone)
 
     def referenced(self, metadata: TableMetadata, metadata_location: str) -> dict[str, int | None]:
         """Metadata json (current and logged), statistics, and every snapshot's manifest list, manifests and live
@@ -31,7 +31,8 @@ class TableFiles:
         A file a manifest lists only as deleted is not referenced: no snapshot reads it."""
         files: dict[str, int | None] = {metadata_location: None}
         files |= {entry.metadata_file: None for entry in metadata.metadata_log}
-        files |= {s.statistics_path: s.file_size_in_bytes for s in [*metadata.statistics, *metadata.partition_statistics]}
+        files |= {s.statistics_path: s.file_size_in_bytes
+                  for s in [*metadata.statistics, *metadata.partition_statistics]}
         manifests: dict[str, ManifestFile] = {}
         for snapshot in metadata.snapshots:
             files[snapshot.manifest_list] = None
@@ -53,8 +54,8 @@ class TableFiles:
         missing = [path for path, size in files.items() if size is None and path not in self._sizes]
         for path, size in zip(missing, ExecutorFactory.get_or_create().map(self._size_if_present, missing)):
             self._sizes[path] = size
-        return {path: self._sizes[path] if size is None else size for path, size in files.items()
-                if size is not None or self._sizes[path] is not None}
+        known = {path: self._sizes[path] if size is None else size for path, size in files.items()}
+        return {path: size for path, size in known.items() if size is not None}
 
     def _size_if_present(self, path: str) -> int | None:
         try:
