@@ -46,6 +46,7 @@ dev: install
 
 test: install chromium test-packages test-services
 	$(VENV)/bin/ruff check k2_pipelines k2_pipelines_tests
+	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest
 
 bench: install
