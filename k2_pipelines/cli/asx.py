@@ -2,16 +2,14 @@
 instance."""
 
 import argparse
-from datetime import date
 
-from k2_pipelines.cli.jobs import run_range
+from k2_pipelines.cli.jobs import add_day_range, run_range
 
 
 def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     actions = commands.add_parser("asx", help="ASX batch loads").add_subparsers(dest="action", required=True)
     load = actions.add_parser("load", help="load trading dates START..END in one run (a CLI backfill)")
-    load.add_argument("--start", type=date.fromisoformat, required=True, help="first trading date (YYYY-MM-DD)")
-    load.add_argument("--end", type=date.fromisoformat, help="last trading date (default: --start)")
+    add_day_range(load, "trading date")
     load.set_defaults(run=asx_load)
 
 

@@ -5,7 +5,7 @@ import argparse
 from datetime import date
 from typing import TYPE_CHECKING
 
-from k2_pipelines.cli.jobs import run_range
+from k2_pipelines.cli.jobs import add_day_range, run_range
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -14,8 +14,7 @@ if TYPE_CHECKING:
 def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     actions = commands.add_parser("gold", help="gold OHLCV bars").add_subparsers(dest="action", required=True)
     build = actions.add_parser("build", help="rebuild the bars (1m, 1h, 1d) of UTC days START..END in one run")
-    build.add_argument("--start", type=date.fromisoformat, required=True, help="first UTC day (YYYY-MM-DD)")
-    build.add_argument("--end", type=date.fromisoformat, help="last UTC day (default: --start)")
+    add_day_range(build, "UTC day")
     build.set_defaults(run=gold_build)
 
 

@@ -1,6 +1,7 @@
 """K2's Dagster jobs run from the command line: in this process, recorded in the persistent instance (a DAGSTER_HOME
 under the state dir, configured by the repository's dagster.yaml), as a launch from the UI would be."""
 
+import argparse
 import os
 import shutil
 from datetime import date
@@ -35,6 +36,12 @@ def run_job(name: str, run_config: dict[str, Any] | None = None,
     with dg.DagsterInstance.get() as instance:
         return defs().resolve_job_def(name).execute_in_process(
             instance=instance, raise_on_error=False, tags=tags, run_config=INFO_LOGS | (run_config or {}))
+
+
+def add_day_range(parser: argparse.ArgumentParser, day: str) -> None:
+    """--start and --end (default: --start) of a range of days, `day` naming one (for example "UTC day")."""
+    parser.add_argument("--start", type=date.fromisoformat, required=True, help=f"first {day} (YYYY-MM-DD)")
+    parser.add_argument("--end", type=date.fromisoformat, help=f"last {day} (default: --start)")
 
 
 def run_range(name: str, first: date, last: date) -> "dg.ExecuteInProcessResult":

@@ -61,9 +61,9 @@ def asx_landing_sensor(context: dg.SensorEvaluationContext, asx_landing: AsxLand
         landing_state[str(path)] = {"fp": fp, "dates": dates}
     first_key = asx_trading_days.start.strftime("%Y-%m-%d")
     last_key = asx_trading_days.get_last_partition_key()
-    if last_key is None:
-        raise ValueError(f"no ASX partition yet: the first trading day {first_key} (K2_ASX_FIRST_DAY) is after "
-                         "tomorrow")
+    if last_key is None:  # the cursor is kept: the files are planned once their dates have partitions
+        return dg.SensorResult(skip_reason=f"no ASX partition yet: the first trading day {first_key} "
+                                           "(K2_ASX_FIRST_DAY) is after tomorrow")
     requests, skipped = plan_runs(landing_state, previous, first_key, last_key)
     if skipped:
         context.log.warning(f"dates outside the partitions {first_key}..{last_key} are not loaded: {skipped}")
