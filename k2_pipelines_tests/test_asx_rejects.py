@@ -96,7 +96,7 @@ def test_unknown_company_rows_are_rejected(catalog, landing):
 @pytest.mark.parametrize(
     "content, message",
     [
-        (b"\xff\xfe" + GOOD.encode() + b"\r\n", "invalid UTF8"),
+        (b"\xff\xfe" + GOOD.encode() + b"\r\n", "no line is UTF-8 text"),
         (b"a,b,c\r\nd,e,f\r\n", "no line has the 7 columns"),
     ],
 )
@@ -115,6 +115,30 @@ def test_unreadable_file_fails_the_run_and_writes_nothing(catalog, landing, cont
     assert catalog.load_table(TRADES.identifier).metadata_location == before
     assert catalog.load_table(REJECTS.identifier).metadata_location == rejects_before
     assert lines_by_date(landing / "quotes")  # the drop itself is untouched
+
+
+def test_a_line_that_is_not_utf8_is_rejected_alone(catalog, landing):
+    """One bad byte (in a column no rule reads, in a price, in a line of the wrong width, in company info) costs its
+    line only: the rest of each file loads."""
+    info = landing / "company_info.csv"
+    info.write_bytes(info.read_bytes() + b"9998,BAD,Caf\xe9 Ltd,,01/01/2000,\n")
+    good = [GOOD.replace("10:00:01.120", f"10:00:{i:02d}.500").encode() for i in range(4)]
+    bad = [f"{D},10:00:05.000,36.6,100,0,\xff,".encode("latin-1"), f"{D},10:00:06.000,3\xe96,100,0,,".encode("latin-1"),
+           f"{D},10:00:07.000,\xff".encode("latin-1")]
+    path = landing / "trades" / "7078.csv"
+    path.write_bytes(b"".join(line + b"\r\n" for line in [good[0], bad[0], good[1], bad[1], good[2], bad[2], good[3]]))
+    run_asx_load(DAY)
+    rejects = {(r["source"], r["line_number"]): r for r in scan(catalog, REJECTS.identifier).to_pylist()}
+    company_line = len(info.read_bytes().splitlines())
+    assert set(rejects) == {("asx_trades", 2), ("asx_trades", 4), ("asx_trades", 6),
+                            ("asx_reference_data", company_line)}
+    assert {r["reason"] for r in rejects.values()} == {"not_utf8"}
+    assert rejects["asx_trades", 2]["detail"] == "byte 0xff at column 36 is not UTF-8"
+    assert rejects["asx_trades", 4]["raw_line"] == f"{D},10:00:06.000,3\ufffd6,100,0,,"
+    assert rejects["asx_trades", 6]["partition_key"] == DAY
+    assert rejects["asx_reference_data", company_line]["raw_line"] == "9998,BAD,Caf\ufffd Ltd,,01/01/2000,"
+    trades = scan(catalog, TRADES.identifier)
+    assert trades.filter(pc.equal(trades["symbol"], "BHP")).num_rows == len(good)
 
 
 def test_bad_company_info_lines_are_rejected_and_their_trades_too(catalog, landing):

@@ -48,7 +48,7 @@ def test_each_kind_of_failure_is_read_from_its_causes(tmp_path):
     assert classify([("drain", _recorded(_missing_database(tmp_path)), {})]).kind == TRANSIENT  # OperationalError
     poison = classify([("asx_reference_data", _recorded(_unreadable(tmp_path)), {"source_file": "x"})])
     assert poison.kind == POISON and "UnreadableFileError" in poison.error  # the file and why, not only the codec
-    assert "company_info.csv: cannot be read" in poison.error
+    assert "company_info.csv: the header must be" in poison.error
     assert poison.metadata == {"source_file": "x"}
     assert classify([("drain", _recorded(lambda: {}["missing"]), {})]).kind == BUG
     assert classify([]).kind == BUG  # no recorded error is not a reason to retry

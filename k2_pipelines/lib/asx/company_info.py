@@ -7,7 +7,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 from k2_pipelines.lib.asx.layouts import COMPANY_INFO_COLUMNS
-from k2_pipelines.lib.asx.parse import UnreadableFileError
+from k2_pipelines.lib.asx.parse import UnreadableFileError, not_utf8
 
 _DATE = re.compile(r"\d\d/\d\d/\d{4}")
 
@@ -50,14 +50,15 @@ def _validate(fields: list[str]) -> CompanyRecord | tuple[str, str]:
 def read_company_info(path: Path) -> tuple[list[CompanyRecord], list[dict]]:
     """(valid companies, rejects with line number, raw line, reason and detail)."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
+        lines = path.read_bytes().splitlines()
+    except OSError as error:
         raise UnreadableFileError(path, f"cannot be read: {error}") from error
-    if not lines or next(csv.reader([lines[0]])) != list(COMPANY_INFO_COLUMNS):
+    if not lines or next(csv.reader([lines[0].decode("utf-8", "replace")])) != list(COMPANY_INFO_COLUMNS):
         raise UnreadableFileError(path, f"the header must be {','.join(COMPANY_INFO_COLUMNS)}")
     companies, rejects = [], []
-    for number, line in enumerate(lines[1:], start=2):
-        outcome = _validate(next(csv.reader([line]), []))
+    for number, raw in enumerate(lines[1:], start=2):
+        line, problem = raw.decode("utf-8", "replace"), not_utf8(raw)
+        outcome = ("not_utf8", problem) if problem else _validate(next(csv.reader([line]), []))
         if isinstance(outcome, CompanyRecord):
             companies.append(outcome)
         else:

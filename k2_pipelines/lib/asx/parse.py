@@ -74,6 +74,27 @@ def _read_strings(path: Path, data: bytes, columns: tuple[str, ...]) -> tuple[pa
     return table, wrong_width
 
 
+def not_utf8(line: bytes) -> str | None:
+    """What makes `line` not UTF-8, or None when it is."""
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return f"byte 0x{line[error.start]:02x} at column {error.start + 1} is not UTF-8"
+    return None
+
+
+def _utf8_lines(path: Path, data: bytes) -> tuple[bytes, dict[int, str]]:
+    """`data` with each byte that is not UTF-8 replaced (U+FFFD), so that one bad byte costs its line alone, and
+    what is wrong with each line that held one, by line number."""
+    if not_utf8(data) is None:
+        return data, {}
+    lines = data.split(b"\n")
+    problems = {number: problem for number, line in enumerate(lines, start=1) if (problem := not_utf8(line))}
+    if len(problems) == sum(1 for line in lines if line.strip()):
+        raise UnreadableFileError(path, "no line is UTF-8 text")
+    return data.decode("utf-8", "replace").encode(), problems
+
+
 def _line_starts(data: bytes) -> np.ndarray:
     newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n"))
     return np.concatenate(([0], newlines + 1))
@@ -199,7 +220,8 @@ def parse_market_file(
 ) -> ParsedFile:
     """Rows and rejects of `path` whose trading day (days since epoch, local) is within [first_day, last_day]."""
     data = path.read_bytes()
-    table, wrong_width = _read_strings(path, data, layout.columns)
+    readable, not_utf8 = _utf8_lines(path, data)
+    table, wrong_width = _read_strings(path, readable, layout.columns)
     n = table.num_rows
     wrong_lines = np.array([row.number for row in wrong_width], dtype=np.int64)
     parsed_line = np.ones(n + len(wrong_width), dtype=bool)
@@ -219,6 +241,8 @@ def parse_market_file(
         ok &= valid
     if "Qualifiers" in layout.columns:
         ok &= pc.match_substring_regex(table["Qualifiers"], _QUALIFIERS).to_numpy(zero_copy_only=False)
+    if not_utf8:
+        ok &= ~np.isin(line_numbers, list(not_utf8))
     if company is None:
         ok[:] = False
 
@@ -241,7 +265,9 @@ def parse_market_file(
         bad_values = table.take(pa.array(bad)).to_pylist()
         raw = raw_lines(data, line_numbers[bad].tolist())
         for position, values, raw_line in zip(bad.tolist(), bad_values, raw):
-            if company is None:
+            if int(line_numbers[position]) in not_utf8:
+                reason, detail = "not_utf8", not_utf8[int(line_numbers[position])]
+            elif company is None:
                 reason, detail = "unknown_company", f"{path.stem} is not in company_info.csv"
             else:
                 reason, detail = classify(layout, values, bool(date_ok[position]), bool(time_ok[position]))
@@ -253,6 +279,9 @@ def parse_market_file(
         for row, day in zip(wrong_width, wrong_days.tolist()):
             if first_day <= day <= last_day:
                 reason = "missing_columns" if row.actual_columns < len(layout.columns) else "extra_columns"
-                rejects.append(dict(line_number=row.number, raw_line=row.text, reason=reason,
-                                    detail=f"{row.actual_columns} of {len(layout.columns)} columns", trading_day=day))
+                detail = f"{row.actual_columns} of {len(layout.columns)} columns"
+                if row.number in not_utf8:
+                    reason, detail = "not_utf8", not_utf8[row.number]
+                rejects.append(dict(line_number=row.number, raw_line=row.text, reason=reason, detail=detail,
+                                    trading_day=day))
     return ParsedFile(path=path, rows=rows, rejects=rejects, trading_days=days[good])
