@@ -86,7 +86,7 @@ def not_utf8(line: bytes) -> str | None:
 def _utf8_lines(path: Path, data: bytes) -> tuple[bytes, dict[int, str]]:
     """`data` with each byte that is not UTF-8 replaced (U+FFFD), so that one bad byte costs its line alone, and
     what is wrong with each line that held one, by line number."""
-    if not_utf8(data) is None:
+    if data.isascii() or not_utf8(data) is None:  # isascii: no copy of a large file in the usual case
         return data, {}
     lines = data.split(b"\n")
     problems = {number: problem for number, line in enumerate(lines, start=1) if (problem := not_utf8(line))}
