@@ -91,9 +91,7 @@ def market_rows(rows: pa.Table, kind: str, listings: pa.Table, required: tuple[s
 
 def trading_dates(ids: pa.Array) -> pa.Array:
     """The trading date an ASX id names (`ASX-<company>-<YYYYMMDD>-<line>`), null for other ids."""
-    parts = pc.split_pattern(ids, "-", max_splits=3)
-    digits = pc.if_else(pc.and_(pc.starts_with(ids, "ASX-"), pc.equal(pc.list_value_length(parts), 4)),
-                        pc.list_element(parts, 2), None)
+    digits = pc.struct_field(pc.extract_regex(ids, r"^ASX-[^-]*-(?P<day>\d{8})-"), [0])
     distinct = pc.dictionary_encode(digits)  # a load holds a few dates: each is parsed once
     days = pc.strptime(distinct.dictionary, format="%Y%m%d", unit="s", error_is_null=True).cast(pa.date32())
     return days.take(distinct.indices)

@@ -110,7 +110,12 @@ def broken_rows(rules: list[Check], rows: pa.Table, listings: pa.Table, local_ti
     if not rules or not rows.num_rows:
         return Broken(np.zeros(0, np.int64), [], [])
     names = dict.fromkeys(name for check in rules for e in check.expectations for name in _columns_read(e))
-    columns = checked_columns(rows, listings, tuple(names), local_timezone)
+    valued = {name for check in rules for e in check.expectations for name in _columns_read(e)
+              if not isinstance(e, gxe.ExpectColumnValuesToNotBeNull)}
+    # a column only checked for nulls is judged as stored: its nulls are those of the value the check sees
+    as_stored = [name for name in names if name not in valued and name in rows.column_names]
+    columns = checked_columns(rows, listings, tuple(n for n in names if n not in as_stored), local_timezone)
+    columns |= {name: rows.column(name).combine_chunks() for name in as_stored}
     first_rule = np.full(rows.num_rows, -1)
     for index, check in reversed(list(enumerate(rules))):  # the first rule in catalogue order names a row
         broken = np.zeros(rows.num_rows, dtype=bool)
