@@ -88,7 +88,9 @@ def _keep_to_rules(parsed: ParsedFile, rules: list[Check], listed: pa.Table, id_
     """The file's rows that keep to the row rules; each that breaks one joins its rejects, with its line."""
     if parsed.rows is None:
         raise ValueError(f"{parsed.path} has no rows to judge (its company is unknown)")
-    broken = broken_rows(rules, parsed.rows, listed, TIMEZONE)
+    # each row's trading date as its id was built from it (parse), not parsed back out of every id
+    judged = parsed.rows.append_column("trading_date", pa.array(parsed.trading_days.astype(np.int32), pa.date32()))
+    broken = broken_rows(rules, judged, listed, TIMEZONE)
     if not len(broken.positions):
         return parsed
     kept = np.ones(parsed.rows.num_rows, dtype=bool)
