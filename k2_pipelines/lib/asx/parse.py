@@ -220,7 +220,7 @@ def parse_market_file(
 ) -> ParsedFile:
     """Rows and rejects of `path` whose trading day (days since epoch, local) is within [first_day, last_day]."""
     data = path.read_bytes()
-    readable, not_utf8 = _utf8_lines(path, data)
+    readable, undecodable = _utf8_lines(path, data)
     table, wrong_width = _read_strings(path, readable, layout.columns)
     n = table.num_rows
     wrong_lines = np.array([row.number for row in wrong_width], dtype=np.int64)
@@ -241,8 +241,8 @@ def parse_market_file(
         ok &= valid
     if "Qualifiers" in layout.columns:
         ok &= pc.match_substring_regex(table["Qualifiers"], _QUALIFIERS).to_numpy(zero_copy_only=False)
-    if not_utf8:
-        ok &= ~np.isin(line_numbers, list(not_utf8))
+    if undecodable:
+        ok &= ~np.isin(line_numbers, list(undecodable))
     if company is None:
         ok[:] = False
 
@@ -265,8 +265,8 @@ def parse_market_file(
         bad_values = table.take(pa.array(bad)).to_pylist()
         raw = raw_lines(data, line_numbers[bad].tolist())
         for position, values, raw_line in zip(bad.tolist(), bad_values, raw):
-            if int(line_numbers[position]) in not_utf8:
-                reason, detail = "not_utf8", not_utf8[int(line_numbers[position])]
+            if int(line_numbers[position]) in undecodable:
+                reason, detail = "not_utf8", undecodable[int(line_numbers[position])]
             elif company is None:
                 reason, detail = "unknown_company", f"{path.stem} is not in company_info.csv"
             else:
@@ -280,8 +280,8 @@ def parse_market_file(
             if first_day <= day <= last_day:
                 reason = "missing_columns" if row.actual_columns < len(layout.columns) else "extra_columns"
                 detail = f"{row.actual_columns} of {len(layout.columns)} columns"
-                if row.number in not_utf8:
-                    reason, detail = "not_utf8", not_utf8[row.number]
+                if row.number in undecodable:
+                    reason, detail = "not_utf8", undecodable[row.number]
                 rejects.append(dict(line_number=row.number, raw_line=row.text, reason=reason, detail=detail,
                                     trading_day=day))
     return ParsedFile(path=path, rows=rows, rejects=rejects, trading_days=days[good])

@@ -63,7 +63,7 @@ def checked_columns(rows: pa.Table, listings: pa.Table, names: tuple[str, ...], 
                     ) -> dict[str, pa.Array]:
     """The columns `names` of trades or quotes as the row checks see them, derived ones included: `listed_at`, and
     for rows of an exchange checked in its own time zone (ASX) `local_date`, `local_minute` and `trading_date` (from
-    the id, see trading_dates)."""
+    the id, see trading_dates, unless the rows carry it)."""
     columns = {name: _checked_value(name, rows.column(name)) for name in names if name in rows.column_names}
     if "listed_at" in names:
         columns["listed_at"] = _listed_at(rows, listings)
