@@ -1,6 +1,17 @@
 """K2's query API: `from k2_pipelines.query import trades, ohlcv, ...` (see k2_pipelines.lib.query.api)."""
 
-from k2_pipelines.lib.query.api import gold_ohlcv, ohlcv, quotes, snapshots, symbols, table_stats, trades
-from k2_pipelines.lib.query.validate import QueryError
+from k2_pipelines.lib.query.api import (
+    day_summary,
+    gold_ohlcv,
+    ohlcv,
+    quotes,
+    result_snapshot,
+    snapshots,
+    symbols,
+    table_stats,
+    trades,
+)
+from k2_pipelines.lib.query.validate import NotFound, QueryError, QueryTimeout
 
-__all__ = ["QueryError", "gold_ohlcv", "ohlcv", "quotes", "snapshots", "symbols", "table_stats", "trades"]
+__all__ = ["NotFound", "QueryError", "QueryTimeout", "day_summary", "gold_ohlcv", "ohlcv", "quotes",
+           "result_snapshot", "snapshots", "symbols", "table_stats", "trades"]

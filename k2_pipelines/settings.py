@@ -37,6 +37,10 @@ VARIABLES = (
     Variable("K2_METRICS_DIR", Path, "$K2_HOME/metrics", "where upkeep jobs write their Prometheus textfiles"),
     Variable("K2_DRAIN_INTERVAL_SECONDS", int, "300",
              "a table with messages waiting is drained once its newest drain is this old, read when Dagster loads K2"),
+    Variable("K2_API_KEYS_FILE", Path, "(no keys)",
+             "the HTTP API's keys: a JSON file of key ids, SHA-256 hashes and scopes (`k2 api key`)"),
+    Variable("K2_API_KEYS", str, "(no keys)", "the same JSON as K2_API_KEYS_FILE, inline (for a secret store)"),
+    Variable("K2_API_TIME_LIMIT_SECONDS", float, "10", "the HTTP API's time limit per query (then 504)"),
     Variable("DAGSTER_HOME", Path, "$K2_HOME/dagster", "Dagster's own variable: its instance directory"),
 )
 
@@ -53,6 +57,9 @@ class Settings:
     pushgateway_url: str | None
     metrics_dir: Path
     drain_interval_seconds: int
+    api_keys_file: Path | None
+    api_keys: str | None
+    api_time_limit_seconds: float
     dagster_home: Path
 
 
@@ -77,6 +84,9 @@ def _settings_of(values: tuple[str | None, ...], working_dir: str) -> Settings:
         pushgateway_url=given["K2_PUSHGATEWAY_URL"],
         metrics_dir=Path(given["K2_METRICS_DIR"] or home / "metrics"),
         drain_interval_seconds=int(given["K2_DRAIN_INTERVAL_SECONDS"] or 300),
+        api_keys_file=Path(given["K2_API_KEYS_FILE"]).resolve() if given["K2_API_KEYS_FILE"] else None,
+        api_keys=given["K2_API_KEYS"],
+        api_time_limit_seconds=float(given["K2_API_TIME_LIMIT_SECONDS"] or 10),
         dagster_home=Path(given["DAGSTER_HOME"] or home / "dagster").resolve(),
     )
 

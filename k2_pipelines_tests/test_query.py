@@ -271,7 +271,8 @@ def test_query_command_formats(drained, tmp_path, capsys):
     assert main(["query", "ohlcv", *ranged[1:], "--interval", "1h", "--format", "json"]) == 0
     bars = json.loads(capsys.readouterr().out)
     assert bars == json.loads(json.dumps([{k: str(v) if isinstance(v, Decimal) else
-                                           v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+                                           v.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if isinstance(v, datetime) else v
+                                           for k, v in row.items()}
                                           for row in query.ohlcv(SYMBOLS[:2], *EVERYTHING, "1h").to_pylist()]))
 
     assert main(["query", "symbols", "--format", "csv"]) == 0

@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from k2_pipelines.cli import (
+    api,
     asx,
     bench,
     demo,
@@ -26,7 +27,7 @@ from k2_pipelines.cli import (
 from k2_pipelines.dev.broker import BrokerError
 
 GROUPS = (kafka, sample, stream, replay, drain, tables, asx, gold, metrics, dq, upkeep, quarantine, incidents, demo,
-          query, dev, bench)
+          query, api, dev, bench)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,13 +1,9 @@
 """`k2 query`: trades, quotes, bars, symbols and snapshots from the command line, as table, CSV, JSON or Parquet."""
 
 import argparse
-import csv
 import json
 import sys
 from contextlib import nullcontext
-from datetime import date
-from decimal import Decimal
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -75,43 +71,26 @@ def _result(args: argparse.Namespace) -> pa.Table:
 
 
 def _write(table: pa.Table, form: str, out: str | None) -> None:
+    from k2_pipelines.lib.query.formats import csv_rows, plain_rows
+
     if form == "parquet":
         pq.write_table(table, out)
         return
     with open(out, "w", newline="") if out else nullcontext(sys.stdout) as handle:
-        rows = _rows(table)
         if form == "json":
-            json.dump(rows, handle, indent=1)
+            json.dump(plain_rows(table), handle, indent=1)
             handle.write("\n")
         elif form == "csv":
-            writer = csv.DictWriter(handle, table.column_names)
-            writer.writeheader()
-            writer.writerows({k: v if isinstance(v, str) or v is None else json.dumps(v) for k, v in row.items()}
-                             for row in rows)
+            handle.writelines(chunk.decode() for chunk in csv_rows(table))
         else:
-            handle.write(_aligned(table.column_names, rows) + "\n")
+            handle.write(as_text(table) + "\n")
 
 
 def as_text(table: pa.Table) -> str:
     """The table in aligned columns, as `k2 query` prints it."""
-    return _aligned(table.column_names, _rows(table))
+    from k2_pipelines.lib.query.formats import plain_rows
 
-
-def _rows(table: pa.Table) -> list[dict]:
-    return [{name: _plain(value) for name, value in row.items()} for row in table.to_pylist(maps_as_pydicts="strict")]
-
-
-def _plain(value: Any) -> Any:
-    """A JSON value: decimals as strings (exact), times in ISO 8601."""
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, date):  # and datetime
-        return value.isoformat()
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
+    return _aligned(table.column_names, plain_rows(table))
 
 
 def _aligned(columns: list[str], rows: list[dict]) -> str:

@@ -95,4 +95,14 @@ UPKEEP_DURATION = _define("k2_upkeep_duration_seconds", GAUGE, "How long an upke
 UPKEEP_LAST_SUCCESS = _define("k2_upkeep_last_success_timestamp_seconds", GAUGE, "When an upkeep job last succeeded",
                               "job")
 
+# the HTTP API (k2 api serve, GET /metrics); endpoint is the route's path template
+API_REQUESTS = _define("k2_api_requests_total", COUNTER, "HTTP API requests answered, by route and status",
+                       "endpoint", "status")
+API_REQUEST_SECONDS = _define("k2_api_request_seconds_total", COUNTER,
+                              "Seconds spent answering HTTP API requests (over k2_api_requests_total: the mean)",
+                              "endpoint")
+API_RATE_LIMITED = _define("k2_api_rate_limited_total", COUNTER, "HTTP API requests refused by a key's rate limit",
+                           "key")
+API_IN_FLIGHT = _define("k2_api_in_flight_requests", GAUGE, "HTTP API requests being answered")
+
 CATALOGUE: dict[str, MetricDef] = {m.name: m for m in globals().values() if isinstance(m, MetricDef)}

@@ -1,10 +1,11 @@
 """K2's queries: trades, quotes and OHLCV bars of symbols over a time range, now or as of a past snapshot.
 
-Every function returns a pyarrow.Table; times are UTC, start inclusive and end exclusive. The SQL below is fixed
-text: symbols, times, limits and file lists reach DuckDB as parameters only."""
+Every function returns a pyarrow.Table; times are UTC, start inclusive and end exclusive. A result of rows read from
+a snapshot names it in its schema metadata (`result_snapshot`), so a caller can page on through the same snapshot.
+The SQL below is fixed text: symbols, times, limits and file lists reach DuckDB as parameters only."""
 
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,21 +21,24 @@ from k2_pipelines.lib.query.engine import TIME_LIMIT_SECONDS, engine
 from k2_pipelines.lib.query.plan import plan, range_filter, snapshot_id, source
 from k2_pipelines.lib.query.symbols import table_symbols
 from k2_pipelines.lib.query.tables import current_table
-from k2_pipelines.lib.query.validate import AsOf, AsOfValue, QueryError, Symbols, Time
+from k2_pipelines.lib.query.validate import AsOf, AsOfValue, NotFound, Position, QueryError, Symbols, Time
+
+SNAPSHOT_KEY = b"k2.snapshot_id"
 
 
 def trades(symbols: Symbols, start: Time, end: Time, limit: int = 1000, as_of: AsOfValue = None,
-           newest_first: bool = False, *, catalog: Catalog | None = None,
-           time_limit: float = TIME_LIMIT_SECONDS) -> pa.Table:
-    """The trades of `symbols` in [start, end) in event-time order (newest first: the latest `limit`)."""
-    return _events("trades", "trade_id", symbols, start, end, limit, as_of, newest_first, catalog, time_limit)
+           newest_first: bool = False, *, catalog: Catalog | None = None, time_limit: float = TIME_LIMIT_SECONDS,
+           after: Position | None = None) -> pa.Table:
+    """The trades of `symbols` in [start, end) in event-time order (newest first: the latest `limit`). With `after`
+    (a trade's time and id), only the trades that come after it in that order: the next page."""
+    return _events("trades", "trade_id", symbols, start, end, limit, as_of, newest_first, catalog, time_limit, after)
 
 
 def quotes(symbols: Symbols, start: Time, end: Time, limit: int = 1000, as_of: AsOfValue = None,
-           newest_first: bool = False, *, catalog: Catalog | None = None,
-           time_limit: float = TIME_LIMIT_SECONDS) -> pa.Table:
+           newest_first: bool = False, *, catalog: Catalog | None = None, time_limit: float = TIME_LIMIT_SECONDS,
+           after: Position | None = None) -> pa.Table:
     """The best bid/ask quotes of `symbols` in [start, end), as trades()."""
-    return _events("quotes", "quote_id", symbols, start, end, limit, as_of, newest_first, catalog, time_limit)
+    return _events("quotes", "quote_id", symbols, start, end, limit, as_of, newest_first, catalog, time_limit, after)
 
 
 def ohlcv(symbols: Symbols, start: Time, end: Time, interval: str = "1m", as_of: AsOfValue = None,
@@ -45,8 +49,21 @@ def ohlcv(symbols: Symbols, start: Time, end: Time, interval: str = "1m", as_of:
     table, snapshot = _snapshot(_catalog(catalog), "trades", checked_as_of, names)
     where, params = _where("timestamp", names, start, end)
     planned = plan(table, snapshot, range_filter("timestamp", names, start, end))
-    return engine().run(bars_sql(where) + " LIMIT $limit", {**params, "width": width, "limit": limit},
-                        source(planned), time_limit)
+    return _stamped(engine().run(bars_sql(where) + " LIMIT $limit", {**params, "width": width, "limit": limit},
+                                 source(planned), time_limit), snapshot)
+
+
+def day_summary(symbol: str, day: date | str, time_zone: str = "UTC", as_of: AsOfValue = None, *,
+                catalog: Catalog | None = None, time_limit: float = TIME_LIMIT_SECONDS) -> pa.Table:
+    """The day's open, high, low, close, volume, VWAP and trade count of `symbol`, one row per exchange: a bar over
+    the calendar day in `time_zone` (an ASX day is a Sydney day: in UTC it starts the evening before)."""
+    start, end = validate.day_bounds(day, time_zone)
+    names, start, end, _, checked_as_of = _inputs(symbol, start, end, 1, as_of)
+    table, snapshot = _snapshot(_catalog(catalog), "trades", checked_as_of, names)
+    where, params = _where("timestamp", names, start, end)
+    planned = plan(table, snapshot, range_filter("timestamp", names, start, end))
+    return _stamped(engine().run(bars_sql(where, from_origin=True), {**params, "width": end - start, "origin": start},
+                                 source(planned), time_limit), snapshot)
 
 
 def gold_ohlcv(symbols: Symbols, start: Time, end: Time, interval: str = "1m", as_of: AsOfValue = None,
@@ -62,7 +79,13 @@ def gold_ohlcv(symbols: Symbols, start: Time, end: Time, interval: str = "1m", a
     planned = plan(table, snapshot, range_filter("bar_start", names, start, end))
     sql = f"SELECT * EXCLUDE (run_id) FROM {{source}} WHERE {where} ORDER BY bar_start, symbol, exchange " \
           "LIMIT $limit"
-    return engine().run(sql, {**params, "limit": limit}, source(planned), time_limit)
+    return _stamped(engine().run(sql, {**params, "limit": limit}, source(planned), time_limit), snapshot)
+
+
+def result_snapshot(result: pa.Table) -> int | None:
+    """The snapshot a query's rows were read from (None: the table had none yet)."""
+    value = (result.schema.metadata or {}).get(SNAPSHOT_KEY)
+    return int(value) if value else None
 
 
 def symbols(table: str = "trades", as_of: AsOfValue = None, *, catalog: Catalog | None = None) -> pa.Table:
@@ -97,10 +120,20 @@ def snapshots(table: str = "trades", *, catalog: Catalog | None = None) -> pa.Ta
 
 
 def _events(name: str, id_column: str, symbols_: Symbols, start: Time, end: Time, limit: int, as_of: AsOfValue,
-            newest_first: bool, catalog: Catalog | None, time_limit: float) -> pa.Table:
+            newest_first: bool, catalog: Catalog | None, time_limit: float, after: Position | None) -> pa.Table:
     names, start, end, limit, checked_as_of = _inputs(symbols_, start, end, limit, as_of)
     table, snapshot = _snapshot(_catalog(catalog), name, checked_as_of, names)
+    beyond, beyond_params = "", {}
+    if after is not None:
+        at, after_id = validate.position(after)
+        # the files planned are those of what is left of the range
+        start, end = (start, min(end, at + timedelta(microseconds=1))) if newest_first else (max(start, at), end)
+        compare = "<" if newest_first else ">"
+        beyond = f" AND (timestamp {compare} $after_time OR (timestamp = $after_time AND {id_column} {compare} " \
+                 "$after_id))"
+        beyond_params = {"after_time": at, "after_id": after_id}
     where, params = _where("timestamp", names, start, end)
+    where, params = where + beyond, {**params, **beyond_params}
     read_from = source(plan(table, snapshot, range_filter("timestamp", names, start, end)))
     if not newest_first:
         # DuckDB returns a scan's rows in the files' order, which after compaction (files sorted by symbol and time)
@@ -108,10 +141,17 @@ def _events(name: str, id_column: str, symbols_: Symbols, start: Time, end: Time
         rows = engine().run(f"SELECT * FROM {{source}} WHERE {where}", params, read_from, time_limit,
                             max_rows=limit + 1)
         if rows.num_rows <= limit:  # every match: put them in order here
-            return _in_event_order(rows, id_column)
+            return _stamped(_in_event_order(rows, id_column), snapshot)
     order = "DESC" if newest_first else "ASC"
-    return engine().run(f"SELECT * FROM {{source}} WHERE {where} ORDER BY timestamp {order}, {id_column} {order} "
-                        "LIMIT $limit", {**params, "limit": limit}, read_from, time_limit)
+    return _stamped(engine().run(f"SELECT * FROM {{source}} WHERE {where} ORDER BY timestamp {order}, "
+                                 f"{id_column} {order} LIMIT $limit", {**params, "limit": limit}, read_from,
+                                 time_limit), snapshot)
+
+
+def _stamped(rows: pa.Table, snapshot: int | None) -> pa.Table:
+    if snapshot is None:
+        return rows
+    return rows.replace_schema_metadata({**(rows.schema.metadata or {}), SNAPSHOT_KEY: str(snapshot).encode()})
 
 
 def _in_event_order(rows: pa.Table, id_column: str) -> pa.Table:
@@ -140,7 +180,7 @@ def _snapshot(catalog: Catalog, name: str, as_of: AsOf | None, names: list[str])
     unknown = [s for s in names if s not in table_symbols(table, snapshot)]
     if unknown:
         at = f"as of snapshot {snapshot}" if as_of else "now"
-        raise QueryError(f"{NAMESPACE}.{name} has no symbol {', '.join(unknown)} {at} (see `k2 query symbols`)")
+        raise NotFound(f"{NAMESPACE}.{name} has no symbol {', '.join(unknown)} {at} (see `k2 query symbols`)")
     return table, snapshot
 
 
@@ -156,12 +196,17 @@ def _load(catalog: Catalog, name: str) -> Table:
     identifier = f"{NAMESPACE}.{name}"
     table = current_table(catalog, identifier)
     if table is None:
-        raise QueryError(f"there is no table {identifier}")
+        raise NotFound(f"there is no table {identifier}")
     return table
 
 
 _catalogs: dict[tuple, Catalog] = {}
 _catalogs_lock = threading.Lock()
+
+
+def k2_catalog() -> Catalog:
+    """K2's catalog, as the queries without a `catalog` argument use it."""
+    return _catalog(None)
 
 
 def _catalog(catalog: Catalog | None) -> Catalog:

@@ -23,7 +23,9 @@ GROUP BY exchange, symbol, bar_start
 ORDER BY bar_start, symbol, exchange"""
 
 
-def bars_sql(where: str = "true") -> str:
+def bars_sql(where: str = "true", from_origin: bool = False) -> str:
     """The bars of the trades in `{source}` matching `where`, `$width` wide (an interval), in order of bar start.
-    `{source}` and `$width` are the engine's (see engine.py); `where` is fixed SQL with parameters."""
-    return _BARS_SQL.replace("{where}", where)
+    `{source}` and `$width` are the engine's (see engine.py); `where` is fixed SQL with parameters. From origin: bars
+    start at `$origin` (a local midnight, say), not at multiples of the width since 2000-01-03 UTC."""
+    bucket = "time_bucket($width, timestamp, $origin)" if from_origin else "time_bucket($width, timestamp)"
+    return _BARS_SQL.replace("{where}", where).replace("time_bucket($width, timestamp)", bucket)

@@ -11,7 +11,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from k2_pipelines.lib.query.validate import QueryError
+from k2_pipelines.lib.query.validate import QueryTimeout
 
 CONNECTIONS = 4
 TIME_LIMIT_SECONDS = 30.0
@@ -95,7 +95,7 @@ def _timed(connection: duckdb.DuckDBPyConnection, sql: str, params: dict[str, An
         return relation.to_arrow_table() if max_rows is None else _first_rows(relation, max_rows)
     except (duckdb.InterruptException, OSError):  # OSError: the interrupt as a streamed result's reader reports it
         if interrupted.is_set():
-            raise QueryError(f"the query took longer than its time limit of {time_limit:g} s; narrow the time range "
+            raise QueryTimeout(f"the query took longer than its time limit of {time_limit:g} s; narrow the time range "
                              "or the symbols") from None
         raise
     finally:

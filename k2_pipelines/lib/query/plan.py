@@ -10,7 +10,7 @@ from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, In
 from pyiceberg.table import ALWAYS_TRUE, Table
 
 from k2_pipelines.lib.iceberg.snapshot_files import selected_data_files
-from k2_pipelines.lib.query.validate import AsOf, QueryError
+from k2_pipelines.lib.query.validate import AsOf, NotFound, QueryError
 
 LOCAL_SCHEME = "file://"
 
@@ -34,20 +34,20 @@ def snapshot_id(table: Table, as_of: AsOf | None) -> int | None:
     name = ".".join(table.name())
     if as_of.snapshot_id is not None:
         if table.snapshot_by_id(as_of.snapshot_id) is None:
-            raise QueryError(f"{name} has no snapshot {as_of.snapshot_id} (see `k2 query snapshots`)")
+            raise NotFound(f"{name} has no snapshot {as_of.snapshot_id} (see `k2 query snapshots`)")
         return as_of.snapshot_id
     if as_of.at is None:
         raise QueryError("as_of names neither a snapshot id nor a time")
     at_ms = int(as_of.at.timestamp() * 1000)
     snapshot = table.snapshot_as_of_timestamp(at_ms)
     if snapshot is None:
-        raise QueryError(f"{name} had no snapshot yet at {as_of.at.isoformat()}")
+        raise NotFound(f"{name} had no snapshot yet at {as_of.at.isoformat()}")
     # the snapshot committed next: if expiry took its parent, snapshots between the two are gone, and the one found
     # may not be what the table held at that time (expiry cuts the parent link of what it leaves)
     later = [e for e in table.metadata.snapshot_log if e.timestamp_ms > at_ms]
     following = table.snapshot_by_id(later[0].snapshot_id) if later else None
     if following is not None and following.parent_snapshot_id is None:
-        raise QueryError(f"{name}'s snapshots of {as_of.at.isoformat()} were expired (the tables drains write keep "
+        raise NotFound(f"{name}'s snapshots of {as_of.at.isoformat()} were expired (the tables drains write keep "
                          "2 hours and each day's newest; see `k2 query snapshots`)")
     return snapshot.snapshot_id
 

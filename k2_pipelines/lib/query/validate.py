@@ -2,7 +2,8 @@
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 EARLIEST = datetime(1990, 1, 1, tzinfo=UTC)  # before any electronic market data K2 could hold
 FUTURE_SLACK = timedelta(days=1)  # exchange clocks and time zones: nothing happened later than a day from now
@@ -12,16 +13,27 @@ MAX_LIMIT = 1_000_000  # rows returned at once (the result is held in memory, an
 MAX_SYMBOLS = 100
 SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/\-]{0,31}")  # exchange symbols: BTCUSDT, BHP, BRK.B, ES:H25
 INTERVALS = {"1m": timedelta(minutes=1), "5m": timedelta(minutes=5), "1h": timedelta(hours=1), "1d": timedelta(days=1)}
+ZONE = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]{0,31}(/[A-Za-z0-9_+\-]{1,32}){0,2}")  # IANA names, never a path
 TABLE = re.compile(r"[a-z][a-z0-9_]{0,63}")  # a table of the market_data namespace
 
 # what the query API takes; the checks below refuse other values
 Symbols = str | list[str] | tuple[str, ...]
 Time = datetime | str  # naive datetimes are UTC
 AsOfValue = int | str | datetime | None  # a snapshot id (or its digits), or a time
+Position = tuple[Time, str]  # a row's event time and id: where a page ended
+MAX_ID_LENGTH = 256
 
 
 class QueryError(ValueError):
     """A query K2 cannot answer as asked; the message says why."""
+
+
+class NotFound(QueryError):
+    """The query names a table, symbol or snapshot K2 does not have."""
+
+
+class QueryTimeout(QueryError):
+    """The query ran past its time limit and was stopped."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,35 @@ def time_range(start: object, end: object) -> tuple[datetime, datetime]:
     return start, end
 
 
+def day_bounds(day: object, time_zone: object) -> tuple[datetime, datetime]:
+    """[midnight, next midnight) of a calendar day in a time zone, in UTC (23 or 25 hours apart across a DST change)."""
+    if isinstance(day, str):
+        try:
+            day = date.fromisoformat(day.strip())
+        except ValueError:
+            raise QueryError(f"the day must be an ISO 8601 date such as 2025-03-03, not {_shown(day)}") from None
+    if isinstance(day, datetime) or not isinstance(day, date):
+        raise QueryError(f"the day must be a date or an ISO 8601 date string, not {_shown(day)}")
+    zone = zone_info(time_zone)
+    if day.year == date.max.year:  # its next midnight is past what a datetime holds; time_range refuses it anyway
+        raise QueryError(f"the day ({day.isoformat()}) is in the future")
+    try:
+        return datetime.combine(day, time(), zone).astimezone(UTC), \
+            datetime.combine(day + timedelta(days=1), time(), zone).astimezone(UTC)
+    except OverflowError:  # a midnight of year 1 east of UTC is in year 0
+        raise QueryError(f"the day ({day.isoformat()}) is before {EARLIEST.year}: K2 holds no data that old") from None
+
+
+def zone_info(value: object) -> ZoneInfo:
+    """An IANA time zone such as UTC or Australia/Sydney."""
+    if isinstance(value, str) and ZONE.fullmatch(value):
+        try:
+            return ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    raise QueryError(f"{_shown(value)} is not an IANA time zone such as UTC or Australia/Sydney")
+
+
 def symbols(value: object) -> list[str]:
     """One symbol or a list of them, each shaped like an exchange symbol (whether the table has it is checked later)."""
     names = [value] if isinstance(value, str) else value
@@ -80,6 +121,15 @@ def limit(value: object) -> int:
     if not 1 <= value <= MAX_LIMIT:
         raise QueryError(f"limit must be between 1 and {MAX_LIMIT:,}, not {value:,}")
     return value
+
+
+def position(value: object) -> tuple[datetime, str]:
+    """A row's (event time, id), as a page of rows ended on it."""
+    if not isinstance(value, tuple) or len(value) != 2 or not isinstance(value[1], str):
+        raise QueryError(f"after must be a (time, id) pair, not {_shown(value)}")
+    if not 0 < len(value[1]) <= MAX_ID_LENGTH or not value[1].isprintable():
+        raise QueryError(f"after's id must be printable and at most {MAX_ID_LENGTH} characters, not {_shown(value[1])}")
+    return timestamp(value[0], "after's time"), value[1]
 
 
 def interval(value: str) -> timedelta:

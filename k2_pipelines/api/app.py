@@ -1,0 +1,98 @@
+"""The API application: the /v1 routes, health, metrics, offline OpenAPI docs, and every error as JSON
+({"error": message, "status": code}), never a stack trace."""
+
+import logging
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from k2_pipelines.api import routes
+from k2_pipelines.api.auth import ApiError
+from k2_pipelines.api.keys import SCOPES, KeyRing
+from k2_pipelines.api.limits import BodyLimit, RateLimiter
+from k2_pipelines.api.metrics import ApiCounts, Counted
+from k2_pipelines.api.responses import NotAcceptable
+from k2_pipelines.lib.iceberg.tables import NAMESPACE
+from k2_pipelines.lib.query.api import k2_catalog
+from k2_pipelines.query import NotFound, QueryError, QueryTimeout
+
+READY_TIMEOUT_SECONDS = 5.0
+log = logging.getLogger("k2.api")
+
+
+def create_app(keys: KeyRing, time_limit: float) -> FastAPI:
+    scopes = "; ".join(f"`{name}`: {meaning}" for name, meaning in SCOPES.items())
+    app = FastAPIOffline(
+        title="K2 market data API", version="1",
+        description="Trades, quotes and OHLCV bars from K2's Iceberg tables, now or as of a snapshot. Pages of rows "
+                    "as JSON, CSV, Parquet or an Arrow IPC stream (`?format=` or Accept); large results page on with "
+                    f"`next_cursor`. Keys in `X-API-Key`, by scope: {scopes}.",
+        redoc_url=None)
+    app.state.keys, app.state.time_limit = keys, time_limit
+    app.state.rate_limiter, app.state.counts = RateLimiter(), ApiCounts()
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(app.state.counts)
+    app.include_router(routes.router)
+    _errors_as_json(app)
+
+    @app.get("/health", summary="Liveness: the server answers")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/health/ready", summary="Readiness: the catalog is reachable (503 if not)")
+    async def ready() -> JSONResponse:
+        problem = f"no answer within {READY_TIMEOUT_SECONDS:g} s"
+        with anyio.move_on_after(READY_TIMEOUT_SECONDS):
+            problem = await anyio.to_thread.run_sync(_catalog_problem, abandon_on_cancel=True)
+        if problem:
+            return JSONResponse({"ready": False, "catalog": problem}, status_code=503)
+        return JSONResponse({"ready": True, "catalog": "reachable"})
+
+    @app.get("/metrics", summary="Prometheus metrics of this server", response_class=Response)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(Counted, counts=app.state.counts)
+    app.add_middleware(BodyLimit)
+    return app
+
+
+def _catalog_problem() -> str:
+    try:
+        k2_catalog().list_tables(NAMESPACE)
+        return ""
+    except Exception as error:  # whatever the catalog's driver raises: the readiness answer says it
+        return f"{type(error).__name__}: {error}"[:500]
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+
+
+def _errors_as_json(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def refused(_: Request, error: ApiError) -> JSONResponse:
+        return _error(error.status, error.message, error.headers)
+
+    @app.exception_handler(QueryError)
+    async def bad_query(_: Request, error: QueryError) -> JSONResponse:
+        status = 504 if isinstance(error, QueryTimeout) else 404 if isinstance(error, NotFound) else 400
+        return _error(status, str(error))
+
+    @app.exception_handler(NotAcceptable)
+    async def not_acceptable(_: Request, error: NotAcceptable) -> JSONResponse:
+        return _error(406, str(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
+        return JSONResponse({"error": problems[:2000], "status": 422}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, error: Exception) -> JSONResponse:
+        log.exception("%s %s failed", request.method, request.url.path, exc_info=error)
+        return _error(500, "the server failed to answer; its log has the details")
