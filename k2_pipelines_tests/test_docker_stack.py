@@ -79,7 +79,7 @@ def test_every_service_has_an_image_and_k2_services_share_one_build(services, k2
         image = service.get("image", "")
         if name not in k2_services:
             assert ":" in image and not image.endswith(":latest"), f"{name}: pin the image version ({image!r})"
-    assert set(k2_services) == {"stream", "metrics", "dagster-webserver", "dagster-daemon"}
+    assert set(k2_services) == {"stream", "metrics", "api", "dagster-webserver", "dagster-daemon"}
     assert {(s["image"], s["build"]["context"]) for s in k2_services.values()} == {("k2-pipelines:latest", "..")}
 
 
@@ -88,7 +88,7 @@ def test_k2_services_get_only_variables_the_code_reads():
     assert {"K2_HOME", "DAGSTER_HOME", "K2_SCHEMA_REGISTRY_URL"} <= code_names
     read = code_names | dagster_yaml_env_names()
     services = yaml.safe_load(COMPOSE.read_text())["services"]
-    for name in ("stream", "metrics", "dagster-webserver", "dagster-daemon"):
+    for name in ("stream", "metrics", "api", "dagster-webserver", "dagster-daemon"):
         unread = {key for key in environment(services[name]) if key not in read and not key.startswith(ICEBERG_PREFIX)}
         assert not unread, f"{name} is given {sorted(unread)}, which no K2 code reads"
 
@@ -98,7 +98,8 @@ def test_k2_services_get_what_reaches_the_remote_services(services, k2_services)
     lake = {ICEBERG_PREFIX + key for key in ("TYPE", "URI", "WAREHOUSE", "S3__ENDPOINT", "S3__ACCESS_KEY_ID",
                                              "S3__SECRET_ACCESS_KEY")}
     dagster = {"DAGSTER_HOME", "K2_PUSHGATEWAY_URL"} | dagster_yaml_env_names()
-    needs = {"stream": kafka, "metrics": kafka | lake, "dagster-webserver": kafka | lake | dagster,
+    needs = {"stream": kafka, "metrics": kafka | lake, "api": {"K2_HOME", "K2_API_KEYS"} | lake,
+             "dagster-webserver": kafka | lake | dagster,
              "dagster-daemon": kafka | lake | dagster}
     for name, service in k2_services.items():
         env = environment(service)
@@ -158,7 +159,7 @@ def test_prometheus_scrapes_services_on_their_ports(services):
         assert host in services, f"Prometheus scrapes {target}, but there is no service {host}"
         assert int(port) in exposed_ports(services[host]), f"Prometheus scrapes {target}: {host} does not expose it"
         scraped.add(host)
-    assert {"stream", "metrics", "pushgateway"} <= scraped
+    assert {"stream", "metrics", "api", "pushgateway"} <= scraped
 
 
 def test_mounts_exist_and_volumes_are_declared(compose, services):

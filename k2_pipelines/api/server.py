@@ -7,6 +7,7 @@ import uvicorn
 
 from k2_pipelines.api.app import create_app
 from k2_pipelines.api.keys import KeyRing, load_keys
+from k2_pipelines.lib.query.engine import use_threads_per_query
 from k2_pipelines.settings import settings
 
 
@@ -35,6 +36,8 @@ def serve(host: str, port: int) -> None:
                          "table. Create a key with `k2 api key --id NAME` and set K2_API_KEYS_FILE, or serve on "
                          "127.0.0.1")
     app = create_app(keys, settings().api_time_limit_seconds)
+    # many requests at once: a query per core beats a query on every core (measured: k2 bench api)
+    use_threads_per_query(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     print(f"K2 API on http://{host}:{port} (docs: /docs; keys: {'required' if keys else 'none, loopback only'})",
           flush=True)

@@ -109,6 +109,8 @@ def _demo_steps(broker: dict[str, Any]) -> int:
     print("8. queried them (k2_pipelines.query; the same as `k2 query`):")
     show_queries(catalog, DEMO_BINANCE_SYMBOLS[0], ranges[-1][1])  # the Binance session's day: the newest
 
+    served = show_api(DEMO_BINANCE_SYMBOLS[0], ranges[-1][1])
+
     print("\nIceberg tables (k2 tables):")
     print(format_stats(table_stats(catalog)))
     print("\nASX rows per trading date (partition):")
@@ -136,11 +138,12 @@ Next:
   k2 stream binance --symbols BTCUSDT,ETHUSDT   the live stream (needs internet); k2 replay binance FILE
   k2 drain binance --until-caught-up             drain outside Dagster; in `make dev` the lag sensor drains
   k2 query trades|quotes|ohlcv --symbol S --start T --end T [--as-of SNAPSHOT|TIME] [--format csv|json|parquet]
+  k2 api serve   the same over HTTP (docs at http://127.0.0.1:8000/docs), then the curl of step 9
   k2 gold build --start D [--end D]              rebuild the bars of UTC days (a backfill of build_ohlcv)
   k2 upkeep compact|expire|orphans [--dry-run]   table upkeep; k2 incidents  what the recovery sensors did
                                                  (runbooks: docs/runbooks/)
 """)
-    return 0 if result.success and drained and compacted and built else 1
+    return 0 if result.success and drained and compacted and built and served else 1
 
 
 def show_queries(catalog: "Catalog", symbol: str, day: date) -> None:
@@ -162,6 +165,41 @@ def show_queries(catalog: "Catalog", symbol: str, day: date) -> None:
         rows = query()
         print(f"  {label} ({(perf_counter() - started) * 1000:.0f} ms):")
         print(indent(as_text(rows), "    "))
+
+
+def show_api(symbol: str, day: date) -> bool:
+    """A `k2 api serve` of its own, asked what step 8 asked by the curl the demo prints; stopped again."""
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    from k2_pipelines.dev.broker import free_port
+    from k2_pipelines.settings import LOOPBACK
+
+    with socket.socket() as probe:  # the default port, so the curl printed is the one a user runs later
+        port = 8000 if probe.connect_ex((LOOPBACK, 8000)) else free_port()
+    url = f"http://{LOOPBACK}:{port}/v1/trades?symbol={symbol}&start={day}&end={day + timedelta(days=1)}" \
+          "&limit=3&newest_first=true&format=csv"
+    server = subprocess.Popen([sys.executable, "-m", "k2_pipelines", "api", "serve", "--port", str(port)],
+                              stdout=subprocess.DEVNULL)
+    try:
+        deadline = perf_counter() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=30) as response:
+                    body = response.read().decode()
+                break
+            except OSError:
+                if server.poll() is not None or perf_counter() > deadline:
+                    print("9. the HTTP API did not start (try `k2 api serve`)")
+                    return False
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    print(f"9. served them over HTTP (k2 api serve, started and stopped here): curl -s '{url}'")
+    print(indent(body.rstrip(), "    "))
+    return True
 
 
 def run_drain_jobs(table: str) -> list["dg.ExecuteInProcessResult"]:

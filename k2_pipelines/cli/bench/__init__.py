@@ -48,6 +48,15 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     query.add_argument("--runs", type=int, default=40, help="runs of each query (cycling through the symbols)")
     query.add_argument("--seed", type=int, default=7)
     query.add_argument("--cores", type=int, default=2, help=CORES_HELP.format(2))
+    api = targets.add_parser("api", help="the HTTP API under concurrent clients: requests/s, p50/p95/p99, errors "
+                             "per request mix, server RSS (over the `k2 bench query` table, compacted)")
+    api.add_argument("--clients", type=int, default=32)
+    api.add_argument("--seconds", type=float, default=30, help="per request mix")
+    api.add_argument("--trades", type=int, default=10_000_000)
+    api.add_argument("--days", type=int, default=10)
+    api.add_argument("--symbols", type=int, default=10)
+    api.add_argument("--small-commits", type=int, default=200)
+    api.add_argument("--seed", type=int, default=7)
     targets.add_parser("recovery", help="time to recovery of the Kafka, catalog and offset-drift runbooks under the "
                        "real Dagster daemon (about 8 minutes)")
     runs = targets.add_parser("runs", help="what a drain run costs Dagster (launch to end, CPU, storage) under "
@@ -86,6 +95,11 @@ def run_bench(args: argparse.Namespace) -> int:
         from k2_pipelines.cli.bench.query import bench_query
 
         return bench_query(args.trades, args.days, args.symbols, args.small_commits, args.runs, args.seed, args.cores)
+    if args.target == "api":
+        from k2_pipelines.cli.bench.api import bench_api
+
+        return bench_api(args.clients, args.seconds, args.trades, args.days, args.symbols, args.small_commits,
+                         args.seed)
     if args.target == "recovery":
         from k2_pipelines.cli.bench.recovery import bench_recovery
 

@@ -24,11 +24,11 @@ BULK_BATCH_ROWS = 1_000_000  # a commit of the bulk build (few large commits: th
 SMALL_BATCH_ROWS = 2_000  # a drain's micro-batch
 
 
-def _symbols(count: int) -> tuple[str, ...]:
+def bench_symbols(count: int) -> tuple[str, ...]:
     return tuple(f"SYM{i:03d}USDT" for i in range(count))
 
 
-def _build(root: Path, rows: int, days: int, symbols: tuple[str, ...], small_commits: int, seed: int) -> None:
+def build_trades(root: Path, rows: int, days: int, symbols: tuple[str, ...], small_commits: int, seed: int) -> None:
     """`rows` trades over `days` UTC days in large commits sorted as compaction leaves them (they stand for history
     already compacted), then `small_commits` micro-batches into the last day, as drains write them."""
     catalog = load_catalog_at(root)
@@ -83,11 +83,11 @@ def _measure(catalog: Catalog, symbols: tuple[str, ...], days: int, runs: int) -
 
 
 def bench_query(rows: int, days: int, symbol_count: int, small_commits: int, runs: int, seed: int, cores: int) -> int:
-    symbols = _symbols(symbol_count)
+    symbols = bench_symbols(symbol_count)
     with tempfile.TemporaryDirectory(prefix="k2-bench-") as scratch:
         root = Path(scratch) / "state"
         # the table stands for months of drains: it is not what is measured
-        built = built_in_another_process(_build, root, rows, days, symbols, small_commits, seed)
+        built = built_in_another_process(build_trades, root, rows, days, symbols, small_commits, seed)
         pin_cores(cores)
         catalog = load_catalog_at(root)
         rebuild_day(catalog, "1m", (COMPACT_START + timedelta(days=days - 1)).date(), "bench")  # for query (d)

@@ -24,6 +24,7 @@ from k2_pipelines.lib.query.tables import current_table
 from k2_pipelines.lib.query.validate import AsOf, AsOfValue, NotFound, Position, QueryError, Symbols, Time
 
 SNAPSHOT_KEY = b"k2.snapshot_id"
+RECENT_WINDOW = timedelta(minutes=15)  # what newest-first queries read first
 
 
 def trades(symbols: Symbols, start: Time, end: Time, limit: int = 1000, as_of: AsOfValue = None,
@@ -132,6 +133,19 @@ def _events(name: str, id_column: str, symbols_: Symbols, start: Time, end: Time
         beyond = f" AND (timestamp {compare} $after_time OR (timestamp = $after_time AND {id_column} {compare} " \
                  "$after_id))"
         beyond_params = {"after_time": at, "after_id": after_id}
+    if newest_first and end - start > RECENT_WINDOW:
+        # the latest rows are most often within the range's last minutes: read those first, the rest only if needed
+        recent = _events_in(table, snapshot, id_column, names, end - RECENT_WINDOW, end, limit, newest_first,
+                            time_limit, beyond, beyond_params)
+        if recent.num_rows == limit:
+            return recent
+    return _events_in(table, snapshot, id_column, names, start, end, limit, newest_first, time_limit, beyond,
+                      beyond_params)
+
+
+def _events_in(table: Table, snapshot: int | None, id_column: str, names: list[str], start: datetime, end: datetime,
+               limit: int, newest_first: bool, time_limit: float, beyond: str,
+               beyond_params: dict[str, object]) -> pa.Table:
     where, params = _where("timestamp", names, start, end)
     where, params = where + beyond, {**params, **beyond_params}
     read_from = source(plan(table, snapshot, range_filter("timestamp", names, start, end)))

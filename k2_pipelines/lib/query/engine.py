@@ -20,9 +20,14 @@ STREAM_BATCH_ROWS = 1_000_000
 
 
 class Engine:
-    def __init__(self, connections: int = CONNECTIONS):
+    def __init__(self, connections: int = CONNECTIONS, threads_per_query: int | None = None):
         self._database = duckdb.connect()
         self._database.execute("SET GLOBAL TimeZone = 'UTC'")  # timestamptz in and out, and time_bucket, in UTC
+        # Iceberg never changes a data file once written: its footer and blocks can be kept across queries
+        self._database.execute("SET GLOBAL parquet_metadata_cache = true")
+        self._database.execute("SET GLOBAL enable_external_file_cache = true")
+        if threads_per_query is not None:  # a server answering many queries at once: no query needs every core
+            self._database.execute(f"SET GLOBAL threads = {int(threads_per_query)}")
         self._idle: queue.Queue[duckdb.DuckDBPyConnection] = queue.Queue()
         for _ in range(connections):
             self._idle.put(self._database.cursor())
@@ -115,3 +120,10 @@ def engine() -> Engine:
         if _engine is None:
             _engine = Engine()
         return _engine
+
+
+def use_threads_per_query(threads: int) -> None:
+    """Make the process's engine run each query on `threads` threads (before its first query)."""
+    global _engine
+    with _engine_lock:
+        _engine = Engine(threads_per_query=threads)
