@@ -104,7 +104,8 @@ def test_scrape_targets_are_the_compose_services():
     targets = {target: job.get("honor_labels", False) for job in config["scrape_configs"]
                for static in job["static_configs"] for target in static["targets"]}
     # Pushed series keep their job and table; the upkeep metrics keep their own `job` label.
-    assert targets == {"stream:9464": False, "metrics:9465": True, "pushgateway:9091": True, "localhost:9090": False}
+    assert targets == {"stream:9464": False, "metrics:9465": True, "pushgateway:9091": True, "api:8000": False,
+                       "localhost:9090": False}
 
 
 def test_promtool_unit_tests_pass(promtool):

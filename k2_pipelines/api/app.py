@@ -19,7 +19,7 @@ from k2_pipelines.api.limits import BodyLimit, RateLimiter
 from k2_pipelines.api.metrics import ApiCounts, Counted
 from k2_pipelines.api.responses import NotAcceptable
 from k2_pipelines.lib.iceberg.tables import NAMESPACE
-from k2_pipelines.lib.query.api import k2_catalog
+from k2_pipelines.lib.query.api import default_catalog
 from k2_pipelines.lib.query.engine import CONNECTIONS
 from k2_pipelines.query import NotFound, QueryError, QueryTimeout
 
@@ -74,7 +74,7 @@ def create_app(keys: KeyRing, time_limit: float) -> FastAPI:
 
 def _catalog_problem() -> str:
     try:
-        k2_catalog().list_tables(NAMESPACE)
+        default_catalog().list_tables(NAMESPACE)
         return ""
     except Exception as error:  # whatever the catalog's driver raises: the readiness answer says it
         return f"{type(error).__name__}: {error}"[:500]

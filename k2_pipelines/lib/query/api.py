@@ -218,7 +218,7 @@ _catalogs: dict[tuple, Catalog] = {}
 _catalogs_lock = threading.Lock()
 
 
-def k2_catalog() -> Catalog:
+def default_catalog() -> Catalog:
     """K2's catalog, as the queries without a `catalog` argument use it."""
     return _catalog(None)
 
