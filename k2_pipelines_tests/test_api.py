@@ -222,6 +222,7 @@ def test_pages_follow_the_cursor_through_one_snapshot_while_drains_commit(server
     ("/v1/ohlcv/7m?symbol=BTCUSDT&start=2025-11-21&end=2025-11-22", 400, "interval must be one of"),
     ("/v1/ohlcv/1h?symbol=BTCUSDT&start=2025-11-21&end=2025-11-22&source=gold", 404, "no symbol BTCUSDT"),
     ("/v1/summary/BTCUSDT/2025-11-24", 404, "has no trades on 2025-11-24"),
+    ("/v1/summary/BTCUSDT/%202025-11-24", 404, "has no trades on 2025-11-24"),
     ("/v1/summary/BTCUSDT/2025-11-21?time_zone=Mars/Olympus", 400, "is not an IANA time zone"),
     ("/v1/snapshots?table=nope", 404, "there is no table market_data.nope"),
 ])

@@ -3,7 +3,6 @@
 Each endpoint is a plain function: FastAPI runs it on its thread pool, and DuckDB and PyIceberg's reads release the
 GIL, so requests are answered at once (DuckDB's connection pool bounds how many queries run)."""
 
-from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
@@ -117,7 +116,7 @@ def summary(request: Request, symbol: str, day: Annotated[str, Path(description=
     form = chosen_format(request, form)
     rows = query.day_summary(symbol, day, time_zone, as_of, time_limit=_time_limit(request))
     if rows.num_rows == 0:
-        raise query.NotFound(f"{symbol} has no trades on {date.fromisoformat(day)} ({time_zone})")
+        raise query.NotFound(f"{symbol} has no trades on {day.strip()} ({time_zone})")
     return page_response(request, Page(rows, query.result_snapshot(rows)), form)
 
 
