@@ -58,5 +58,5 @@ def test_panel_ids_unique_and_layout_without_overlap():
 
 def test_rows_for_each_theme():
     rows = [panel["title"] for panel in DASHBOARD["panels"] if panel["type"] == "row"]
-    assert rows == ["Ingestion", "Lag", "Quality", "Upkeep", "Incidents"]
+    assert rows == ["Ingestion", "Lag", "Quality", "Upkeep", "Incidents", "API"]
     assert DASHBOARD["uid"] == "k2-pipelines" and DASHBOARD["editable"] is False

@@ -36,10 +36,6 @@ def retry_after(seconds: float) -> str:
     return str(max(1, math.ceil(seconds)))
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class BodyLimit:
     """413 for a request body over `limit` bytes: at once by its Content-Length, else as its chunks arrive."""
 
@@ -57,27 +53,28 @@ class BodyLimit:
         if int(length) > self.limit:
             await _refuse(send, 413, self._too_large)
             return
-        received, started = 0, False
+        received, started, refused = 0, False, False
 
         async def counted() -> Message:
-            nonlocal received
+            nonlocal received, refused
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.limit:
-                raise BodyTooLarge
-            return message
+            if received <= self.limit:
+                return message
+            if not refused and not started:
+                await _refuse(send, 413, self._too_large)
+            refused = True
+            # the application stops reading as if the client left (FastAPI turns an exception here into a 400)
+            return {"type": "http.disconnect"}
 
         async def tracked(message: Message) -> None:
             nonlocal started
+            if refused:  # the 413 is the answer
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
-            await self.app(scope, counted, tracked)
-        except BodyTooLarge:
-            if started:  # too late to answer: the connection closes
-                raise
-            await _refuse(send, 413, self._too_large)
+        await self.app(scope, counted, tracked)
 
     @property
     def _too_large(self) -> str:
