@@ -57,6 +57,9 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     api.add_argument("--symbols", type=int, default=10)
     api.add_argument("--small-commits", type=int, default=200)
     api.add_argument("--seed", type=int, default=7)
+    api.add_argument("--rate", type=float, action="append",
+                     help="requests/s offered by all clients together (open loop); 0: closed loop, each client asks "
+                          "again once answered; repeat for several (default: 0)")
     targets.add_parser("recovery", help="time to recovery of the Kafka, catalog and offset-drift runbooks under the "
                        "real Dagster daemon (about 8 minutes)")
     runs = targets.add_parser("runs", help="what a drain run costs Dagster (launch to end, CPU, storage) under "
@@ -99,7 +102,7 @@ def run_bench(args: argparse.Namespace) -> int:
         from k2_pipelines.cli.bench.api import bench_api
 
         return bench_api(args.clients, args.seconds, args.trades, args.days, args.symbols, args.small_commits,
-                         args.seed)
+                         args.seed, args.rate or [0.0])
     if args.target == "recovery":
         from k2_pipelines.cli.bench.recovery import bench_recovery
 

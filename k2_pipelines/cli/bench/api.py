@@ -21,12 +21,14 @@ from k2_pipelines.cli.bench.generated import COMPACT_START
 from k2_pipelines.cli.bench.query import bench_symbols, build_trades
 from k2_pipelines.cli.bench.throughput import built_in_another_process
 from k2_pipelines.dev.broker import free_port
+from k2_pipelines.lib.gold.ohlcv import rebuild_day
 from k2_pipelines.lib.iceberg.catalog import load_catalog_at
 from k2_pipelines.lib.iceberg.tables import TRADES
 from k2_pipelines.lib.upkeep.compaction import compact_table
 from k2_pipelines.settings import LOOPBACK
 
 WARM_UP_REQUESTS = 20  # per request kind, untimed: the server's first read of the snapshot's manifests
+Mix = list[tuple[Callable[[random.Random], str], str, float]]  # (request maker, kind, weight)
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,10 @@ class Requests:
         """One day of 1-minute bars of a symbol, computed from its trades, from a minute of some day."""
         start = COMPACT_START + timedelta(minutes=rng.randrange((self.days - 1) * 1_440))
         return f"/v1/ohlcv/1m?symbol={rng.choice(self.symbols)}&start={_iso(start)}&end={_iso(start + timedelta(1))}"
+
+    def gold_bars(self, rng: random.Random) -> str:
+        """The same from the gold table market_data.ohlcv_1m."""
+        return self.bars(rng) + "&source=gold"
 
     def hour(self, rng: random.Random) -> str:
         """A page of 1,000 trades of a symbol from an hour of some day."""
@@ -68,14 +74,22 @@ class Results:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _client(port: int, mix: list[tuple[Callable[[random.Random], str], str, float]], seed: int, deadline: float,
-            results: Results) -> None:
+def _client(port: int, mix: Mix, seed: int, deadline: float, results: Results, every: float | None = None,
+            first_at: float = 0.0) -> None:
+    """Requests one after another (closed loop), or one each `every` seconds from `first_at` (open loop: a request's
+    latency counts from when it was due, so a server that falls behind is not hidden by clients that wait for it)."""
     rng, connection = random.Random(seed), http.client.HTTPConnection(LOOPBACK, port, timeout=60)
     makers, kinds, weights = zip(*mix)
-    while time.perf_counter() < deadline:
+    due = first_at
+    while (now := time.perf_counter()) < deadline:
+        if every is not None:
+            if due > now:
+                time.sleep(due - now)
+            started, due = due, due + every
+        else:
+            started = now
         index = rng.choices(range(len(makers)), weights)[0]
         path, kind = makers[index](rng), kinds[index]
-        started = time.perf_counter()
         try:
             connection.request("GET", path)
             response = connection.getresponse()
@@ -92,8 +106,8 @@ def _client(port: int, mix: list[tuple[Callable[[random.Random], str], str, floa
     connection.close()
 
 
-def _phase(port: int, mix: list[tuple[Callable[[random.Random], str], str, float]], clients: int, seconds: float,
-           seed: int) -> tuple[Results, float]:
+def _phase(port: int, mix: Mix, clients: int, seconds: float, seed: int, rate: float) -> tuple[Results, float]:
+    """The mix for `seconds`: closed loop (rate 0), or `rate` requests/s spread over the clients."""
     results = Results()
     for maker, _, _ in mix:  # warm-up, untimed
         for number in range(WARM_UP_REQUESTS):
@@ -102,7 +116,9 @@ def _phase(port: int, mix: list[tuple[Callable[[random.Random], str], str, float
             connection.getresponse().read()
             connection.close()
     started = time.perf_counter()
-    threads = [threading.Thread(target=_client, args=(port, mix, seed * 1_000 + n, started + seconds, results))
+    every = clients / rate if rate else None
+    threads = [threading.Thread(target=_client, args=(port, mix, seed * 1_000 + n, started + seconds, results, every,
+                                                      started + (every or 0) * n / clients))
                for n in range(clients)]
     for thread in threads:
         thread.start()
@@ -138,19 +154,23 @@ def _process_stats(pid: int) -> tuple[float, float]:
 
 
 def bench_api(clients: int, seconds: float, rows: int, days: int, symbol_count: int, small_commits: int,
-              seed: int) -> int:
+              seed: int, rates: list[float]) -> int:
     symbols = bench_symbols(symbol_count)
     requests = Requests(symbols, days)
-    mixes: dict[str, list[tuple[Callable[[random.Random], str], str, float]]] = {
+    mixes: dict[str, Mix] = {
         "latest 100 trades of a symbol": [(requests.latest, "latest", 1.0)],
         "one day of 1-minute bars of a symbol (on the fly)": [(requests.bars, "bars", 1.0)],
+        "one day of 1-minute bars of a symbol (gold)": [(requests.gold_bars, "gold bars", 1.0)],
         "mixed: 60% latest 100, 20% a day of bars, 20% an hour's first 1,000 trades": [
             (requests.latest, "latest", 0.6), (requests.bars, "bars", 0.2), (requests.hour, "hour", 0.2)],
     }
     with tempfile.TemporaryDirectory(prefix="k2-bench-") as scratch:
         root = Path(scratch) / "state"
         built = built_in_another_process(build_trades, root, rows, days, symbols, small_commits, seed)
-        compaction = compact_table(load_catalog_at(root), TRADES.identifier)
+        catalog = load_catalog_at(root)
+        compaction = compact_table(catalog, TRADES.identifier)
+        for day in range(days):  # the gold bars, as build_ohlcv leaves them
+            rebuild_day(catalog, "1m", (COMPACT_START + timedelta(days=day)).date(), "bench")
         port = free_port()
         env = {name: value for name, value in os.environ.items() if not name.startswith("PYICEBERG_CATALOG__")}
         server = subprocess.Popen([sys.executable, "-m", "k2_pipelines", "api", "serve", "--port", str(port)],
@@ -158,16 +178,21 @@ def bench_api(clients: int, seconds: float, rows: int, days: int, symbol_count: 
                                   stdout=subprocess.DEVNULL)
         try:
             _wait_until_serving(port, server)
-            print(f"k2 bench api --clients {clients} --seconds {seconds:g}: {rows + small_commits * 2_000:,} trades "
+            offered = "".join(f" --rate {rate:g}" for rate in rates)
+            print(f"k2 bench api --clients {clients} --seconds {seconds:g}{offered}: {rows + small_commits * 2_000:,} "
+                  "trades "
                   f"({symbol_count} symbols, {days} days; built in {built:.0f} s, compacted to "
                   f"{compaction.files_after} files); a k2 api serve process, {clients} clients on this machine's "
                   f"{os.cpu_count()} cores, {seconds:g} s per mix")
             cpu_before = _process_stats(server.pid)[1]
             measured = 0.0
-            for number, (name, mix) in enumerate(mixes.items()):
-                results, elapsed = _phase(port, mix, clients, seconds, seed + number)
-                measured += elapsed
-                print("\n".join(_report(name, results, elapsed)), flush=True)
+            for rate in rates:
+                print(f"open loop: {rate:g} requests/s offered:" if rate else
+                      "closed loop: each client asks again once answered:")
+                for number, (name, mix) in enumerate(mixes.items()):
+                    results, elapsed = _phase(port, mix, clients, seconds, seed + number, rate)
+                    measured += elapsed
+                    print("\n".join(_report(name, results, elapsed)), flush=True)
             peak_mb, cpu_after = _process_stats(server.pid)
             print(f"server: peak RSS {peak_mb:,.0f} MB, {(cpu_after - cpu_before) / measured:.2f} cores busy "
                   "while measured")
