@@ -226,6 +226,11 @@ def test_pages_follow_the_cursor_through_one_snapshot_while_drains_commit(server
     ("/v1/summary/BTCUSDT/%202025-11-24", 404, "has no trades on 2025-11-24"),
     ("/v1/summary/BTCUSDT/2025-11-21?time_zone=Mars/Olympus", 400, "is not an IANA time zone"),
     ("/v1/snapshots?table=nope", 404, "there is no table market_data.nope"),
+    ("/v1/symbols?table=rejects", 400, "market_data.rejects has no symbol column"),
+    ("/v1/trades?symbol=BTCUSDT&start=0001-01-01T00:00:00%2B05:00&end=2025-11-22", 400, "outside the years"),
+    ("/v1/summary/BTCUSDT/2025-11-21?time_zone=America", 400, "is not an IANA time zone"),
+    ("/v1/trades?symbol=BTCUSDT&start=2025-11-21&end=2025-11-22&cursor=" + "W" * 1001, 400, "not one this API gave"),
+    ("/v1/nope", 404, "Not Found"),
 ])
 def test_bad_requests_get_the_query_layer_message_never_a_trace(server, path, status, message):
     answer = server.get(path)

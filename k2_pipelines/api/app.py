@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from k2_pipelines.api import routes
 from k2_pipelines.api.auth import ApiError
@@ -45,6 +46,7 @@ def create_app(keys: KeyRing, time_limit: float) -> FastAPI:
         redoc_url=None)
     app.state.keys, app.state.time_limit = keys, time_limit
     app.state.rate_limiter, app.state.counts = RateLimiter(), ApiCounts()
+    ready_threads = anyio.CapacityLimiter(2)
     registry = CollectorRegistry(auto_describe=True)
     registry.register(app.state.counts)
     app.include_router(routes.router)
@@ -58,7 +60,8 @@ def create_app(keys: KeyRing, time_limit: float) -> FastAPI:
     async def ready() -> JSONResponse:
         problem = f"no answer within {READY_TIMEOUT_SECONDS:g} s"
         with anyio.move_on_after(READY_TIMEOUT_SECONDS):
-            problem = await anyio.to_thread.run_sync(_catalog_problem, abandon_on_cancel=True)
+            # threads of its own: answered while every query thread is busy
+            problem = await anyio.to_thread.run_sync(_catalog_problem, abandon_on_cancel=True, limiter=ready_threads)
         if problem:
             return JSONResponse({"ready": False, "catalog": problem}, status_code=503)
         return JSONResponse({"ready": True, "catalog": "reachable"})
@@ -67,8 +70,8 @@ def create_app(keys: KeyRing, time_limit: float) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(Counted, counts=app.state.counts)
     app.add_middleware(BodyLimit)
+    app.add_middleware(Counted, counts=app.state.counts)  # the outermost: it counts the body limit's 413s too
     return app
 
 
@@ -93,6 +96,10 @@ def _errors_as_json(app: FastAPI) -> None:
     async def bad_query(_: Request, error: QueryError) -> JSONResponse:
         status = 504 if isinstance(error, QueryTimeout) else 404 if isinstance(error, NotFound) else 400
         return _error(status, str(error))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:  # unknown paths, methods
+        return _error(error.status_code, str(error.detail), dict(error.headers or {}))
 
     @app.exception_handler(NotAcceptable)
     async def not_acceptable(_: Request, error: NotAcceptable) -> JSONResponse:

@@ -7,6 +7,7 @@ The keys file (K2_API_KEYS_FILE) or K2_API_KEYS holds JSON:
 import hashlib
 import hmac
 import json
+import math
 import re
 import secrets
 from dataclasses import dataclass
@@ -87,7 +88,7 @@ def _parsed(text: str, where: str) -> list[ApiKey]:
     try:
         entries = json.loads(text)["keys"]
         return [_key(entry) for entry in entries]
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise KeysError(f"{where} is not {{\"keys\": [{{\"id\", \"sha256\", \"scopes\", ...}}]}} "
                         f"({type(error).__name__}: {error})") from None
 
@@ -102,6 +103,6 @@ def _key(entry: dict[str, Any]) -> ApiKey:
         raise ValueError(f"key {key.id}: sha256 must be 64 hex digits")
     if not key.scopes <= set(SCOPES):
         raise ValueError(f"key {key.id}: unknown scopes {', '.join(sorted(key.scopes - set(SCOPES)))}")
-    if key.requests_per_second <= 0 or key.burst < 1:
-        raise ValueError(f"key {key.id}: requests_per_second and burst must be positive")
+    if not math.isfinite(key.requests_per_second) or key.requests_per_second <= 0 or key.burst < 1:
+        raise ValueError(f"key {key.id}: requests_per_second and burst must be positive numbers")
     return key

@@ -12,6 +12,9 @@ import pyarrow as pa
 
 from k2_pipelines.query import QueryError, result_snapshot
 
+# a cursor this API gives is about 150 characters; the bound also keeps JSON nesting short of Python's recursion limit
+MAX_CURSOR_LENGTH = 1_000
+
 
 @dataclass(frozen=True)
 class Cursor:
@@ -40,6 +43,8 @@ def encode(cursor: Cursor) -> str:
 def decode(text: str, query: str) -> Cursor:
     """The cursor `text` holds, if this API made it for the query `query`."""
     try:
+        if len(text) > MAX_CURSOR_LENGTH:
+            raise ValueError("too long")
         fields = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
         cursor = Cursor(*fields)
         valid = (isinstance(cursor.query, str) and isinstance(cursor.snapshot, int) and isinstance(cursor.time, str)

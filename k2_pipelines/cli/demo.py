@@ -172,7 +172,9 @@ def show_api(symbol: str, day: date) -> bool:
     import socket
     import subprocess
     import sys
+    import urllib.error
     import urllib.request
+    from time import sleep
 
     from k2_pipelines.dev.broker import free_port
     from k2_pipelines.settings import LOOPBACK
@@ -190,10 +192,14 @@ def show_api(symbol: str, day: date) -> bool:
                 with urllib.request.urlopen(url, timeout=30) as response:
                     body = response.read().decode()
                 break
+            except urllib.error.HTTPError as error:  # it answered: no point in asking again
+                print(f"9. the HTTP API answered {error.code}: {error.read().decode()[:300]}")
+                return False
             except OSError:
                 if server.poll() is not None or perf_counter() > deadline:
                     print("9. the HTTP API did not start (try `k2 api serve`)")
                     return False
+                sleep(0.2)
     finally:
         server.terminate()
         server.wait(timeout=30)

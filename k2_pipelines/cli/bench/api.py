@@ -213,5 +213,6 @@ def _wait_until_serving(port: int, server: subprocess.Popen, timeout: float = 60
             if connection.getresponse().status == 200:
                 return
         except OSError:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.2)
     raise TimeoutError(f"k2 api serve did not answer on port {port} within {timeout:g} s")

@@ -92,6 +92,8 @@ def result_snapshot(result: pa.Table) -> int | None:
 def symbols(table: str = "trades", as_of: AsOfValue = None, *, catalog: Catalog | None = None) -> pa.Table:
     """The symbols `table` holds (as of a snapshot), sorted."""
     loaded = _load(_catalog(catalog), validate.table(table))
+    if "symbol" not in loaded.schema().column_names:
+        raise QueryError(f"{NAMESPACE}.{table} has no symbol column")
     found = table_symbols(loaded, snapshot_id(loaded, validate.as_of(as_of)))
     return pa.table({"symbol": pa.array(sorted(found), pa.string())})
 
@@ -128,7 +130,10 @@ def _events(name: str, id_column: str, symbols_: Symbols, start: Time, end: Time
     if after is not None:
         at, after_id = validate.position(after)
         # the files planned are those of what is left of the range
-        start, end = (start, min(end, at + timedelta(microseconds=1))) if newest_first else (max(start, at), end)
+        if newest_first:
+            end = end if at >= end else at + timedelta(microseconds=1)
+        else:
+            start = max(start, at)
         compare = "<" if newest_first else ">"
         beyond = f" AND (timestamp {compare} $after_time OR (timestamp = $after_time AND {id_column} {compare} " \
                  "$after_id))"

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 BATCH_ROWS = 10_000  # rows encoded at once: a streamed response's chunk
 _json_database = duckdb.connect()  # its cursors, one per batch, write JSON on any thread
 _json_database.execute("SET GLOBAL TimeZone = 'UTC'")
+_json_database.execute("SET GLOBAL threads = 1")  # a batch is small; a server encodes many at once
 
 
 def plain_rows(rows: pa.Table | pa.RecordBatch) -> list[dict[str, Any]]:

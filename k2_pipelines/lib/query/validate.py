@@ -54,7 +54,10 @@ def timestamp(value: object, name: str) -> datetime:
                 from None
     if not isinstance(value, datetime):
         raise QueryError(f"{name} must be a datetime or an ISO 8601 string, not {type(value).__name__}")
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+05:00 is in year 0 in UTC
+        raise QueryError(f"{name} ({_shown(value.isoformat())}) is outside the years a time can hold") from None
 
 
 def time_range(start: object, end: object) -> tuple[datetime, datetime]:
@@ -97,7 +100,7 @@ def zone_info(value: object) -> ZoneInfo:
     if isinstance(value, str) and ZONE.fullmatch(value):
         try:
             return ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of zones, such as America
             pass
     raise QueryError(f"{_shown(value)} is not an IANA time zone such as UTC or Australia/Sydney")
 
