@@ -1,10 +1,17 @@
 """`k2 api`: serve the HTTP API, and make its keys."""
 
 import argparse
+import http.client
 import json
+import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from k2_pipelines.settings import LOOPBACK
+
+START_TIMEOUT_SECONDS = 60
 
 
 def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -30,6 +37,35 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"k2 api serve: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+@contextmanager
+def api_process(port: int, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    """`k2 api serve --port PORT` in a process of its own (the demo's, a benchmark's), once /health answers; stopped
+    after. RuntimeError if it exits or does not answer first."""
+    server = subprocess.Popen([sys.executable, "-m", "k2_pipelines", "api", "serve", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while not _answers(port):
+            if server.poll() is not None:
+                raise RuntimeError(f"k2 api serve exited with {server.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"k2 api serve did not answer on port {port} within {START_TIMEOUT_SECONDS} s")
+            time.sleep(0.2)
+        yield server
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _answers(port: int) -> bool:
+    try:
+        connection = http.client.HTTPConnection(LOOPBACK, port, timeout=5)
+        connection.request("GET", "/health")
+        return connection.getresponse().status == 200
+    except OSError:
+        return False
 
 
 def run_key(args: argparse.Namespace) -> int:

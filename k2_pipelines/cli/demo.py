@@ -170,12 +170,10 @@ def show_queries(catalog: "Catalog", symbol: str, day: date) -> None:
 def show_api(symbol: str, day: date) -> bool:
     """A `k2 api serve` of its own, asked what step 8 asked by the curl the demo prints; stopped again."""
     import socket
-    import subprocess
-    import sys
     import urllib.error
     import urllib.request
-    from time import sleep
 
+    from k2_pipelines.cli.api import api_process
     from k2_pipelines.dev.broker import free_port
     from k2_pipelines.settings import LOOPBACK
 
@@ -183,26 +181,15 @@ def show_api(symbol: str, day: date) -> bool:
         port = 8000 if probe.connect_ex((LOOPBACK, 8000)) else free_port()
     url = f"http://{LOOPBACK}:{port}/v1/trades?symbol={symbol}&start={day}&end={day + timedelta(days=1)}" \
           "&limit=3&newest_first=true&format=csv"
-    server = subprocess.Popen([sys.executable, "-m", "k2_pipelines", "api", "serve", "--port", str(port)],
-                              stdout=subprocess.DEVNULL)
     try:
-        deadline = perf_counter() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=30) as response:
-                    body = response.read().decode()
-                break
-            except urllib.error.HTTPError as error:  # it answered: no point in asking again
-                print(f"9. the HTTP API answered {error.code}: {error.read().decode()[:300]}")
-                return False
-            except OSError:
-                if server.poll() is not None or perf_counter() > deadline:
-                    print("9. the HTTP API did not start (try `k2 api serve`)")
-                    return False
-                sleep(0.2)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        with api_process(port), urllib.request.urlopen(url, timeout=30) as response:
+            body = response.read().decode()
+    except urllib.error.HTTPError as error:
+        print(f"9. the HTTP API answered {error.code}: {error.read().decode()[:300]}")
+        return False
+    except (RuntimeError, OSError) as error:
+        print(f"9. the HTTP API did not answer ({error}; try `k2 api serve`)")
+        return False
     print(f"9. served them over HTTP (k2 api serve, started and stopped here): curl -s '{url}'")
     print(indent(body.rstrip(), "    "))
     return True

@@ -6,8 +6,6 @@ import http.client
 import os
 import random
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -17,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from k2_pipelines.cli.api import api_process
 from k2_pipelines.cli.bench.generated import COMPACT_START
 from k2_pipelines.cli.bench.query import bench_symbols, build_trades
 from k2_pipelines.cli.bench.throughput import built_in_another_process
@@ -173,17 +172,12 @@ def bench_api(clients: int, seconds: float, rows: int, days: int, symbol_count: 
             rebuild_day(catalog, "1m", (COMPACT_START + timedelta(days=day)).date(), "bench")
         port = free_port()
         env = {name: value for name, value in os.environ.items() if not name.startswith("PYICEBERG_CATALOG__")}
-        server = subprocess.Popen([sys.executable, "-m", "k2_pipelines", "api", "serve", "--port", str(port)],
-                                  env={**env, "K2_HOME": str(root), "PYICEBERG_HOME": scratch},
-                                  stdout=subprocess.DEVNULL)
-        try:
-            _wait_until_serving(port, server)
+        with api_process(port, {**env, "K2_HOME": str(root), "PYICEBERG_HOME": scratch}) as server:
             offered = "".join(f" --rate {rate:g}" for rate in rates)
-            print(f"k2 bench api --clients {clients} --seconds {seconds:g}{offered}: {rows + small_commits * 2_000:,} "
-                  "trades "
-                  f"({symbol_count} symbols, {days} days; built in {built:.0f} s, compacted to "
-                  f"{compaction.files_after} files); a k2 api serve process, {clients} clients on this machine's "
-                  f"{os.cpu_count()} cores, {seconds:g} s per mix")
+            print(f"k2 bench api --clients {clients} --seconds {seconds:g}{offered}: "
+                  f"{rows + small_commits * 2_000:,} trades ({symbol_count} symbols, {days} days; built in "
+                  f"{built:.0f} s, compacted to {compaction.files_after} files); a k2 api serve process, {clients} "
+                  f"clients on this machine's {os.cpu_count()} cores, {seconds:g} s per mix")
             cpu_before = _process_stats(server.pid)[1]
             measured = 0.0
             for rate in rates:
@@ -196,23 +190,4 @@ def bench_api(clients: int, seconds: float, rows: int, days: int, symbol_count: 
             peak_mb, cpu_after = _process_stats(server.pid)
             print(f"server: peak RSS {peak_mb:,.0f} MB, {(cpu_after - cpu_before) / measured:.2f} cores busy "
                   "while measured")
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
     return 0
-
-
-def _wait_until_serving(port: int, server: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"k2 api serve exited with {server.returncode}")
-        try:
-            connection = http.client.HTTPConnection(LOOPBACK, port, timeout=5)
-            connection.request("GET", "/health")
-            if connection.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"k2 api serve did not answer on port {port} within {timeout:g} s")
