@@ -10,7 +10,6 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 BATCH_ROWS = 10_000  # rows encoded at once: a streamed response's chunk
@@ -19,9 +18,13 @@ _json_database.execute("SET GLOBAL TimeZone = 'UTC'")
 _json_database.execute("SET GLOBAL threads = 1")  # a batch is small; a server encodes many at once
 
 
-def plain_rows(rows: pa.Table | pa.RecordBatch) -> list[dict[str, Any]]:
-    """The rows as JSON values (see the module's docstring)."""
-    return _plain(rows).to_pylist(maps_as_pydicts="strict")
+def plain_rows(rows: pa.Table) -> list[dict[str, Any]]:
+    """The rows as JSON values (see the module's docstring), as json_rows writes them."""
+    return [row for batch in rows.to_batches(BATCH_ROWS) for row in _plain_batch(batch)]
+
+
+def _plain_batch(batch: pa.RecordBatch) -> list[dict[str, Any]]:
+    return list(json.loads("[" + ",".join(_json_texts(batch)) + "]"))
 
 
 def json_rows(rows: pa.Table) -> Iterator[bytes]:
@@ -67,7 +70,7 @@ def csv_rows(rows: pa.Table) -> Iterator[bytes]:
         text = io.StringIO()
         csv.DictWriter(text, rows.column_names, lineterminator="\n").writerows(
             {name: value if value is None or isinstance(value, str) else json.dumps(value)
-             for name, value in row.items()} for row in plain_rows(batch))
+             for name, value in row.items()} for row in _plain_batch(batch))
         yield text.getvalue().encode()
 
 
@@ -93,21 +96,3 @@ def _taken(sink: io.BytesIO) -> bytes:
     sink.seek(0)
     sink.truncate()
     return data
-
-
-def _plain(rows: pa.Table | pa.RecordBatch) -> pa.Table | pa.RecordBatch:
-    """Decimals, times and floats made plain by Arrow's kernels, column at a time (not value at a time in Python)."""
-    columns = []
-    for field, column in zip(rows.schema, rows.columns):
-        kind = field.type
-        if pa.types.is_decimal(kind) or pa.types.is_date(kind):
-            column = pc.cast(column, pa.string())
-        elif pa.types.is_timestamp(kind):
-            zone = "Z" if kind.tz in ("UTC", "+00:00") else "%z" if kind.tz else ""
-            # microseconds whatever the unit, as DuckDB's %f writes them for JSON
-            column = pc.strftime(pc.cast(column, pa.timestamp("us", kind.tz)), "%Y-%m-%dT%H:%M:%S" + zone)
-        elif pa.types.is_floating(kind):
-            column = pc.if_else(pc.is_finite(column), column, pa.scalar(None, kind))
-        columns.append(column)
-    names = rows.schema.names
-    return pa.table(columns, names=names) if isinstance(rows, pa.Table) else pa.record_batch(columns, names=names)
