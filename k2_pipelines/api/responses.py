@@ -4,9 +4,9 @@ stream. JSON, CSV and Arrow are streamed a batch at a time; Parquet's footer com
 import json
 from collections.abc import Iterator
 from itertools import chain
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from k2_pipelines.api.pages import Page
@@ -32,7 +32,10 @@ class NotAcceptable(Exception):
     pass
 
 
-def chosen_format(request: Request, asked: Format | None) -> Format:
+def chosen_format(request: Request,
+                  asked: Annotated[Format | None, Query(alias="format", description="instead of the Accept header")]
+                  = None) -> Format:
+    """The format `?format=` names, else the best the Accept header takes (a dependency of every /v1 endpoint)."""
     if asked is not None:
         return asked
     accept = request.headers.get("accept", "")
@@ -48,6 +51,9 @@ def chosen_format(request: Request, asked: Format | None) -> Format:
         raise NotAcceptable(f"no format K2 serves is acceptable ({accept[:100]}); it serves "
                             f"{', '.join(MEDIA_TYPES.values())}")
     return min(ranked)[2]
+
+
+ChosenFormat = Annotated[Format, Depends(chosen_format)]
 
 
 def _quality(text: str) -> float:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from k2_pipelines import query
 from k2_pipelines.api.auth import authorized
 from k2_pipelines.api.pages import Page, bar_page, decode, event_page, fingerprint
-from k2_pipelines.api.responses import ROWS_CONTENT, Format, chosen_format, page_response
+from k2_pipelines.api.responses import ROWS_CONTENT, ChosenFormat, page_response
 from k2_pipelines.lib.query.validate import INTERVALS, MAX_SYMBOLS
 
 MAX_PAGE = 100_000  # rows per page: more come through the cursor
@@ -31,7 +31,6 @@ EndParam = Annotated[str, Query(description="ISO 8601 time (exclusive)")]
 LimitParam = Annotated[int, Query(ge=1, le=MAX_PAGE, description="rows per page; next_cursor gives the next page")]
 AsOfParam = Annotated[str | None, Query(description="a snapshot id (see /v1/snapshots) or an ISO 8601 time")]
 CursorParam = Annotated[str | None, Query(description="next_cursor of the previous page (same other parameters)")]
-FormatParam = Annotated[Format | None, Query(alias="format", description="instead of the Accept header")]
 TableParam = Annotated[str, Query(description="trades, quotes, ohlcv_1m, ...")]
 
 
@@ -80,40 +79,37 @@ def _bars(request: Request, interval: str, source: BarSource, symbols: list[str]
     return bar_page(rows, limit, key)
 
 
-@router.get("/trades", dependencies=ReadRows, summary="Trades of symbols over a time range")
-def trades(request: Request, symbols: SymbolsParam, start: StartParam, end: EndParam, limit: LimitParam = 1000,
-           newest_first: bool = False, as_of: AsOfParam = None, cursor: CursorParam = None,
-           form: FormatParam = None) -> Response:
-    form = chosen_format(request, form)
-    page = _events(request, "trades", symbols, start, end, limit, newest_first, as_of, cursor)
-    return page_response(request, page, form)
+def _event_route(kind: Literal["trades", "quotes"], summary: str) -> None:
+    """GET /v1/trades and /v1/quotes: the same parameters over their tables."""
+
+    def read_events(request: Request, form: ChosenFormat, symbols: SymbolsParam, start: StartParam, end: EndParam,
+                    limit: LimitParam = 1000, newest_first: bool = False, as_of: AsOfParam = None,
+                    cursor: CursorParam = None) -> Response:
+        return page_response(request, _events(request, kind, symbols, start, end, limit, newest_first, as_of, cursor),
+                             form)
+
+    router.add_api_route(f"/{kind}", read_events, methods=["GET"], name=kind, dependencies=ReadRows, summary=summary)
 
 
-@router.get("/quotes", dependencies=ReadRows, summary="Best bid/ask quotes of symbols over a time range")
-def quotes(request: Request, symbols: SymbolsParam, start: StartParam, end: EndParam, limit: LimitParam = 1000,
-           newest_first: bool = False, as_of: AsOfParam = None, cursor: CursorParam = None,
-           form: FormatParam = None) -> Response:
-    form = chosen_format(request, form)
-    page = _events(request, "quotes", symbols, start, end, limit, newest_first, as_of, cursor)
-    return page_response(request, page, form)
+_event_route("trades", "Trades of symbols over a time range")
+_event_route("quotes", "Best bid/ask quotes of symbols over a time range")
 
 
 @router.get("/ohlcv/{interval}", dependencies=ReadRows, summary="OHLCV bars: computed from the trades, or gold")
-def ohlcv(request: Request, interval: Annotated[str, Path(description=f"one of {', '.join(INTERVALS)}")],
+def ohlcv(request: Request, form: ChosenFormat,
+          interval: Annotated[str, Path(description=f"one of {', '.join(INTERVALS)}")],
           symbols: SymbolsParam, start: StartParam, end: EndParam,
           limit: Annotated[int, Query(ge=MAX_SYMBOLS, le=MAX_PAGE, description="bars per page")] = 10_000,
-          source: BarSource = "trades", as_of: AsOfParam = None, cursor: CursorParam = None,
-          form: FormatParam = None) -> Response:
-    form = chosen_format(request, form)
+          source: BarSource = "trades", as_of: AsOfParam = None, cursor: CursorParam = None) -> Response:
     return page_response(request, _bars(request, interval, source, symbols, start, end, limit, as_of, cursor), form)
 
 
 @router.get("/summary/{symbol}/{day}", dependencies=ReadRows,
             summary="A day's open, high, low, close, VWAP, volume and trade count, per exchange")
-def summary(request: Request, symbol: str, day: Annotated[str, Path(description="ISO 8601 date")],
+def summary(request: Request, form: ChosenFormat, symbol: str,
+            day: Annotated[str, Path(description="ISO 8601 date")],
             time_zone: Annotated[str, Query(description="the day's time zone (Australia/Sydney for ASX)")] = "UTC",
-            as_of: AsOfParam = None, form: FormatParam = None) -> Response:
-    form = chosen_format(request, form)
+            as_of: AsOfParam = None) -> Response:
     rows = query.day_summary(symbol, day, time_zone, as_of, time_limit=_time_limit(request))
     if rows.num_rows == 0:
         raise query.NotFound(f"{symbol} has no trades on {day.strip()} ({time_zone})")
@@ -121,27 +117,22 @@ def summary(request: Request, symbol: str, day: Annotated[str, Path(description=
 
 
 @router.get("/symbols", dependencies=ReadRows, summary="The symbols a table holds")
-def symbols(request: Request, table: TableParam = "trades", as_of: AsOfParam = None,
-            form: FormatParam = None) -> Response:
-    form = chosen_format(request, form)
+def symbols(request: Request, form: ChosenFormat, table: TableParam = "trades", as_of: AsOfParam = None) -> Response:
     return page_response(request, Page(query.symbols(table, as_of), None), form)
 
 
 @router.get("/stats", dependencies=ReadTables, summary="Rows, files, bytes and current snapshot of every table")
-def stats(request: Request, form: FormatParam = None) -> Response:
-    form = chosen_format(request, form)
+def stats(request: Request, form: ChosenFormat) -> Response:
     return page_response(request, Page(query.table_stats(), None), form)
 
 
 @router.get("/snapshots", dependencies=ReadTables, summary="A table's snapshots: what as_of can name")
-def snapshots(request: Request, table: TableParam = "trades", form: FormatParam = None) -> Response:
-    form = chosen_format(request, form)
+def snapshots(request: Request, form: ChosenFormat, table: TableParam = "trades") -> Response:
     return page_response(request, Page(query.snapshots(table), None), form)
 
 
 @router.post("/query", dependencies=ReadRows, summary="Trades, quotes or bars from a JSON body of filters")
-def post_query(request: Request, body: Annotated[QueryRequest, Body()], form: FormatParam = None) -> Response:
-    form = chosen_format(request, form)
+def post_query(request: Request, form: ChosenFormat, body: Annotated[QueryRequest, Body()]) -> Response:
     parameters: dict[str, Any] = {"symbols": body.symbols, "start": body.start, "end": body.end,
                                   "limit": body.limit, "as_of": body.as_of, "cursor": body.cursor}
     if body.kind == "ohlcv":
