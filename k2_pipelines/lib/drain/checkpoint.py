@@ -25,7 +25,7 @@ from pyiceberg.expressions import AlwaysTrue, EqualTo
 from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table, Transaction
-from pyiceberg.table.snapshots import ancestors_of
+from pyiceberg.table.snapshots import Snapshot, ancestors_of
 
 from k2_pipelines.lib.drain.replays import Ceilings
 from k2_pipelines.lib.drain.sequences import State as Sequences
@@ -66,20 +66,34 @@ class Checkpoint:
 
 
 def stored_checkpoint(table: Table, topic: str) -> Checkpoint:
+    """The checkpoint of `topic` in the table's newest snapshot holding one (an empty one: never drained)."""
     for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
-        summary: Mapping[str, str] = snapshot.summary or {}
-        offsets = summary.get(DRAIN_OFFSETS_PREFIX + topic)
-        if offsets is None:
-            continue
-        legacy, sequences = None, summary.get(LEGACY_DRAIN_SEQUENCES_PREFIX + topic)
-        if sequences is not None:
-            ceilings = json.loads(summary.get(LEGACY_DRAIN_CEILINGS_PREFIX + topic) or "{}")
-            legacy = SymbolState({symbol: tuple(state) for symbol, state in json.loads(sequences).items()}, ceilings,
-                                 in_state_table=False)
-        return Checkpoint({int(partition): offset for partition, offset in json.loads(offsets).items()},
-                          int(summary.get(DRAIN_STATE_PREFIX + topic) or 0), snapshot.snapshot_id,
-                          summary.get(DRAIN_RUN_ID), legacy)
+        if snapshot.summary is not None and snapshot.summary.get(DRAIN_OFFSETS_PREFIX + topic) is not None:
+            return _checkpoint_in(snapshot, topic)
     return Checkpoint()
+
+
+def newest_checkpoint(table: Table) -> tuple[str, Checkpoint] | None:
+    """The topic and checkpoint of the table's newest snapshot holding one, whichever topic (None: never drained)."""
+    for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
+        properties = snapshot.summary.additional_properties if snapshot.summary else {}
+        topics = [key.removeprefix(DRAIN_OFFSETS_PREFIX) for key in properties if key.startswith(DRAIN_OFFSETS_PREFIX)]
+        if topics:
+            return topics[0], _checkpoint_in(snapshot, topics[0])
+    return None
+
+
+def _checkpoint_in(snapshot: Snapshot, topic: str) -> Checkpoint:
+    summary: Mapping[str, str] = snapshot.summary or {}
+    legacy, sequences = None, summary.get(LEGACY_DRAIN_SEQUENCES_PREFIX + topic)
+    if sequences is not None:
+        ceilings = json.loads(summary.get(LEGACY_DRAIN_CEILINGS_PREFIX + topic) or "{}")
+        legacy = SymbolState({symbol: tuple(state) for symbol, state in json.loads(sequences).items()}, ceilings,
+                             in_state_table=False)
+    offsets = json.loads(summary[DRAIN_OFFSETS_PREFIX + topic])
+    return Checkpoint({int(partition): offset for partition, offset in offsets.items()},
+                      int(summary.get(DRAIN_STATE_PREFIX + topic) or 0), snapshot.snapshot_id,
+                      summary.get(DRAIN_RUN_ID), legacy)
 
 
 def _file_rows(scan: ArrowScan, data_file: DataFile) -> pa.Table:

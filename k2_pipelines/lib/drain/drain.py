@@ -24,12 +24,13 @@ import pyarrow as pa
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from pyiceberg.catalog import Catalog
 from pyiceberg.manifest import DataFile
-from pyiceberg.table import Transaction
+from pyiceberg.table import Table, Transaction
 
 from k2_pipelines.lib.avro.registry import Registry
 from k2_pipelines.lib.drain.checkpoint import (
     Checkpoint,
     NextCheckpoint,
+    SymbolState,
     next_checkpoint,
     state_files,
     state_transaction,
@@ -196,6 +197,45 @@ def set_aside(catalog: Catalog, target: DrainTarget, rows: pa.Table, thresholds:
     return kept, list(zip(broken.positions.tolist(), broken.rules, broken.details))
 
 
+@dataclass
+class SortedBatch:
+    """A batch sorted out as a drain commits it: the new rows, which of them keep to the row rules, the dead letters."""
+    rows: pa.Table  # first occurrences of rows neither committed nor quarantined before, in batch order
+    numbers: np.ndarray  # their id numbers (replays.id_numbers)
+    kept: np.ndarray  # which of `rows` keep to the row rules: the rows that land
+    broken: list[tuple[int, str, str]]  # (row of `rows`, rule, detail) of the others
+    dead: list[tuple[int, int | None, str, str]]  # every dead letter: (position in the batch, schema id, class, why)
+    duplicates_in_batch: int
+    duplicates_committed: int
+    quarantined_repeats: int
+
+    @property
+    def landed(self) -> pa.Table:
+        return _where(self.rows, self.kept)
+
+
+def sort_batch(catalog: Catalog, main: Table, target: DrainTarget, batch: KafkaBatch, registry: Registry,
+               state: SymbolState, thresholds: Thresholds) -> SortedBatch:
+    """Decode the batch and sort its messages out against `main` (the table as loaded, at the checkpoint `state` is
+    of): new rows, duplicates, repeats of committed or quarantined rows, and dead letters."""
+    decoded = decode_batch(batch, registry, main.schema().as_arrow(), target.record_name)
+    rows = decoded.rows
+    keys, numbers = record_keys(rows, target.id_column), id_numbers(rows, target.id_column)
+    first = first_occurrences(keys)
+    committed = repeats(main, rows, keys, numbers, target.id_column, state.ceilings)
+    held = quarantined(load_table(catalog, QUARANTINE.identifier), target.table.identifier, rows, numbers,
+                       target.id_column, state.ceilings)
+    written = first & ~committed & ~held
+    rows, numbers = _where(rows, written), numbers[written]
+    # a row breaking a row rule is a dead letter; it still counts in the sequences and id ceilings: it arrived
+    kept, broken = set_aside(catalog, target, rows, thresholds)
+    positions, schema_ids = decoded.positions[written], decoded.schema_ids[written]
+    dead = sorted(decoded.dead + [(int(positions[row]), int(schema_ids[row]), rule, detail)
+                                  for row, rule, detail in broken])
+    return SortedBatch(rows, numbers, kept, broken, dead, int((~first).sum()), int((first & committed).sum()),
+                       int((first & held & ~committed).sum()))
+
+
 def drain_once(catalog: Catalog, reader: TopicReader, target: DrainTarget, registry: Registry,
                limits: Limits | None = None, run_id: str | None = None, thresholds: Thresholds = DEFAULTS
                ) -> DrainResult:
@@ -217,23 +257,10 @@ def drain_once(catalog: Catalog, reader: TopicReader, target: DrainTarget, regis
         return result
 
     now_us = time.time_ns() // 1000
-    decoded = decode_batch(batch, registry, main.schema().as_arrow(), target.record_name)
-    rows = decoded.rows
-    keys, numbers = record_keys(rows, target.id_column), id_numbers(rows, target.id_column)
-    first = first_occurrences(keys)
-    committed = repeats(main, rows, keys, numbers, target.id_column, state.ceilings)
-    held = quarantined(load_table(catalog, QUARANTINE.identifier), target.table.identifier, rows, numbers,
-                       target.id_column, state.ceilings)
-    result.duplicates_in_batch = int((~first).sum())
-    result.duplicates_committed = int((first & committed).sum())
-    result.quarantined_repeats = int((first & held & ~committed).sum())
-    written = first & ~committed & ~held
-    rows, numbers = _where(rows, written), numbers[written]
-    # a row breaking a row rule is a dead letter; it still counts in the sequences and id ceilings: it arrived
-    kept, broken = set_aside(catalog, target, rows, thresholds)
-    positions, schema_ids = decoded.positions[written], decoded.schema_ids[written]
-    dead = sorted(decoded.dead + [(int(positions[row]), int(schema_ids[row]), rule, detail)
-                                  for row, rule, detail in broken])
+    sorted_out = sort_batch(catalog, main, target, batch, registry, state, thresholds)
+    rows, numbers, dead = sorted_out.rows, sorted_out.numbers, sorted_out.dead
+    result.duplicates_in_batch, result.duplicates_committed, result.quarantined_repeats = (
+        sorted_out.duplicates_in_batch, sorted_out.duplicates_committed, sorted_out.quarantined_repeats)
     sequenced = _where(rows, rows.column("source_sequence").is_valid().to_numpy(zero_copy_only=False))
     breaks, sequences = classify(
         sequenced.column("symbol").combine_chunks(), sequenced.column("source_sequence").to_numpy(),
@@ -241,7 +268,7 @@ def drain_once(catalog: Catalog, reader: TopicReader, target: DrainTarget, regis
     pairs = rows.group_by(["symbol", "exchange"]).aggregate([])
     exchange = dict(zip(pairs.column("symbol").to_pylist(), pairs.column("exchange").to_pylist()))
 
-    landed = _where(rows, kept)
+    landed = sorted_out.landed
     files = {
         target.table.identifier: write_rows(catalog, target.table.identifier, landed),
         DEAD_LETTERS.identifier: write_rows(catalog, DEAD_LETTERS.identifier,
@@ -264,7 +291,7 @@ def drain_once(catalog: Catalog, reader: TopicReader, target: DrainTarget, regis
     result.rows_by_symbol = Counter({entry["values"]: entry["counts"] for entry in
                                      landed.column("symbol").combine_chunks().value_counts().to_pylist()})
     result.dead_letters = Counter(error_class for _, _, error_class, _ in dead)
-    result.set_aside = Counter(rule for _, rule, _ in broken)
+    result.set_aside = Counter(rule for _, rule, _ in sorted_out.broken)
     result.breaks = Counter(b.kind for b in breaks)
     result.seconds = time.perf_counter() - started
     return result

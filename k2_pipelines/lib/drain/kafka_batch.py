@@ -115,8 +115,8 @@ class TopicReader:
     (the last batch's end), the consumer keeps its assignment and what it prefetched meanwhile; otherwise it is
     assigned again at the batch's start."""
 
-    def __init__(self, consumer: Consumer, topic: str):
-        self.consumer, self.topic = consumer, topic
+    def __init__(self, consumer: Consumer, topic: str, timeout: float = 10):
+        self.consumer, self.topic, self.timeout = consumer, topic, timeout
         self._next: dict[int, int] = {}  # partition -> the offset the consumer delivers next under its assignment
         self._partitions: list[int] = []
         self._partitions_read_at = -PARTITIONS_TTL_SECONDS
@@ -124,8 +124,10 @@ class TopicReader:
     def close(self) -> None:
         self.consumer.close()
 
-    def watermarks(self, timeout: float = 10) -> dict[int, tuple[int, int]]:
-        """(low, high) offsets of every partition of the topic."""
+    def watermarks(self, timeout: float | None = None) -> dict[int, tuple[int, int]]:
+        """(low, high) offsets of every partition of the topic (KafkaException past the timeout, the reader's by
+        default)."""
+        timeout = self.timeout if timeout is None else timeout
         if time.monotonic() - self._partitions_read_at > PARTITIONS_TTL_SECONDS:
             metadata = self.consumer.list_topics(self.topic, timeout=timeout).topics[self.topic]
             if metadata.error is not None:
@@ -148,16 +150,16 @@ class TopicReader:
                     newest = max(newest or written, written)
         return newest
 
-    def read(self, stored: dict[int, int], limits: Limits) -> KafkaBatch:
-        """Messages from `stored` offsets up to the end of each partition as it was when the batch began, or until a
-        limit is reached."""
+    def read(self, stored: dict[int, int], limits: Limits, until: dict[int, int] | None = None) -> KafkaBatch:
+        """Messages from `stored` offsets up to the end of each partition as it was when the batch began (or the
+        offset `until` gives, if lower: the same messages again), or until a limit is reached."""
         with _collector_paused():
-            return self._read(stored, limits)
+            return self._read(stored, limits, until or {})
 
-    def _read(self, stored: dict[int, int], limits: Limits) -> KafkaBatch:
+    def _read(self, stored: dict[int, int], limits: Limits, until: dict[int, int]) -> KafkaBatch:
         marks = self.watermarks()
         start = _start_offsets(self.topic, stored, marks)
-        high_watermarks = {p: high for p, (_, high) in marks.items()}
+        high_watermarks = {p: min(high, until.get(p, high)) for p, (_, high) in marks.items()}
         if self._next != start:
             self.consumer.assign([TopicPartition(self.topic, p, o) for p, o in start.items()])
             self._next = dict(start)

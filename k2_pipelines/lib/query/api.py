@@ -18,6 +18,7 @@ from k2_pipelines.lib.iceberg.tables import NAMESPACE, OHLCV_TABLES
 from k2_pipelines.lib.query import validate
 from k2_pipelines.lib.query.bars import bars_sql
 from k2_pipelines.lib.query.engine import TIME_LIMIT_SECONDS, engine
+from k2_pipelines.lib.query.fresh import Fresh, Tail, fresh_mode, read_tail, tail_rows_in, with_freshness
 from k2_pipelines.lib.query.plan import plan, range_filter, snapshot_id, source
 from k2_pipelines.lib.query.symbols import table_symbols
 from k2_pipelines.lib.query.tables import current_table
@@ -29,29 +30,38 @@ RECENT_WINDOW = timedelta(minutes=15)  # what newest-first queries read first
 
 def trades(symbols: Symbols, start: Time, end: Time, limit: int = 1000, as_of: AsOfValue = None,
            newest_first: bool = False, *, catalog: Catalog | None = None, time_limit: float = TIME_LIMIT_SECONDS,
-           after: Position | None = None) -> pa.Table:
+           after: Position | None = None, fresh: Fresh = False) -> pa.Table:
     """The trades of `symbols` in [start, end) in event-time order (newest first: the latest `limit`). With `after`
-    (a trade's time and id), only the trades that come after it in that order: the next page."""
-    return _events("trades", "trade_id", symbols, start, end, limit, as_of, newest_first, catalog, time_limit, after)
+    (a trade's time and id), only the trades that come after it in that order: the next page. Fresh: with the
+    messages not yet drained (see fresh.py; `result_freshness` says what the result holds)."""
+    return _events("trades", "trade_id", symbols, start, end, limit, as_of, newest_first, catalog, time_limit, after,
+                   fresh)
 
 
 def quotes(symbols: Symbols, start: Time, end: Time, limit: int = 1000, as_of: AsOfValue = None,
            newest_first: bool = False, *, catalog: Catalog | None = None, time_limit: float = TIME_LIMIT_SECONDS,
-           after: Position | None = None) -> pa.Table:
+           after: Position | None = None, fresh: Fresh = False) -> pa.Table:
     """The best bid/ask quotes of `symbols` in [start, end), as trades()."""
-    return _events("quotes", "quote_id", symbols, start, end, limit, as_of, newest_first, catalog, time_limit, after)
+    return _events("quotes", "quote_id", symbols, start, end, limit, as_of, newest_first, catalog, time_limit, after,
+                   fresh)
 
 
 def ohlcv(symbols: Symbols, start: Time, end: Time, interval: str = "1m", as_of: AsOfValue = None,
-          limit: int = 100_000, *, catalog: Catalog | None = None, time_limit: float = TIME_LIMIT_SECONDS) -> pa.Table:
-    """Bars computed now from the trades in [start, end) (a start inside a bar makes that bar partial)."""
+          limit: int = 100_000, *, catalog: Catalog | None = None, time_limit: float = TIME_LIMIT_SECONDS,
+          fresh: Fresh = False) -> pa.Table:
+    """Bars computed now from the trades in [start, end) (a start inside a bar makes that bar partial); fresh: with
+    the trades not yet drained."""
     width = validate.interval(interval)
     names, start, end, limit, checked_as_of = _inputs(symbols, start, end, limit, as_of)
-    table, snapshot = _snapshot(_catalog(catalog), "trades", checked_as_of, names)
+    table, snapshot, tail = _fresh_snapshot(_catalog(catalog), "trades", checked_as_of, names, fresh)
     where, params = _where("timestamp", names, start, end)
     planned = plan(table, snapshot, range_filter("timestamp", names, start, end))
-    return _stamped(engine().run(bars_sql(where) + " LIMIT $limit", {**params, "width": width, "limit": limit},
-                                 source(planned), time_limit), snapshot)
+    bars = _stamped(engine().run(bars_sql(where) + " LIMIT $limit", {**params, "width": width, "limit": limit},
+                                 source(planned), time_limit, tail=tail.rows if tail else None), snapshot)
+    if tail is None:
+        return bars
+    from_tail = _matching(tail.rows, "timestamp", names, start, end).num_rows
+    return with_freshness(bars, tail.freshness(from_tail, (pc.sum(bars["trade_count"]).as_py() or 0) - from_tail))
 
 
 def day_summary(symbol: str, day: date | str, time_zone: str = "UTC", as_of: AsOfValue = None, *,
@@ -123,9 +133,23 @@ def snapshots(table: str = "trades", *, catalog: Catalog | None = None) -> pa.Ta
 
 
 def _events(name: str, id_column: str, symbols_: Symbols, start: Time, end: Time, limit: int, as_of: AsOfValue,
-            newest_first: bool, catalog: Catalog | None, time_limit: float, after: Position | None) -> pa.Table:
+            newest_first: bool, catalog: Catalog | None, time_limit: float, after: Position | None,
+            fresh: Fresh) -> pa.Table:
     names, start, end, limit, checked_as_of = _inputs(symbols_, start, end, limit, as_of)
-    table, snapshot = _snapshot(_catalog(catalog), name, checked_as_of, names)
+    if fresh_mode(fresh) and after is not None:
+        raise QueryError("a fresh read is not paged (the tail moves on): raise the limit or narrow the range")
+    table, snapshot, tail = _fresh_snapshot(_catalog(catalog), name, checked_as_of, names, fresh)
+    rows = _events_of(table, snapshot, id_column, names, start, end, limit, newest_first, time_limit, after,
+                      tail.rows if tail else None)
+    if tail is None:
+        return rows
+    from_tail = tail_rows_in(rows, tail.rows, id_column)
+    return with_freshness(rows, tail.freshness(from_tail, rows.num_rows - from_tail))
+
+
+def _events_of(table: Table, snapshot: int | None, id_column: str, names: list[str], start: datetime, end: datetime,
+               limit: int, newest_first: bool, time_limit: float, after: Position | None,
+               tail: pa.Table | None) -> pa.Table:
     beyond, beyond_params = "", {}
     if after is not None:
         at, after_id = validate.position(after)
@@ -141,16 +165,16 @@ def _events(name: str, id_column: str, symbols_: Symbols, start: Time, end: Time
     if newest_first and end - start > RECENT_WINDOW:
         # the latest rows are most often within the range's last minutes: read those first, the rest only if needed
         recent = _events_in(table, snapshot, id_column, names, end - RECENT_WINDOW, end, limit, newest_first,
-                            time_limit, beyond, beyond_params)
+                            time_limit, beyond, beyond_params, tail)
         if recent.num_rows == limit:
             return recent
     return _events_in(table, snapshot, id_column, names, start, end, limit, newest_first, time_limit, beyond,
-                      beyond_params)
+                      beyond_params, tail)
 
 
 def _events_in(table: Table, snapshot: int | None, id_column: str, names: list[str], start: datetime, end: datetime,
                limit: int, newest_first: bool, time_limit: float, beyond: str,
-               beyond_params: dict[str, object]) -> pa.Table:
+               beyond_params: dict[str, object], tail: pa.Table | None) -> pa.Table:
     where, params = _where("timestamp", names, start, end)
     where, params = where + beyond, {**params, **beyond_params}
     read_from = source(plan(table, snapshot, range_filter("timestamp", names, start, end)))
@@ -158,13 +182,13 @@ def _events_in(table: Table, snapshot: int | None, id_column: str, names: list[s
         # DuckDB returns a scan's rows in the files' order, which after compaction (files sorted by symbol and time)
         # is already event-time order: a check costs 1 ms where sorting 140,000 rows costs 15
         rows = engine().run(f"SELECT * FROM {{source}} WHERE {where}", params, read_from, time_limit,
-                            max_rows=limit + 1)
+                            max_rows=limit + 1, tail=tail)
         if rows.num_rows <= limit:  # every match: put them in order here
             return _stamped(_in_event_order(rows, id_column), snapshot)
     order = "DESC" if newest_first else "ASC"
     return _stamped(engine().run(f"SELECT * FROM {{source}} WHERE {where} ORDER BY timestamp {order}, "
                                  f"{id_column} {order} LIMIT $limit", {**params, "limit": limit}, read_from,
-                                 time_limit), snapshot)
+                                 time_limit, tail=tail), snapshot)
 
 
 def _stamped(rows: pa.Table, snapshot: int | None) -> pa.Table:
@@ -196,11 +220,36 @@ def _snapshot(catalog: Catalog, name: str, as_of: AsOf | None, names: list[str])
     """The table and the snapshot to read, once each symbol is known to the table at that snapshot."""
     table = _load(catalog, name)
     snapshot = snapshot_id(table, as_of)
-    unknown = [s for s in names if s not in table_symbols(table, snapshot)]
+    _known(table, name, snapshot, as_of, names, set())
+    return table, snapshot
+
+
+def _fresh_snapshot(catalog: Catalog, name: str, as_of: AsOf | None, names: list[str],
+                    fresh: Fresh) -> tuple[Table, int | None, Tail | None]:
+    """As _snapshot, and for a fresh read the tail beyond that snapshot (whose symbols are known too)."""
+    if not fresh_mode(fresh):
+        return *_snapshot(catalog, name, as_of, names), None
+    if as_of is not None:
+        raise QueryError("a fresh read is of the current snapshot and the messages after it: not with as_of")
+    table = _load(catalog, name)
+    tail = read_tail(catalog, table, name, fresh)
+    _known(table, name, tail.snapshot_id, None, names, set(pc.unique(tail.rows["symbol"]).to_pylist()))
+    return table, tail.snapshot_id, tail
+
+
+def _known(table: Table, name: str, snapshot: int | None, as_of: AsOf | None, names: list[str],
+           in_tail: set[str]) -> None:
+    unknown = [s for s in names if s not in in_tail and s not in table_symbols(table, snapshot)]
     if unknown:
         at = f"as of snapshot {snapshot}" if as_of else "now"
         raise NotFound(f"{NAMESPACE}.{name} has no symbol {', '.join(unknown)} {at} (see `k2 query symbols`)")
-    return table, snapshot
+
+
+def _matching(rows: pa.Table, column: str, names: list[str], start: datetime, end: datetime) -> pa.Table:
+    """The rows of `names` with `column` in [start, end): what _where selects."""
+    return rows.filter(pc.and_(pc.is_in(rows["symbol"], pa.array(names, pa.string())),
+                               pc.and_(pc.greater_equal(rows[column], pa.scalar(start, rows.schema.field(column).type)),
+                                       pc.less(rows[column], pa.scalar(end, rows.schema.field(column).type)))))
 
 
 def _where(column: str, names: list[str], start: datetime, end: datetime) -> tuple[str, dict]:

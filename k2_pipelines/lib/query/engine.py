@@ -41,21 +41,32 @@ class Engine:
             self._idle.put(connection)
 
     def run(self, sql: str, params: dict[str, Any], source: tuple[str, ...] | pa.Table, time_limit: float,
-            max_rows: int | None = None) -> pa.Table:
+            max_rows: int | None = None, tail: pa.Table | None = None) -> pa.Table:
         """`sql` with `{source}` where the rows come from: read_parquet over the files (the list a parameter too),
-        or an Arrow table registered under a name made here. User input reaches DuckDB only through `params`.
-        With `max_rows`, the first max_rows rows of the result in its order (see _first_rows)."""
+        or an Arrow table registered under a name made here; with `tail` (rows of the same columns), both. User
+        input reaches DuckDB only through `params`. With `max_rows`, the first max_rows rows of the result in its
+        order (see _first_rows)."""
         with self._connection() as connection:
+            views: list[str] = []
+
+            def view_of(rows: pa.Table) -> str:
+                views.append(f"rows_{uuid.uuid4().hex}")
+                connection.register(views[-1], rows)
+                return views[-1]
+
             if isinstance(source, pa.Table):
-                view = f"rows_{uuid.uuid4().hex}"
-                connection.register(view, source)
-                try:
-                    return _timed(connection, sql.format(source=view), params, time_limit, max_rows)
-                finally:
+                rows_from = view_of(source)
+            else:
+                # the columns are the files' own: not hive columns made from Iceberg's partition folders in paths
+                rows_from = "read_parquet($files, hive_partitioning = false)"
+                params = {**params, "files": list(source)}
+            if tail is not None:
+                rows_from = f"(SELECT * FROM {rows_from} UNION ALL BY NAME SELECT * FROM {view_of(tail)})"
+            try:
+                return _timed(connection, sql.format(source=rows_from), params, time_limit, max_rows)
+            finally:
+                for view in views:
                     connection.unregister(view)
-            # the columns are the files' own: not hive columns made from Iceberg's partition folders in their paths
-            return _timed(connection, sql.format(source="read_parquet($files, hive_partitioning = false)"),
-                          {**params, "files": list(source)}, time_limit, max_rows)
 
 
 def _first_rows(relation: duckdb.DuckDBPyRelation, max_rows: int) -> pa.Table:
