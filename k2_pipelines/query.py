@@ -11,7 +11,9 @@ from k2_pipelines.lib.query.api import (
     table_stats,
     trades,
 )
+from k2_pipelines.lib.query.fresh import Freshness, TailUnavailable, TailWarning, result_freshness
 from k2_pipelines.lib.query.validate import NotFound, QueryError, QueryTimeout
 
-__all__ = ["NotFound", "QueryError", "QueryTimeout", "day_summary", "gold_ohlcv", "ohlcv", "quotes",
-           "result_snapshot", "snapshots", "symbols", "table_stats", "trades"]
+__all__ = ["Freshness", "NotFound", "QueryError", "QueryTimeout", "TailUnavailable", "TailWarning", "day_summary",
+           "gold_ohlcv", "ohlcv", "quotes", "result_freshness", "result_snapshot", "snapshots", "symbols",
+           "table_stats", "trades"]

@@ -60,6 +60,15 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     api.add_argument("--rate", type=float, action="append",
                      help="requests/s offered by all clients together (open loop); 0: closed loop, each client asks "
                           "again once answered; repeat for several (default: 0)")
+    fresh = targets.add_parser("fresh", help="fresh reads: their cost over plain ones with a large Kafka tail, and "
+                               "produce-to-visible latency, fresh against drained")
+    fresh.add_argument("--tail", type=int, default=200_000, help="trades left in Kafka beyond the snapshot")
+    fresh.add_argument("--drained", type=int, default=200_000, help="trades drained into the table first")
+    fresh.add_argument("--runs", type=int, default=20, help="runs of each query, plain and fresh")
+    fresh.add_argument("--seconds", type=float, default=30, help="how long trades are produced and looked for")
+    fresh.add_argument("--rate", type=float, default=20, help="trades/s produced on the live symbol")
+    fresh.add_argument("--drain-every", type=float, default=10, help="seconds between drains meanwhile")
+    fresh.add_argument("--seed", type=int, default=7)
     targets.add_parser("recovery", help="time to recovery of the Kafka, catalog and offset-drift runbooks under the "
                        "real Dagster daemon (about 8 minutes)")
     runs = targets.add_parser("runs", help="what a drain run costs Dagster (launch to end, CPU, storage) under "
@@ -103,6 +112,10 @@ def run_bench(args: argparse.Namespace) -> int:
 
         return bench_api(args.clients, args.seconds, args.trades, args.days, args.symbols, args.small_commits,
                          args.seed, args.rate or [0.0])
+    if args.target == "fresh":
+        from k2_pipelines.cli.bench.fresh import bench_fresh
+
+        return bench_fresh(args.tail, args.drained, args.runs, args.seconds, args.rate, args.drain_every, args.seed)
     if args.target == "recovery":
         from k2_pipelines.cli.bench.recovery import bench_recovery
 
