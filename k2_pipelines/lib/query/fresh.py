@@ -12,7 +12,7 @@ import atexit
 import json
 import threading
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 import pyarrow as pa
@@ -23,9 +23,9 @@ from pyiceberg.table import Table
 
 from k2_pipelines.lib.avro.registry import default_registry
 from k2_pipelines.lib.binance.producer import Topics
-from k2_pipelines.lib.drain.checkpoint import newest_checkpoint, stored_checkpoint, symbol_state
+from k2_pipelines.lib.drain.checkpoint import Checkpoint, newest_checkpoint, stored_checkpoint, symbol_state
 from k2_pipelines.lib.drain.drain import DrainTarget, quotes_target, reader_for, sort_batch, trades_target
-from k2_pipelines.lib.drain.kafka_batch import Limits, OffsetsOutOfRange, TopicReader
+from k2_pipelines.lib.drain.kafka_batch import Limits, OffsetsOutOfRange
 from k2_pipelines.lib.drain.sequences import record_keys
 from k2_pipelines.lib.quality.thresholds import DEFAULTS
 from k2_pipelines.lib.query.validate import QueryError
@@ -33,9 +33,10 @@ from k2_pipelines.settings import bootstrap_servers
 
 Fresh = bool | Literal["strict"]
 FRESH_KEY = b"k2.fresh"
-TAIL_LIMITS = Limits(max_messages=500_000, max_bytes=128 << 20, max_seconds=5.0)
+TAIL_LIMITS = Limits(max_messages=250_000, max_bytes=64 << 20, max_seconds=5.0)  # held in memory, per topic
 KAFKA_TIMEOUT_SECONDS = 2.0  # a broker that does not answer in this long is down, for a query
 MAX_READERS = 8
+MAX_CHUNKS = 32
 
 
 class TailUnavailable(QueryError):
@@ -70,6 +71,9 @@ class Tail:
     messages: int
     rows: pa.Table  # in the table's Arrow schema: what a drain to `tail_to` would commit
     warning: str | None = None
+    seen: pa.Array = field(default_factory=lambda: pa.array([], pa.binary()))  # keys of the tail's new rows so far,
+    # set-aside ones too (a drain drops a later copy of them as a duplicate)
+    value_bytes: int = 0
 
     def freshness(self, tail_rows: int, table_rows: int) -> Freshness:
         return Freshness(self.target.topic, self.snapshot_id, self.tail_from, self.tail_to, self.complete,
@@ -88,23 +92,16 @@ def read_tail(catalog: Catalog, table: Table, name: str, fresh: Fresh, limits: L
     snapshot = table.current_snapshot()
     snapshot_id = snapshot.snapshot_id if snapshot else None
     checkpoint = stored_checkpoint(table, target.topic)
-    empty = table.schema().as_arrow().empty_table()
     try:
-        with _reader(target) as reader:
-            batch = reader.read(checkpoint.offsets, limits)
+        return _reader(target).tail(catalog, table, snapshot_id, checkpoint, limits)
     except (KafkaException, OffsetsOutOfRange) as error:
         reason = f"{target.topic} could not be read ({error}): the result holds {table.name()[-1]} as of " \
                  f"snapshot {snapshot_id} only"
         if fresh == "strict":
             raise TailUnavailable(reason) from None
         warnings.warn(reason, TailWarning, stacklevel=4)
-        return Tail(target, snapshot_id, checkpoint.offsets, checkpoint.offsets, False, 0, empty, reason)
-    rows = empty
-    if len(batch):
-        state = symbol_state(catalog, target.topic, checkpoint)
-        rows = sort_batch(catalog, table, target, batch, default_registry(), state, DEFAULTS).landed
-    complete = all(batch.end[p] >= batch.high_watermarks[p] for p in batch.end)
-    return Tail(target, snapshot_id, batch.start, batch.end, complete, len(batch), rows)
+        return Tail(target, snapshot_id, checkpoint.offsets, checkpoint.offsets, False, 0,
+                    table.schema().as_arrow().empty_table(), reason)
 
 
 def tail_rows_in(result: pa.Table, tail: pa.Table, id_column: str) -> int:
@@ -138,8 +135,10 @@ def _target(table: Table, name: str) -> DrainTarget:
     return trades_target(topic) if name == "trades" else quotes_target(topic)
 
 
-class _SharedReader:
-    """One consumer per topic for the process's fresh reads, used by one query at a time."""
+class _TopicTail:
+    """One consumer per topic for the process's fresh reads, used by one query at a time, and the tail it read last:
+    while the table's snapshot stays, the next query reads only the messages produced since, and sorts them out
+    against the tail so far as a drain of the whole tail would (a drain's commit starts the tail again)."""
 
     def __init__(self, target: DrainTarget):
         config = {"group.id": f"k2.fresh.{target.table.name}",  # never committed: a fresh read is nobody's position
@@ -147,36 +146,61 @@ class _SharedReader:
                   # a broker that is down is reported once, by the query's warning or error, not by librdkafka's
                   # reconnect lines on stderr
                   "log_level": 0}
+        self.target = target
         self.reader = reader_for(bootstrap_servers(), target, **config)
         self.reader.timeout = KAFKA_TIMEOUT_SECONDS
         self.lock = threading.Lock()
+        self.last: Tail | None = None
 
-    def __enter__(self) -> TopicReader:
-        self.lock.acquire()
-        return self.reader
+    def tail(self, catalog: Catalog, table: Table, snapshot_id: int | None, checkpoint: Checkpoint,
+             limits: Limits) -> Tail:
+        with self.lock:
+            last = self.last
+            if last is None or (last.snapshot_id, last.tail_from) != (snapshot_id, checkpoint.offsets):
+                last = Tail(self.target, snapshot_id, checkpoint.offsets, checkpoint.offsets, True, 0,
+                            table.schema().as_arrow().empty_table())
+            budget = replace(limits, max_messages=max(limits.max_messages - last.messages, 0),
+                             max_bytes=max(limits.max_bytes - last.value_bytes, 0))
+            batch = self.reader.read(last.tail_to, budget)
+            rows, seen = last.rows, last.seen
+            if len(batch):
+                state = symbol_state(catalog, self.target.topic, checkpoint)
+                sorted_out = sort_batch(catalog, table, self.target, batch, default_registry(), state, DEFAULTS)
+                keys = record_keys(sorted_out.rows, self.target.id_column)
+                new = ~pc.is_in(keys, value_set=seen).to_numpy(zero_copy_only=False)
+                rows = _compact(pa.concat_tables([rows, sorted_out.rows.filter(pa.array(new & sorted_out.kept))]))
+                seen = pa.concat_arrays([seen, keys.filter(pa.array(new))])
+            complete = all(batch.end[p] >= batch.high_watermarks[p] for p in batch.end)
+            self.last = Tail(self.target, snapshot_id, checkpoint.offsets, batch.end, complete,
+                             last.messages + len(batch), rows, seen=seen,
+                             value_bytes=last.value_bytes + int(batch.data.size))
+            return self.last
 
-    def __exit__(self, *_: object) -> None:
-        self.lock.release()
+
+def _compact(rows: pa.Table) -> pa.Table:
+    """A tail extended query after query would end up in thousands of small chunks, each a scan step for DuckDB."""
+    return rows.combine_chunks() if rows.num_columns and rows.column(0).num_chunks > MAX_CHUNKS else rows
 
 
-_readers: dict[tuple[str, str], _SharedReader] = {}
+_readers: dict[tuple[str, str], _TopicTail] = {}
 _readers_lock = threading.Lock()
 
 
-def _reader(target: DrainTarget) -> _SharedReader:
+def _reader(target: DrainTarget) -> _TopicTail:
     key = (bootstrap_servers(), target.topic)
     with _readers_lock:
         if key not in _readers:
             if len(_readers) >= MAX_READERS:  # the oldest goes: a process reads the tails of a few topics
                 oldest = _readers.pop(next(iter(_readers)))
-                with oldest:
+                with oldest.lock:
                     oldest.reader.close()
-            _readers[key] = _SharedReader(target)
+            _readers[key] = _TopicTail(target)
         return _readers[key]
 
 
 @atexit.register
-def _close_readers() -> None:
+def close_readers() -> None:
+    """Close the process's consumers of fresh reads, forgetting the tails they read."""
     with _readers_lock:
         for shared in _readers.values():
             shared.reader.close()
