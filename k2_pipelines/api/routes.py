@@ -13,6 +13,7 @@ from k2_pipelines import query
 from k2_pipelines.api.auth import authorized
 from k2_pipelines.api.pages import Page, bar_page, decode, event_page, fingerprint
 from k2_pipelines.api.responses import ROWS_CONTENT, ChosenFormat, page_response
+from k2_pipelines.lib.query.taq import DEFAULT_MARKOUTS, DEFAULT_TOLERANCE, MAX_MARKOUTS
 from k2_pipelines.lib.query.validate import INTERVALS, MAX_SYMBOLS
 
 MAX_PAGE = 100_000  # rows per page: more come through the cursor
@@ -113,6 +114,22 @@ def summary(request: Request, form: ChosenFormat, symbol: str,
     rows = query.day_summary(symbol, day, time_zone, as_of, time_limit=_time_limit(request))
     if rows.num_rows == 0:
         raise query.NotFound(f"{symbol} has no trades on {day.strip()} ({time_zone})")
+    return page_response(request, Page(rows, query.result_snapshot(rows)), form)
+
+
+@router.get("/taq", dependencies=ReadRows,
+            summary="Trades with the quote prevailing at each, its mid and spread, and markouts (no cursor: a limit)")
+def taq(request: Request, form: ChosenFormat, symbols: SymbolsParam, start: StartParam, end: EndParam,
+        tolerance: Annotated[str, Query(description="how much older than a trade its quote may be: 500ms, 5s, 1m, "
+                                                    "...")] = DEFAULT_TOLERANCE,
+        markouts: Annotated[list[str] | None, Query(alias="markout", max_length=MAX_MARKOUTS,
+                                                    description="a markout horizon (1s); repeat for several "
+                                                                f"(default {', '.join(DEFAULT_MARKOUTS)})")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="trades at most: the narrower the range, the "
+                                                                   "fewer are cut off")] = 1000,
+        as_of: AsOfParam = None) -> Response:
+    rows = query.trades_with_quotes(symbols, start, end, tolerance, DEFAULT_MARKOUTS if markouts is None else markouts,
+                                    limit, as_of, time_limit=_time_limit(request))
     return page_response(request, Page(rows, query.result_snapshot(rows)), form)
 
 

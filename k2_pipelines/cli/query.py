@@ -1,4 +1,5 @@
-"""`k2 query`: trades, quotes, bars, symbols and snapshots from the command line, as table, CSV, JSON or Parquet."""
+"""`k2 query`: trades, quotes, trades against quotes, bars, symbols and snapshots from the command line, as table,
+CSV, JSON or Parquet."""
 
 import argparse
 import json
@@ -16,7 +17,9 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     kinds = query.add_subparsers(dest="kind", required=True)
     for kind, help_text in (("trades", "trades of symbols over a time range"),
                             ("quotes", "best bid/ask quotes of symbols over a time range"),
-                            ("ohlcv", "OHLCV bars computed from the trades (--gold: read from the gold tables)")):
+                            ("ohlcv", "OHLCV bars computed from the trades (--gold: read from the gold tables)"),
+                            ("taq", "trades with the quote prevailing at each, its mid and spread, and the mid after "
+                                    "each markout horizon")):
         ranged = kinds.add_parser(kind, help=help_text)
         ranged.add_argument("--symbol", action="append", required=True, help="repeat for several symbols")
         ranged.add_argument("--start", required=True, help="ISO 8601, UTC unless it says otherwise (inclusive)")
@@ -28,6 +31,11 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     kinds.choices["quotes"].add_argument("--newest-first", action="store_true", help="the latest --limit rows")
     kinds.choices["ohlcv"].add_argument("--interval", default="1m", help="1m, 5m, 1h or 1d (gold: 1m, 1h, 1d)")
     kinds.choices["ohlcv"].add_argument("--gold", action="store_true", help="read market_data.ohlcv_<interval>")
+    kinds.choices["taq"].add_argument("--tolerance", default="5s",
+                                      help="how much older than a trade its quote may be (default 5s; us, ms, s, m, h)")
+    kinds.choices["taq"].add_argument("--markout", action="append",
+                                      help="a markout horizon such as 500ms or 1m; repeat for several (default 1s, "
+                                           "5s and 60s)")
     listed = kinds.add_parser("symbols", help="the symbols a table holds")
     listed.add_argument("--as-of", help="a snapshot id or an ISO 8601 time")
     snapshots = kinds.add_parser("snapshots", help="a table's snapshots (what --as-of can name)")
@@ -63,6 +71,11 @@ def _result(args: argparse.Namespace) -> pa.Table:
     if args.kind == "snapshots":
         return query.snapshots(args.table)
     ranged = (args.symbol, args.start, args.end)
+    if args.kind == "taq":
+        from k2_pipelines.lib.query.taq import DEFAULT_MARKOUTS
+
+        return query.trades_with_quotes(*ranged, tolerance=args.tolerance, markouts=args.markout or DEFAULT_MARKOUTS,
+                                        limit=args.limit, as_of=args.as_of)
     if args.kind == "ohlcv":
         bars = query.gold_ohlcv if args.gold else query.ohlcv
         return bars(*ranged, interval=args.interval, as_of=args.as_of, limit=args.limit)

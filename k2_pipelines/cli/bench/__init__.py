@@ -69,6 +69,15 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     fresh.add_argument("--rate", type=float, default=20, help="trades/s produced on the live symbol")
     fresh.add_argument("--drain-every", type=float, default=10, help="seconds between drains meanwhile")
     fresh.add_argument("--seed", type=int, default=7)
+    taq = targets.add_parser("taq", help="trades against their prevailing quotes and markouts (trades_with_quotes) "
+                             "over one generated day: p50/p95 of one symbol, then of every symbol")
+    taq.add_argument("--symbols", type=int, default=10)
+    taq.add_argument("--trades", type=int, default=100_000, help="per symbol")
+    taq.add_argument("--quotes", type=int, default=300_000, help="per symbol")
+    taq.add_argument("--runs", type=int, default=40, help="runs of the one-symbol query (cycling through the symbols)")
+    taq.add_argument("--wide-runs", type=int, default=5, help="runs of the every-symbol query")
+    taq.add_argument("--seed", type=int, default=7)
+    taq.add_argument("--cores", type=int, default=2, help=CORES_HELP.format(2))
     targets.add_parser("recovery", help="time to recovery of the Kafka, catalog and offset-drift runbooks under the "
                        "real Dagster daemon (about 8 minutes)")
     runs = targets.add_parser("runs", help="what a drain run costs Dagster (launch to end, CPU, storage) under "
@@ -116,6 +125,10 @@ def run_bench(args: argparse.Namespace) -> int:
         from k2_pipelines.cli.bench.fresh import bench_fresh
 
         return bench_fresh(args.tail, args.drained, args.runs, args.seconds, args.rate, args.drain_every, args.seed)
+    if args.target == "taq":
+        from k2_pipelines.cli.bench.taq import bench_taq
+
+        return bench_taq(args.symbols, args.trades, args.quotes, args.runs, args.wide_runs, args.seed, args.cores)
     if args.target == "recovery":
         from k2_pipelines.cli.bench.recovery import bench_recovery
 

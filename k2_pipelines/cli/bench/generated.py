@@ -41,3 +41,18 @@ def append_micro_batch(catalog: Catalog, identifier: str, rows: pa.Table, proper
     transaction = new_transaction(catalog.load_table(identifier))
     append_files(transaction, write_rows(catalog, identifier, rows), properties)
     commit_atomically(catalog, [transaction])
+
+
+def generated_quotes(rng: np.random.Generator, rows: int, start: datetime, seconds: float, first_id: int,
+                     symbols: tuple[str, ...] = COMPACT_SYMBOLS) -> pa.Table:
+    """`rows` best bid/ask quotes as generated_trades makes trades (times, symbols, ids): the bid a trade's price
+    and quantity, the ask up to a unit above."""
+    made = generated_trades(rng, rows, start, seconds, first_id, symbols)
+    spread = pc.cast(pa.array(np.round(rng.uniform(0.01, 1, rows), 2)), pa.decimal128(18, 8), safe=False)
+    return pa.table({
+        "message_id": made["message_id"], "quote_id": made["trade_id"], "symbol": made["symbol"],
+        "exchange": made["exchange"], "asset_class": made["asset_class"], "timestamp": made["timestamp"],
+        "bid_price": made["price"], "bid_quantity": made["quantity"],
+        "ask_price": pc.add(made["price"], spread).cast(pa.decimal128(18, 8)), "ask_quantity": made["quantity"],
+        "currency": made["currency"], "ingestion_timestamp": made["ingestion_timestamp"],
+    })

@@ -13,6 +13,10 @@ MAX_LIMIT = 1_000_000  # rows returned at once (the result is held in memory, an
 MAX_SYMBOLS = 100
 SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/\-]{0,31}")  # exchange symbols: BTCUSDT, BHP, BRK.B, ES:H25
 INTERVALS = {"1m": timedelta(minutes=1), "5m": timedelta(minutes=5), "1h": timedelta(hours=1), "1d": timedelta(days=1)}
+DURATION = re.compile(r"([0-9]{1,9})(us|ms|s|m|h)")  # 500ms, 5s, 1m: a whole number and a unit
+DURATION_UNITS = {"us": timedelta(microseconds=1), "ms": timedelta(milliseconds=1), "s": timedelta(seconds=1),
+                  "m": timedelta(minutes=1), "h": timedelta(hours=1)}
+MAX_DURATION = timedelta(days=1)  # a tolerance or markout; what a query reads grows by it
 ZONE = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]{0,31}(/[A-Za-z0-9_+\-]{1,32}){0,2}")  # IANA names, never a path
 TABLE = re.compile(r"[a-z][a-z0-9_]{0,63}")  # a table of the market_data namespace
 
@@ -139,6 +143,21 @@ def interval(value: str) -> timedelta:
     if value not in INTERVALS:
         raise QueryError(f"interval must be one of {', '.join(INTERVALS)}, not {_shown(value)}")
     return INTERVALS[value]
+
+
+def duration(value: object, name: str) -> timedelta:
+    """A duration from 0 to a day: a timedelta, or a whole number and a unit (us, ms, s, m, h) such as 500ms or 5s."""
+    if isinstance(value, str):
+        match = DURATION.fullmatch(value.strip())
+        if match is None:
+            raise QueryError(f"{name} must be a whole number and a unit (us, ms, s, m, h) such as 500ms or 5s, not "
+                             f"{_shown(value)}")
+        value = int(match[1]) * DURATION_UNITS[match[2]]
+    if not isinstance(value, timedelta):
+        raise QueryError(f"{name} must be a timedelta or a string such as 5s, not {type(value).__name__}")
+    if not timedelta(0) <= value <= MAX_DURATION:
+        raise QueryError(f"{name} must be between 0 and {MAX_DURATION.days} day, not {_shown(str(value))}")
+    return value
 
 
 def table(value: object) -> str:
