@@ -2,7 +2,9 @@
 row, a table drained to the same offsets, with drains committing while the queries run, duplicates, repeats of
 committed rows and poison in the tail; a bounded tail; Kafka down."""
 
+import http.client
 import json
+import os
 import threading
 import time
 
@@ -11,6 +13,8 @@ import pytest
 from confluent_kafka import Producer
 
 from k2_pipelines import query
+from k2_pipelines.cli import main
+from k2_pipelines.cli.api import api_process
 from k2_pipelines.dev.broker import free_port
 from k2_pipelines.lib.avro.registry import default_registry
 from k2_pipelines.lib.binance.producer import MarketDataProducer
@@ -20,6 +24,7 @@ from k2_pipelines.lib.drain.kafka_batch import KafkaBatch, Limits, TopicReader
 from k2_pipelines.lib.iceberg.catalog import load_catalog_at
 from k2_pipelines.lib.iceberg.tables import ensure_tables
 from k2_pipelines.lib.query.fresh import Freshness, TailUnavailable, TailWarning, read_tail, result_freshness
+from k2_pipelines.settings import LOOPBACK
 from k2_pipelines_tests.kafka_helpers import SYMBOLS, replay_session
 
 EVERYTHING = ("2025-11-20", "2025-11-23")
@@ -133,7 +138,8 @@ def test_fresh_reads_equal_the_table_drained_to_the_same_offsets_while_drains_co
     # bars and newest-first reads take the tail too
     newest = query.trades(SYMBOLS[0], *EVERYTHING, limit=5, newest_first=True, fresh=True, catalog=catalog)
     reference.drain_to(_freshness(newest).tail_to)
-    assert newest["trade_id"].to_pylist() == reference.trades(SYMBOLS[:1], newest_first=True)["trade_id"][:5].to_pylist()
+    latest = reference.trades(SYMBOLS[:1], newest_first=True)["trade_id"]
+    assert newest["trade_id"].to_pylist() == latest[:5].to_pylist()
     bars = query.ohlcv(SYMBOLS, *EVERYTHING, "1m", fresh=True, catalog=catalog)
     reference.drain_to(_freshness(bars).tail_to)
     assert bars.to_pylist() == query.ohlcv(SYMBOLS, *EVERYTHING, "1m", catalog=reference.catalog).to_pylist()
@@ -200,3 +206,45 @@ def test_with_kafka_down_the_table_rows_come_with_a_warning_or_a_strict_error(ca
     assert freshness.warning and not freshness.complete and freshness.tail_rows == 0
     with pytest.raises(TailUnavailable, match="could not be read"):
         query.trades(known, *EVERYTHING, fresh="strict", catalog=catalog)
+
+
+def test_k2_query_fresh_prints_the_rows_and_says_what_the_tail_held(catalog, fresh_topic, capsys, monkeypatch):
+    known = query.symbols("trades", catalog=catalog)["symbol"].to_pylist()
+    expected = query.trades(known, *EVERYTHING, limit=1_000_000, fresh=True, catalog=catalog)
+    arguments = ["query", "trades", *(f"--symbol={s}" for s in known), "--start", EVERYTHING[0], "--end", EVERYTHING[1],
+                 "--limit", "1000000", "--format", "json"]
+    assert main([*arguments, "--fresh"]) == 0
+    out, err = capsys.readouterr()
+    assert [row["trade_id"] for row in json.loads(out)] == expected["trade_id"].to_pylist()
+    held = _freshness(expected)
+    assert f"{held.tail_rows:,} from {held.topic} offsets" in err and "warning" not in err
+
+    monkeypatch.setenv("K2_KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
+    assert main([*arguments, "--fresh"]) == 0
+    out, err = capsys.readouterr()
+    assert len(json.loads(out)) == held.table_rows
+    assert err.startswith("k2 query: warning: ") and "could not be read" in err and "Traceback" not in err
+    assert main([*arguments, "--fresh=strict"]) == 2
+    assert "could not be read" in capsys.readouterr().err
+
+
+def test_the_api_serves_fresh_reads_and_503_when_strict_and_kafka_is_down(kafka_broker, catalog, fresh_topic):
+    known = query.symbols("trades", catalog=catalog)["symbol"].to_pylist()
+    expected = query.trades(known, *EVERYTHING, limit=100_000, fresh=True, catalog=catalog)
+    path = f"/v1/trades?{'&'.join(f'symbol={s}' for s in known)}&start={EVERYTHING[0]}&end={EVERYTHING[1]}" \
+           "&limit=100000&fresh=true"
+    down = {**os.environ, "K2_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}
+    for env, status in ((os.environ.copy(), 200), (down, 503)):
+        port = free_port()
+        with api_process(port, env):
+            connection = http.client.HTTPConnection(LOOPBACK, port, timeout=60)
+            connection.request("GET", path.replace("fresh=true", "fresh=strict") if status == 503 else path)
+            answer = connection.getresponse()
+            body = json.loads(answer.read())
+            assert answer.status == status, body
+            if status == 200:
+                assert [row["trade_id"] for row in body["rows"]] == expected["trade_id"].to_pylist()
+                assert body["next_cursor"] is None and body["fresh"] == json.loads(answer.getheader("X-K2-Fresh"))
+                assert body["fresh"]["tail_rows"] == _freshness(expected).tail_rows > 0
+            else:
+                assert "could not be read" in body["error"]

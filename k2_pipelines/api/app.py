@@ -22,7 +22,7 @@ from k2_pipelines.api.responses import NotAcceptable
 from k2_pipelines.lib.iceberg.tables import NAMESPACE
 from k2_pipelines.lib.query.api import default_catalog
 from k2_pipelines.lib.query.engine import CONNECTIONS
-from k2_pipelines.query import NotFound, QueryError, QueryTimeout
+from k2_pipelines.query import NotFound, QueryError, QueryTimeout, TailUnavailable
 
 READY_TIMEOUT_SECONDS = 5.0
 QUERY_THREADS = CONNECTIONS
@@ -94,7 +94,8 @@ def _errors_as_json(app: FastAPI) -> None:
 
     @app.exception_handler(QueryError)
     async def bad_query(_: Request, error: QueryError) -> JSONResponse:
-        status = 504 if isinstance(error, QueryTimeout) else 404 if isinstance(error, NotFound) else 400
+        status = 504 if isinstance(error, QueryTimeout) else 404 if isinstance(error, NotFound) \
+            else 503 if isinstance(error, TailUnavailable) else 400
         return _error(status, str(error))
 
     @app.exception_handler(StarletteHTTPException)

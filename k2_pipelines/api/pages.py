@@ -10,7 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from k2_pipelines.query import QueryError, result_snapshot
+from k2_pipelines.query import Freshness, QueryError, result_freshness, result_snapshot
 
 # a cursor this API gives is about 150 characters; the bound also keeps JSON nesting short of Python's recursion limit
 MAX_CURSOR_LENGTH = 1_000
@@ -29,6 +29,7 @@ class Page:
     rows: pa.Table
     snapshot: int | None
     next_cursor: str | None = None
+    fresh: Freshness | None = None  # a fresh read's tail: one page only (the tail moves on)
 
 
 def fingerprint(parameters: dict[str, Any]) -> str:
@@ -60,9 +61,9 @@ def decode(text: str, query: str) -> Cursor:
 
 def event_page(rows: pa.Table, limit: int, query: str, id_column: str) -> Page:
     """`rows`, queried with limit + 1: the first `limit` rows, and a cursor after the last of them if there are more."""
-    snapshot = result_snapshot(rows)
-    if rows.num_rows <= limit or snapshot is None:
-        return Page(rows, snapshot)
+    snapshot, fresh = result_snapshot(rows), result_freshness(rows)
+    if rows.num_rows <= limit or snapshot is None or fresh is not None:
+        return Page(rows.slice(0, limit), snapshot, None, fresh)
     last = rows.slice(limit - 1, 1).to_pylist()[0]
     cursor = Cursor(query, snapshot, last["timestamp"].isoformat(), last[id_column])
     return Page(rows.slice(0, limit), snapshot, encode(cursor))
@@ -71,9 +72,9 @@ def event_page(rows: pa.Table, limit: int, query: str, id_column: str) -> Page:
 def bar_page(rows: pa.Table, limit: int, query: str) -> Page:
     """`rows` (bars), queried with limit + 1: whole bar starts only (a bar start's bars never split across pages),
     and a cursor from the first bar start left out."""
-    snapshot = result_snapshot(rows)
-    if rows.num_rows <= limit or snapshot is None:
-        return Page(rows, snapshot)
+    snapshot, fresh = result_snapshot(rows), result_freshness(rows)
+    if rows.num_rows <= limit or snapshot is None or fresh is not None:
+        return Page(rows.slice(0, limit), snapshot, None, fresh)
     starts = rows["bar_start"]
     boundary = starts[limit].as_py()
     kept = sum(1 for start in starts.slice(0, limit).to_pylist() if start < boundary)

@@ -3,6 +3,7 @@ stream. JSON, CSV and Arrow are streamed a batch at a time; Parquet's footer com
 
 import json
 from collections.abc import Iterator
+from dataclasses import asdict
 from itertools import chain
 from typing import Annotated, Literal
 
@@ -67,6 +68,8 @@ def page_response(request: Request, page: Page, form: Format) -> Response:
     headers = {}
     if page.snapshot is not None:
         headers["X-K2-Snapshot-Id"] = str(page.snapshot)
+    if page.fresh is not None:
+        headers["X-K2-Fresh"] = json.dumps(asdict(page.fresh), separators=(",", ":"))
     if page.next_cursor is not None:
         headers["X-K2-Next-Cursor"] = page.next_cursor
         if request.method == "GET":
@@ -79,5 +82,6 @@ def page_response(request: Request, page: Page, form: Format) -> Response:
 
 
 def _json_page(page: Page) -> Iterator[bytes]:
-    head = {"snapshot_id": page.snapshot, "next_cursor": page.next_cursor, "row_count": page.rows.num_rows}
+    head = {"snapshot_id": page.snapshot, "next_cursor": page.next_cursor, "row_count": page.rows.num_rows,
+            **({"fresh": asdict(page.fresh)} if page.fresh else {})}
     return chain([json.dumps(head)[:-1].encode() + b', "rows": ['], json_rows(page.rows), [b"]}"])

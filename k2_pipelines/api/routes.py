@@ -13,6 +13,7 @@ from k2_pipelines import query
 from k2_pipelines.api.auth import authorized
 from k2_pipelines.api.pages import Page, bar_page, decode, event_page, fingerprint
 from k2_pipelines.api.responses import ROWS_CONTENT, ChosenFormat, page_response
+from k2_pipelines.lib.query.fresh import Fresh
 from k2_pipelines.lib.query.taq import DEFAULT_MARKOUTS, DEFAULT_TOLERANCE, MAX_MARKOUTS
 from k2_pipelines.lib.query.validate import INTERVALS, MAX_SYMBOLS
 
@@ -21,7 +22,7 @@ Kind = Literal["trades", "quotes", "ohlcv"]
 BarSource = Literal["trades", "gold"]
 
 router = APIRouter(prefix="/v1", responses={200: {"content": ROWS_CONTENT}, 400: {}, 401: {}, 403: {}, 404: {},
-                                            406: {}, 429: {}, 504: {}})
+                                            406: {}, 429: {}, 503: {}, 504: {}})
 ReadRows = [Depends(authorized("read"))]
 ReadTables = [Depends(authorized("tables"))]
 
@@ -33,6 +34,10 @@ LimitParam = Annotated[int, Query(ge=1, le=MAX_PAGE, description="rows per page;
 AsOfParam = Annotated[str | None, Query(description="a snapshot id (see /v1/snapshots) or an ISO 8601 time")]
 CursorParam = Annotated[str | None, Query(description="next_cursor of the previous page (same other parameters)")]
 TableParam = Annotated[str, Query(description="trades, quotes, ohlcv_1m, ...")]
+FreshValue = Literal["false", "true", "strict"]
+FreshParam = Annotated[FreshValue, Query(description="true: with the messages in Kafka not yet drained (one page, no "
+                                                     "cursor; X-K2-Fresh says what the tail held); strict: 503 if "
+                                                     "Kafka cannot be read, instead of the table's rows only")]
 
 
 class QueryRequest(BaseModel):
@@ -49,6 +54,8 @@ class QueryRequest(BaseModel):
     interval: str = Field("1m", description=f"ohlcv: one of {', '.join(INTERVALS)}")
     source: BarSource = Field("trades", description="ohlcv: computed from the trades, or read from the gold table")
     cursor: str | None = None
+    fresh: FreshValue = Field("false", description="trades, quotes, ohlcv from trades: with the messages not yet "
+                                                   "drained")
 
 
 def _time_limit(request: Request) -> float:
@@ -56,27 +63,37 @@ def _time_limit(request: Request) -> float:
     return limit
 
 
+def _fresh(value: FreshValue) -> Fresh:
+    return "strict" if value == "strict" else value == "true"
+
+
 def _events(request: Request, kind: Literal["trades", "quotes"], symbols: list[str], start: str, end: str,
-            limit: int, newest_first: bool, as_of: str | None, cursor: str | None) -> Page:
+            limit: int, newest_first: bool, as_of: str | None, cursor: str | None, fresh: FreshValue = "false") -> Page:
     key = fingerprint({"kind": kind, "symbols": sorted(set(symbols)), "start": start, "end": end,
-                       "newest_first": newest_first, "as_of": as_of})
+                       "newest_first": newest_first, "as_of": as_of, "fresh": fresh})
     read = query.trades if kind == "trades" else query.quotes
     id_column = "trade_id" if kind == "trades" else "quote_id"
     position = decode(cursor, key) if cursor else None
     rows = read(symbols, start, end, limit + 1, position.snapshot if position else as_of, newest_first,
-                time_limit=_time_limit(request), after=(position.time, position.id or "") if position else None)
+                time_limit=_time_limit(request), after=(position.time, position.id or "") if position else None,
+                fresh=_fresh(fresh))
     return event_page(rows, limit, key, id_column)
 
 
 def _bars(request: Request, interval: str, source: BarSource, symbols: list[str], start: str, end: str, limit: int,
-          as_of: str | None, cursor: str | None) -> Page:
+          as_of: str | None, cursor: str | None, fresh: FreshValue = "false") -> Page:
     key = fingerprint({"kind": "ohlcv", "interval": interval, "source": source, "symbols": sorted(set(symbols)),
-                       "start": start, "end": end, "as_of": as_of})
-    bars = query.gold_ohlcv if source == "gold" else query.ohlcv
+                       "start": start, "end": end, "as_of": as_of, "fresh": fresh})
     position = decode(cursor, key) if cursor else None
     # the next page starts at the first bar start the last one left out (a bar start: never a partial bar)
-    rows = bars(symbols, position.time if position else start, end, interval, position.snapshot if position else as_of,
-                limit + 1, time_limit=_time_limit(request))
+    ranged = (symbols, position.time if position else start, end, interval, position.snapshot if position else as_of,
+              limit + 1)
+    if source == "gold":
+        if fresh != "false":
+            raise query.QueryError("fresh bars are computed with the trades not yet drained: not from gold")
+        rows = query.gold_ohlcv(*ranged, time_limit=_time_limit(request))
+    else:
+        rows = query.ohlcv(*ranged, time_limit=_time_limit(request), fresh=_fresh(fresh))
     return bar_page(rows, limit, key)
 
 
@@ -85,9 +102,9 @@ def _event_route(kind: Literal["trades", "quotes"], summary: str) -> None:
 
     def read_events(request: Request, form: ChosenFormat, symbols: SymbolsParam, start: StartParam, end: EndParam,
                     limit: LimitParam = 1000, newest_first: bool = False, as_of: AsOfParam = None,
-                    cursor: CursorParam = None) -> Response:
-        return page_response(request, _events(request, kind, symbols, start, end, limit, newest_first, as_of, cursor),
-                             form)
+                    cursor: CursorParam = None, fresh: FreshParam = "false") -> Response:
+        return page_response(request, _events(request, kind, symbols, start, end, limit, newest_first, as_of, cursor,
+                                              fresh), form)
 
     router.add_api_route(f"/{kind}", read_events, methods=["GET"], name=kind, dependencies=ReadRows, summary=summary)
 
@@ -101,8 +118,10 @@ def ohlcv(request: Request, form: ChosenFormat,
           interval: Annotated[str, Path(description=f"one of {', '.join(INTERVALS)}")],
           symbols: SymbolsParam, start: StartParam, end: EndParam,
           limit: Annotated[int, Query(ge=MAX_SYMBOLS, le=MAX_PAGE, description="bars per page")] = 10_000,
-          source: BarSource = "trades", as_of: AsOfParam = None, cursor: CursorParam = None) -> Response:
-    return page_response(request, _bars(request, interval, source, symbols, start, end, limit, as_of, cursor), form)
+          source: BarSource = "trades", as_of: AsOfParam = None, cursor: CursorParam = None,
+          fresh: FreshParam = "false") -> Response:
+    return page_response(request, _bars(request, interval, source, symbols, start, end, limit, as_of, cursor, fresh),
+                         form)
 
 
 @router.get("/summary/{symbol}/{day}", dependencies=ReadRows,
@@ -151,7 +170,8 @@ def snapshots(request: Request, form: ChosenFormat, table: TableParam = "trades"
 @router.post("/query", dependencies=ReadRows, summary="Trades, quotes or bars from a JSON body of filters")
 def post_query(request: Request, form: ChosenFormat, body: Annotated[QueryRequest, Body()]) -> Response:
     parameters: dict[str, Any] = {"symbols": body.symbols, "start": body.start, "end": body.end,
-                                  "limit": body.limit, "as_of": body.as_of, "cursor": body.cursor}
+                                  "limit": body.limit, "as_of": body.as_of, "cursor": body.cursor,
+                                  "fresh": body.fresh}
     if body.kind == "ohlcv":
         page = _bars(request, body.interval, body.source, **parameters)
     else:

@@ -4,6 +4,7 @@ CSV, JSON or Parquet."""
 import argparse
 import json
 import sys
+import warnings
 from contextlib import nullcontext
 
 import pyarrow as pa
@@ -31,6 +32,11 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     kinds.choices["quotes"].add_argument("--newest-first", action="store_true", help="the latest --limit rows")
     kinds.choices["ohlcv"].add_argument("--interval", default="1m", help="1m, 5m, 1h or 1d (gold: 1m, 1h, 1d)")
     kinds.choices["ohlcv"].add_argument("--gold", action="store_true", help="read market_data.ohlcv_<interval>")
+    for kind in ("trades", "quotes", "ohlcv"):
+        kinds.choices[kind].add_argument(
+            "--fresh", nargs="?", const="on", choices=["on", "strict"],
+            help="with the messages in Kafka not yet drained (strict: fail if Kafka cannot be read, instead of a "
+                 "warning); what the tail held goes to standard error")
     kinds.choices["taq"].add_argument("--tolerance", default="5s",
                                       help="how much older than a trade its quote may be (default 5s; us, ms, s, m, h)")
     kinds.choices["taq"].add_argument("--markout", action="append",
@@ -51,20 +57,32 @@ def _output(parser: argparse.ArgumentParser) -> None:
 
 
 def run_query(args: argparse.Namespace) -> int:
-    from k2_pipelines.query import QueryError
+    from k2_pipelines.query import QueryError, TailWarning, result_freshness
 
     try:
         if args.format == "parquet" and not args.out:
             raise QueryError("--format parquet needs --out FILE")
-        _write(_result(args), args.format, args.out)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TailWarning)
+            result = _result(args)
+        _write(result, args.format, args.out)
     except QueryError as error:
         print(f"k2 query: {error}", file=sys.stderr)
         return 2
+    for warning in caught:
+        print(f"k2 query: warning: {warning.message}", file=sys.stderr)
+    held = result_freshness(result)
+    if held is not None and held.warning is None:
+        spans = ", ".join(f"[{p}] {held.tail_from.get(p, 0)}..{held.tail_to[p]}" for p in sorted(held.tail_to))
+        print(f"k2 query: {held.table_rows:,} rows from snapshot {held.snapshot_id}, {held.tail_rows:,} from "
+              f"{held.topic} offsets {spans} ({held.tail_messages:,} messages not yet drained"
+              f"{'' if held.complete else ', the tail cut short by its bounds'})", file=sys.stderr)
     return 0
 
 
 def _result(args: argparse.Namespace) -> pa.Table:
     from k2_pipelines import query
+    from k2_pipelines.lib.query.fresh import Fresh
 
     if args.kind == "symbols":
         return query.symbols(args.table, args.as_of)
@@ -76,11 +94,15 @@ def _result(args: argparse.Namespace) -> pa.Table:
 
         return query.trades_with_quotes(*ranged, tolerance=args.tolerance, markouts=args.markout or DEFAULT_MARKOUTS,
                                         limit=args.limit, as_of=args.as_of)
+    fresh: Fresh = "strict" if args.fresh == "strict" else args.fresh == "on"
     if args.kind == "ohlcv":
-        bars = query.gold_ohlcv if args.gold else query.ohlcv
-        return bars(*ranged, interval=args.interval, as_of=args.as_of, limit=args.limit)
+        if args.gold:
+            if fresh:
+                raise query.QueryError("--fresh computes bars with the trades not yet drained: not with --gold")
+            return query.gold_ohlcv(*ranged, interval=args.interval, as_of=args.as_of, limit=args.limit)
+        return query.ohlcv(*ranged, interval=args.interval, as_of=args.as_of, limit=args.limit, fresh=fresh)
     events = query.trades if args.kind == "trades" else query.quotes
-    return events(*ranged, limit=args.limit, as_of=args.as_of, newest_first=args.newest_first)
+    return events(*ranged, limit=args.limit, as_of=args.as_of, newest_first=args.newest_first, fresh=fresh)
 
 
 def _write(table: pa.Table, form: str, out: str | None) -> None:
