@@ -76,7 +76,8 @@ def _costs(catalog: Catalog, runs: int) -> None:
                 result = ask(kind != "plain", SYMBOLS[i % len(SYMBOLS)])
                 times.append((time.perf_counter() - started) * 1000)
             held = query.result_freshness(result)
-            extra = f" (tail: {held.tail_messages:,} messages, {held.tail_rows:,} rows in the result)" if held else ""
+            extra = f" (tail: {held.tail_messages:,} messages, {held.tail_rows:,} of its rows in the result)" \
+                if held else ""
             print(f"{name:>22}, {kind:>21}: p50 {statistics.median(times):7.1f} ms, p95 {_p95(times):7.1f} ms over "
                   f"{runs} runs{extra}")
 
