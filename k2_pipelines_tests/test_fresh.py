@@ -7,6 +7,7 @@ import json
 import os
 import threading
 import time
+from datetime import timedelta
 
 import pyarrow as pa
 import pytest
@@ -19,8 +20,8 @@ from k2_pipelines.dev.broker import free_port
 from k2_pipelines.lib.avro.registry import default_registry
 from k2_pipelines.lib.binance.producer import MarketDataProducer
 from k2_pipelines.lib.binance.recording import replay
-from k2_pipelines.lib.drain.drain import drain_once, reader_for, trades_target
-from k2_pipelines.lib.drain.kafka_batch import KafkaBatch, Limits, TopicReader
+from k2_pipelines.lib.drain.drain import drain_once, quotes_target, reader_for, trades_target
+from k2_pipelines.lib.drain.kafka_batch import Limits, TopicReader
 from k2_pipelines.lib.iceberg.catalog import load_catalog_at
 from k2_pipelines.lib.iceberg.tables import ensure_tables
 from k2_pipelines.lib.query.fresh import Freshness, TailUnavailable, TailWarning, read_tail, result_freshness
@@ -32,23 +33,24 @@ COLUMNS = ["symbol", "exchange", "trade_id", "timestamp", "price", "quantity", "
 
 
 class _ReaderUntil(TopicReader):
-    """A reader that stops at given offsets: a drain to exactly where a fresh read's tail ended."""
+    """A reader that sees the topic end at given offsets: a drain to exactly where a fresh read's tail ended."""
 
     def __init__(self, reader: TopicReader, until: dict[int, int]):
         super().__init__(reader.consumer, reader.topic)
         self.until = until
 
-    def read(self, stored: dict[int, int], limits: Limits, until: dict[int, int] | None = None) -> KafkaBatch:
-        return super().read(stored, limits, self.until)
+    def watermarks(self, timeout: float | None = None) -> dict[int, tuple[int, int]]:
+        return {p: (low, min(high, self.until.get(p, high))) for p, (low, high) in super().watermarks(timeout).items()}
 
 
 class _Reference:
     """A second catalog drained from the topic's start, to the offsets a fresh read reports."""
 
-    def __init__(self, kafka_broker, root, topic: str):
+    def __init__(self, kafka_broker, root, topic: str, target_of=trades_target):
         self.catalog = load_catalog_at(root)
         ensure_tables(self.catalog)
-        self.target, self.reader = trades_target(topic), reader_for(kafka_broker.bootstrap, trades_target(topic))
+        self.target = target_of(topic)
+        self.reader = reader_for(kafka_broker.bootstrap, self.target)
 
     def drain_to(self, offsets: dict[int, int]) -> None:
         reader = _ReaderUntil(self.reader, offsets)
@@ -143,6 +145,31 @@ def test_fresh_reads_equal_the_table_drained_to_the_same_offsets_while_drains_co
     bars = query.ohlcv(SYMBOLS, *EVERYTHING, "1m", fresh=True, catalog=catalog)
     reference.drain_to(_freshness(bars).tail_to)
     assert bars.to_pylist() == query.ohlcv(SYMBOLS, *EVERYTHING, "1m", catalog=reference.catalog).to_pylist()
+    # bars cut off by the limit: the counts are of the trades in the bars returned
+    for limit in (bars.num_rows, bars.num_rows - 1, bars.num_rows // 2):
+        few = query.ohlcv(SYMBOLS, *EVERYTHING, "1m", limit=limit, fresh=True, catalog=catalog)
+        held = _freshness(few)
+        assert few.num_rows == limit and held.tail_rows >= 0 and held.table_rows >= 0
+        assert held.tail_rows + held.table_rows == pa.compute.sum(few["trade_count"]).as_py()
+    reference.reader.close()
+
+
+def test_fresh_quotes_equal_the_quotes_drained_to_the_same_offsets(kafka_broker, catalog, fresh_topic, tmp_path):
+    _, topics = fresh_topic
+    reader = reader_for(kafka_broker.bootstrap, quotes_target(topics.quotes))
+    drain_once(catalog, reader, quotes_target(topics.quotes), default_registry(), Limits(max_messages=700))
+    reader.close()
+    reference = _Reference(kafka_broker, tmp_path / "reference", topics.quotes, quotes_target)
+    table = catalog.load_table("market_data.quotes")
+    tail = read_tail(catalog, table, "quotes", True)
+    reference.drain_to(tail.tail_to)
+    expected = reference.catalog.load_table("market_data.quotes").scan().to_arrow()
+    span = (pa.compute.min(expected["timestamp"]).as_py(),
+            pa.compute.max(expected["timestamp"]).as_py() + timedelta(microseconds=1))
+    fresh = query.quotes(SYMBOLS, *span, limit=1_000_000, fresh=True, catalog=catalog)
+    assert _freshness(fresh).tail_to == tail.tail_to and _freshness(fresh).tail_rows > 0
+    assert fresh["quote_id"].to_pylist() == \
+        query.quotes(SYMBOLS, *span, limit=1_000_000, catalog=reference.catalog)["quote_id"].to_pylist()
     reference.reader.close()
 
 
@@ -246,5 +273,13 @@ def test_the_api_serves_fresh_reads_and_503_when_strict_and_kafka_is_down(kafka_
                 assert [row["trade_id"] for row in body["rows"]] == expected["trade_id"].to_pylist()
                 assert body["next_cursor"] is None and body["fresh"] == json.loads(answer.getheader("X-K2-Fresh"))
                 assert body["fresh"]["tail_rows"] == _freshness(expected).tail_rows > 0
+                assert body["limit_reached"] is False
+                # a page as long as its limit says so: one page only, and its counts are of its rows
+                connection.request("GET", path.replace("limit=100000", "limit=5") + "&newest_first=true")
+                answer = connection.getresponse()
+                short = json.loads(answer.read())
+                assert short["row_count"] == 5 and short["limit_reached"] is True and short["next_cursor"] is None
+                assert answer.getheader("X-K2-Limit-Reached") == "true"
+                assert short["fresh"]["tail_rows"] + short["fresh"]["table_rows"] == 5
             else:
                 assert "could not be read" in body["error"]

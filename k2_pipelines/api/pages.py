@@ -30,6 +30,7 @@ class Page:
     snapshot: int | None
     next_cursor: str | None = None
     fresh: Freshness | None = None  # a fresh read's tail: one page only (the tail moves on)
+    limit_reached: bool = False  # a fresh page as long as its limit: there may be more rows than it holds
 
 
 def fingerprint(parameters: dict[str, Any]) -> str:
@@ -59,22 +60,32 @@ def decode(text: str, query: str) -> Cursor:
     return cursor
 
 
+def fetched(limit: int, fresh: bool) -> int:
+    """Rows to ask for a page of `limit`: one more, to know whether a next page starts; a fresh read has none."""
+    return limit if fresh else limit + 1
+
+
 def event_page(rows: pa.Table, limit: int, query: str, id_column: str) -> Page:
-    """`rows`, queried with limit + 1: the first `limit` rows, and a cursor after the last of them if there are more."""
+    """`rows`, queried with fetched(limit): the first `limit` rows, and a cursor after the last of them if there are
+    more."""
     snapshot, fresh = result_snapshot(rows), result_freshness(rows)
-    if rows.num_rows <= limit or snapshot is None or fresh is not None:
-        return Page(rows.slice(0, limit), snapshot, None, fresh)
+    if fresh is not None:
+        return Page(rows, snapshot, None, fresh, rows.num_rows >= limit)
+    if rows.num_rows <= limit or snapshot is None:
+        return Page(rows, snapshot)
     last = rows.slice(limit - 1, 1).to_pylist()[0]
     cursor = Cursor(query, snapshot, last["timestamp"].isoformat(), last[id_column])
     return Page(rows.slice(0, limit), snapshot, encode(cursor))
 
 
 def bar_page(rows: pa.Table, limit: int, query: str) -> Page:
-    """`rows` (bars), queried with limit + 1: whole bar starts only (a bar start's bars never split across pages),
-    and a cursor from the first bar start left out."""
+    """`rows` (bars), queried with fetched(limit): whole bar starts only (a bar start's bars never split across
+    pages), and a cursor from the first bar start left out."""
     snapshot, fresh = result_snapshot(rows), result_freshness(rows)
-    if rows.num_rows <= limit or snapshot is None or fresh is not None:
-        return Page(rows.slice(0, limit), snapshot, None, fresh)
+    if fresh is not None:
+        return Page(rows, snapshot, None, fresh, rows.num_rows >= limit)
+    if rows.num_rows <= limit or snapshot is None:
+        return Page(rows, snapshot)
     starts = rows["bar_start"]
     boundary = starts[limit].as_py()
     kept = sum(1 for start in starts.slice(0, limit).to_pylist() if start < boundary)

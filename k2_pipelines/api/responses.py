@@ -70,6 +70,7 @@ def page_response(request: Request, page: Page, form: Format) -> Response:
         headers["X-K2-Snapshot-Id"] = str(page.snapshot)
     if page.fresh is not None:
         headers["X-K2-Fresh"] = json.dumps(asdict(page.fresh), separators=(",", ":"))
+        headers["X-K2-Limit-Reached"] = str(page.limit_reached).lower()
     if page.next_cursor is not None:
         headers["X-K2-Next-Cursor"] = page.next_cursor
         if request.method == "GET":
@@ -83,5 +84,5 @@ def page_response(request: Request, page: Page, form: Format) -> Response:
 
 def _json_page(page: Page) -> Iterator[bytes]:
     head = {"snapshot_id": page.snapshot, "next_cursor": page.next_cursor, "row_count": page.rows.num_rows,
-            **({"fresh": asdict(page.fresh)} if page.fresh else {})}
+            **({"fresh": asdict(page.fresh), "limit_reached": page.limit_reached} if page.fresh else {})}
     return chain([json.dumps(head)[:-1].encode() + b', "rows": ['], json_rows(page.rows), [b"]}"])

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from k2_pipelines import query
 from k2_pipelines.api.auth import authorized
-from k2_pipelines.api.pages import Page, bar_page, decode, event_page, fingerprint
+from k2_pipelines.api.pages import Page, bar_page, decode, event_page, fetched, fingerprint
 from k2_pipelines.api.responses import ROWS_CONTENT, ChosenFormat, page_response
 from k2_pipelines.lib.query.fresh import Fresh
 from k2_pipelines.lib.query.taq import DEFAULT_MARKOUTS, DEFAULT_TOLERANCE, MAX_MARKOUTS
@@ -74,9 +74,9 @@ def _events(request: Request, kind: Literal["trades", "quotes"], symbols: list[s
     read = query.trades if kind == "trades" else query.quotes
     id_column = "trade_id" if kind == "trades" else "quote_id"
     position = decode(cursor, key) if cursor else None
-    rows = read(symbols, start, end, limit + 1, position.snapshot if position else as_of, newest_first,
-                time_limit=_time_limit(request), after=(position.time, position.id or "") if position else None,
-                fresh=_fresh(fresh))
+    rows = read(symbols, start, end, fetched(limit, fresh != "false"), position.snapshot if position else as_of,
+                newest_first, time_limit=_time_limit(request),
+                after=(position.time, position.id or "") if position else None, fresh=_fresh(fresh))
     return event_page(rows, limit, key, id_column)
 
 
@@ -87,7 +87,7 @@ def _bars(request: Request, interval: str, source: BarSource, symbols: list[str]
     position = decode(cursor, key) if cursor else None
     # the next page starts at the first bar start the last one left out (a bar start: never a partial bar)
     ranged = (symbols, position.time if position else start, end, interval, position.snapshot if position else as_of,
-              limit + 1)
+              fetched(limit, fresh != "false"))
     if source == "gold":
         if fresh != "false":
             raise query.QueryError("fresh bars are computed with the trades not yet drained: not from gold")

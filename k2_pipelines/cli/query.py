@@ -70,10 +70,13 @@ def run_query(args: argparse.Namespace) -> int:
         print(f"k2 query: {error}", file=sys.stderr)
         return 2
     for warning in caught:
-        print(f"k2 query: warning: {warning.message}", file=sys.stderr)
+        if issubclass(warning.category, TailWarning):
+            print(f"k2 query: warning: {warning.message}", file=sys.stderr)
+        else:  # not K2's: as Python would have shown it
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     held = result_freshness(result)
     if held is not None and held.warning is None:
-        spans = ", ".join(f"[{p}] {held.tail_from.get(p, 0)}..{held.tail_to[p]}" for p in sorted(held.tail_to))
+        spans = ", ".join(f"[{p}] {held.tail_from[p]}..{held.tail_to[p]}" for p in sorted(held.tail_to))
         print(f"k2 query: {held.table_rows:,} rows from snapshot {held.snapshot_id}, {held.tail_rows:,} from "
               f"{held.topic} offsets {spans} ({held.tail_messages:,} messages not yet drained"
               f"{'' if held.complete else ', the tail cut short by its bounds'})", file=sys.stderr)

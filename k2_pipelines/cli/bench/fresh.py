@@ -1,7 +1,8 @@
 """`k2 bench fresh`: what fresh reads cost and buy, on a broker and catalog of their own.
 
 1. Cost: a generated Binance session in Kafka, all but the last `tail` trades drained; the latest 100 trades of a
-   symbol and a day of its 1-minute bars, plain and fresh (the fresh ones read, decode and dedupe the whole tail).
+   symbol and a day of its 1-minute bars, plain and fresh (right after a drain's commit a fresh query reads, decodes
+   and dedupes the whole tail; the next ones only what was produced since).
 2. Freshness: a producer sends a trade every 1/rate s on a symbol of its own while a drain runs every `drain_every`
    s (the Dagster cadence's stand-in); a loop asks for the symbol's latest trade, fresh and plain in turn. A trade's
    latency is from just before it was produced to the first answer that holds it."""
@@ -11,6 +12,7 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,7 +28,6 @@ from k2_pipelines.lib.drain.drain import DrainTarget, drain_once, reader_for, tr
 from k2_pipelines.lib.drain.kafka_batch import Limits, TopicReader
 from k2_pipelines.lib.iceberg.catalog import load_k2_catalog
 from k2_pipelines.lib.iceberg.tables import ensure_tables
-from k2_pipelines.lib.query.fresh import close_readers
 from k2_pipelines.settings import bootstrap_servers
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT"]
@@ -47,7 +48,7 @@ def bench_fresh(tail: int, drained: int, runs: int, seconds: float, rate: float,
         first = drain_once(catalog, reader, target, default_registry(),
                            Limits(max_messages=counts["trades"] - tail, max_bytes=1 << 30))
         print(f"{first.rows_written:,} trades drained, {counts['trades'] - first.messages:,} in the tail")
-        _costs(catalog, runs)
+        _costs(catalog, runs, lambda: drain_once(catalog, reader, target, default_registry(), Limits(max_messages=1)))
         while drain_once(catalog, reader, target, default_registry()).messages:  # phase 2 starts caught up
             pass
         _freshness(catalog, reader, target, seconds, rate, drain_every)
@@ -55,7 +56,7 @@ def bench_fresh(tail: int, drained: int, runs: int, seconds: float, rate: float,
     return 0
 
 
-def _costs(catalog: Catalog, runs: int) -> None:
+def _costs(catalog: Catalog, runs: int, drain_one: Callable[[], object]) -> None:
     day = datetime.fromtimestamp(START_MS / 1000, UTC)
     asks = {
         "latest 100 trades": lambda fresh, symbol: query.trades(
@@ -64,14 +65,14 @@ def _costs(catalog: Catalog, runs: int) -> None:
             symbol, day, day + timedelta(days=1), "1m", fresh=fresh, catalog=catalog),
     }
     for name, ask in asks.items():
-        # plain; fresh with the tail read anew (the first fresh query after a drain's commit); fresh again (the tail
-        # read so far is kept: only messages produced since are read)
+        # plain; fresh with the tail read anew (the first fresh query after a drain's commit: one message drained
+        # before each); fresh again (the tail read so far is kept: only messages produced since are read)
         for kind in ("plain", "fresh, tail read anew", "fresh, tail kept"):
             ask(kind != "plain", SYMBOLS[0])  # warm: the snapshot's manifests, the consumer's connection
             times = []
             for i in range(runs):
                 if kind == "fresh, tail read anew":
-                    close_readers()
+                    drain_one()
                 started = time.perf_counter()
                 result = ask(kind != "plain", SYMBOLS[i % len(SYMBOLS)])
                 times.append((time.perf_counter() - started) * 1000)

@@ -62,10 +62,14 @@ class EmbeddedRegistry:
         return json.loads(schemas[str(schema_id)])
 
 
+class RegistryUnavailable(RuntimeError):
+    """The Schema Registry did not answer, or answered with an error other than an unknown schema id."""
+
+
 class ConfluentRegistry:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeout: float | None = None) -> None:
         self.url = url
-        self.client = SchemaRegistryClient({"url": url})
+        self.client = SchemaRegistryClient({"url": url, **({"timeout": timeout} if timeout else {})})
 
     def register(self, subject: str, schema: dict[str, Any]) -> int:
         return self.client.register_schema(subject, Schema(json.dumps(schema), "AVRO"))
@@ -76,16 +80,19 @@ class ConfluentRegistry:
         except SchemaRegistryError as error:
             if error.http_status_code == 404:
                 raise KeyError(f"schema id {schema_id} is not in the registry at {self.url}") from None
-            raise
+            raise RegistryUnavailable(f"the registry at {self.url}: {error}") from error
+        except Exception as error:  # the HTTP client's own (confluent-kafka vendors httpx): refused, timed out, ...
+            raise RegistryUnavailable(f"the registry at {self.url}: {error}") from error
         if schema_text is None:
             raise ValueError(f"schema id {schema_id} has no schema text in the registry at {self.url}")
         return json.loads(schema_text)
 
 
-def default_registry() -> Registry:
+def default_registry(timeout: float | None = None) -> Registry:
+    """K2's registry (`timeout`: seconds a Confluent one may take to answer; none by default)."""
     current = settings()
     if current.schema_registry_url:
-        return ConfluentRegistry(current.schema_registry_url)
+        return ConfluentRegistry(current.schema_registry_url, timeout)
     return EmbeddedRegistry(current.home / "schema-registry" / "schemas.json")
 
 

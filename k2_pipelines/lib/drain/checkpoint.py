@@ -73,13 +73,14 @@ def stored_checkpoint(table: Table, topic: str) -> Checkpoint:
     return Checkpoint()
 
 
-def newest_checkpoint(table: Table) -> tuple[str, Checkpoint] | None:
-    """The topic and checkpoint of the table's newest snapshot holding one, whichever topic (None: never drained)."""
+def newest_drained_topic(table: Table) -> str | None:
+    """The topic of the table's newest snapshot holding a checkpoint (None: never drained)."""
     for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
         properties = snapshot.summary.additional_properties if snapshot.summary else {}
-        topics = [key.removeprefix(DRAIN_OFFSETS_PREFIX) for key in properties if key.startswith(DRAIN_OFFSETS_PREFIX)]
-        if topics:
-            return topics[0], _checkpoint_in(snapshot, topics[0])
+        topics = sorted(key.removeprefix(DRAIN_OFFSETS_PREFIX) for key in properties
+                        if key.startswith(DRAIN_OFFSETS_PREFIX))
+        if topics:  # a drain's snapshot names one topic
+            return topics[0]
     return None
 
 

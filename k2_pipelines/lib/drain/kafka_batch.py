@@ -150,16 +150,21 @@ class TopicReader:
                     newest = max(newest or written, written)
         return newest
 
-    def read(self, stored: dict[int, int], limits: Limits, until: dict[int, int] | None = None) -> KafkaBatch:
-        """Messages from `stored` offsets up to the end of each partition as it was when the batch began (or the
-        offset `until` gives, if lower: the same messages again), or until a limit is reached."""
+    def read(self, stored: dict[int, int], limits: Limits) -> KafkaBatch:
+        """Messages from `stored` offsets up to the end of each partition as it was when the batch began, or until a
+        limit is reached."""
         with _collector_paused():
-            return self._read(stored, limits, until or {})
+            return self._read(stored, limits)
 
-    def _read(self, stored: dict[int, int], limits: Limits, until: dict[int, int]) -> KafkaBatch:
+    def release(self) -> None:
+        """Stop fetching until the next read (which assigns the partitions again)."""
+        self.consumer.unassign()
+        self._next = {}
+
+    def _read(self, stored: dict[int, int], limits: Limits) -> KafkaBatch:
         marks = self.watermarks()
         start = _start_offsets(self.topic, stored, marks)
-        high_watermarks = {p: min(high, until.get(p, high)) for p, (_, high) in marks.items()}
+        high_watermarks = {p: high for p, (_, high) in marks.items()}
         if self._next != start:
             self.consumer.assign([TopicPartition(self.topic, p, o) for p, o in start.items()])
             self._next = dict(start)

@@ -61,8 +61,14 @@ def ohlcv(symbols: Symbols, start: Time, end: Time, interval: str = "1m", as_of:
                                  source(planned), time_limit, tail=matched), snapshot)
     if tail is None or matched is None:
         return bars
+    from_tail = matched.num_rows
+    if bars.num_rows == limit:  # the limit may have cut bars off: count the tail's trades in those returned only
+        tail_bars = engine().run(bars_sql(where), {**params, "width": width}, matched, time_limit)
+        keys = ["exchange", "symbol", "bar_start"]
+        from_tail = pc.sum(tail_bars.select([*keys, "trade_count"]).join(bars.select(keys), keys)["trade_count"]) \
+            .as_py() or 0
     trade_count = pc.sum(bars["trade_count"]).as_py() or 0
-    return with_freshness(bars, tail.freshness(matched.num_rows, trade_count - matched.num_rows))
+    return with_freshness(bars, tail.freshness(from_tail, trade_count - from_tail))
 
 
 def day_summary(symbol: str, day: date | str, time_zone: str = "UTC", as_of: AsOfValue = None, *,

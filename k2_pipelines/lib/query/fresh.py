@@ -11,6 +11,7 @@ rows only and says why (a TailWarning), or, with fresh="strict", the query fails
 import atexit
 import json
 import threading
+import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
@@ -21,9 +22,9 @@ from confluent_kafka import KafkaException
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
-from k2_pipelines.lib.avro.registry import default_registry
+from k2_pipelines.lib.avro.registry import RegistryUnavailable, default_registry
 from k2_pipelines.lib.binance.producer import Topics
-from k2_pipelines.lib.drain.checkpoint import Checkpoint, newest_checkpoint, stored_checkpoint, symbol_state
+from k2_pipelines.lib.drain.checkpoint import Checkpoint, newest_drained_topic, stored_checkpoint, symbol_state
 from k2_pipelines.lib.drain.drain import DrainTarget, quotes_target, reader_for, sort_batch, trades_target
 from k2_pipelines.lib.drain.kafka_batch import Limits, OffsetsOutOfRange
 from k2_pipelines.lib.drain.sequences import record_keys
@@ -37,6 +38,7 @@ TAIL_LIMITS = Limits(max_messages=250_000, max_bytes=64 << 20, max_seconds=5.0) 
 KAFKA_TIMEOUT_SECONDS = 2.0  # a broker that does not answer in this long is down, for a query
 MAX_READERS = 8
 MAX_CHUNKS = 32
+RETRY_SECONDS = 5.0  # after a failed read, queries of the topic get the warning at once for this long
 
 
 class TailUnavailable(QueryError):
@@ -80,6 +82,10 @@ class Tail:
                          self.messages, tail_rows, table_rows, self.warning)
 
 
+class _Unreadable(RuntimeError):
+    """The tail cannot be read now (the reason is the message)."""
+
+
 def fresh_mode(fresh: Fresh) -> Fresh:
     if fresh not in (False, True, "strict"):
         raise QueryError(f"fresh is true, false or 'strict', not {fresh!r:.40}")
@@ -94,7 +100,7 @@ def read_tail(catalog: Catalog, table: Table, name: str, fresh: Fresh, limits: L
     checkpoint = stored_checkpoint(table, target.topic)
     try:
         return _reader(target).tail(catalog, table, snapshot_id, checkpoint, limits)
-    except (KafkaException, OffsetsOutOfRange) as error:
+    except _Unreadable as error:
         reason = f"{target.topic} could not be read ({error}): the result holds {table.name()[-1]} as of " \
                  f"snapshot {snapshot_id} only"
         if fresh == "strict":
@@ -130,8 +136,7 @@ def result_freshness(result: pa.Table) -> Freshness | None:
 
 def _target(table: Table, name: str) -> DrainTarget:
     """The drain target of the topic the table's newest checkpoint names (K2's default topic: never drained)."""
-    newest = newest_checkpoint(table)
-    topic = newest[0] if newest else Topics.trades if name == "trades" else Topics.quotes
+    topic = newest_drained_topic(table) or (Topics.trades if name == "trades" else Topics.quotes)
     return trades_target(topic) if name == "trades" else quotes_target(topic)
 
 
@@ -149,32 +154,60 @@ class _TopicTail:
         self.target = target
         self.reader = reader_for(bootstrap_servers(), target, **config)
         self.reader.timeout = KAFKA_TIMEOUT_SECONDS
+        self.registry = default_registry(KAFKA_TIMEOUT_SECONDS)
         self.lock = threading.Lock()
+        self.closed = False
         self.last: Tail | None = None
+        self.last_key: tuple | None = None  # what the last tail was read against
+        self.failed: tuple[float, str] | None = None  # when the last read failed, and why
 
     def tail(self, catalog: Catalog, table: Table, snapshot_id: int | None, checkpoint: Checkpoint,
              limits: Limits) -> Tail:
+        # a query waits for another's read of the topic at most this long
+        if not self.lock.acquire(timeout=limits.max_seconds + 2 * KAFKA_TIMEOUT_SECONDS):
+            raise _Unreadable("other fresh reads of the topic are taking too long")
+        try:
+            if self.closed:
+                raise _Unreadable("its reader was closed")
+            if self.failed and time.monotonic() - self.failed[0] < RETRY_SECONDS:  # no wait on a known outage
+                raise _Unreadable(self.failed[1])
+            try:
+                return self._extended(catalog, table, snapshot_id, checkpoint, limits)
+            except (KafkaException, OffsetsOutOfRange, RegistryUnavailable) as error:
+                self.failed = (time.monotonic(), str(error))
+                raise _Unreadable(str(error)) from None
+            finally:
+                self.reader.release()  # no fetching while no query reads (nor errors queued for the next one)
+        finally:
+            self.lock.release()
+
+    def _extended(self, catalog: Catalog, table: Table, snapshot_id: int | None, checkpoint: Checkpoint,
+                  limits: Limits) -> Tail:
+        key = (table.metadata.table_uuid, table.schema().schema_id, snapshot_id, checkpoint.offsets)
+        last = self.last if self.last_key == key else None
+        budget = replace(limits, max_messages=max(limits.max_messages - (last.messages if last else 0), 0),
+                         max_bytes=max(limits.max_bytes - (last.value_bytes if last else 0), 0))
+        batch = self.reader.read(last.tail_to if last else checkpoint.offsets, budget)
+        rows = last.rows if last else table.schema().as_arrow().empty_table()
+        seen = last.seen if last else pa.array([], pa.binary())
+        if len(batch):
+            state = symbol_state(catalog, self.target.topic, checkpoint)
+            sorted_out = sort_batch(catalog, table, self.target, batch, self.registry, state, DEFAULTS)
+            keys = record_keys(sorted_out.rows, self.target.id_column)
+            new = ~pc.is_in(keys, value_set=seen).to_numpy(zero_copy_only=False)
+            rows = _compact(pa.concat_tables([rows, sorted_out.rows.filter(pa.array(new & sorted_out.kept))]))
+            seen = pa.concat_arrays([seen, keys.filter(pa.array(new))])
+        complete = all(batch.end[p] >= batch.high_watermarks[p] for p in batch.end)
+        self.failed, self.last_key = None, key
+        self.last = Tail(self.target, snapshot_id, last.tail_from if last else batch.start, batch.end, complete,
+                         (last.messages if last else 0) + len(batch), rows, seen=seen,
+                         value_bytes=(last.value_bytes if last else 0) + int(batch.data.size))
+        return self.last
+
+    def close(self) -> None:
         with self.lock:
-            last = self.last
-            if last is None or (last.snapshot_id, last.tail_from) != (snapshot_id, checkpoint.offsets):
-                last = Tail(self.target, snapshot_id, checkpoint.offsets, checkpoint.offsets, True, 0,
-                            table.schema().as_arrow().empty_table())
-            budget = replace(limits, max_messages=max(limits.max_messages - last.messages, 0),
-                             max_bytes=max(limits.max_bytes - last.value_bytes, 0))
-            batch = self.reader.read(last.tail_to, budget)
-            rows, seen = last.rows, last.seen
-            if len(batch):
-                state = symbol_state(catalog, self.target.topic, checkpoint)
-                sorted_out = sort_batch(catalog, table, self.target, batch, default_registry(), state, DEFAULTS)
-                keys = record_keys(sorted_out.rows, self.target.id_column)
-                new = ~pc.is_in(keys, value_set=seen).to_numpy(zero_copy_only=False)
-                rows = _compact(pa.concat_tables([rows, sorted_out.rows.filter(pa.array(new & sorted_out.kept))]))
-                seen = pa.concat_arrays([seen, keys.filter(pa.array(new))])
-            complete = all(batch.end[p] >= batch.high_watermarks[p] for p in batch.end)
-            self.last = Tail(self.target, snapshot_id, checkpoint.offsets, batch.end, complete,
-                             last.messages + len(batch), rows, seen=seen,
-                             value_bytes=last.value_bytes + int(batch.data.size))
-            return self.last
+            self.closed = True
+            self.reader.close()
 
 
 def _compact(rows: pa.Table) -> pa.Table:
@@ -189,19 +222,22 @@ _readers_lock = threading.Lock()
 def _reader(target: DrainTarget) -> _TopicTail:
     key = (bootstrap_servers(), target.topic)
     with _readers_lock:
+        evicted = None
         if key not in _readers:
             if len(_readers) >= MAX_READERS:  # the oldest goes: a process reads the tails of a few topics
-                oldest = _readers.pop(next(iter(_readers)))
-                with oldest.lock:
-                    oldest.reader.close()
+                evicted = _readers.pop(next(iter(_readers)))
             _readers[key] = _TopicTail(target)
-        return _readers[key]
+        reader = _readers[key]
+    if evicted is not None:  # once its query, if any, is done; a query that got it meanwhile finds it closed
+        evicted.close()
+    return reader
 
 
 @atexit.register
-def close_readers() -> None:
+def _close_readers() -> None:
     """Close the process's consumers of fresh reads, forgetting the tails they read."""
     with _readers_lock:
-        for shared in _readers.values():
-            shared.reader.close()
+        readers = list(_readers.values())
         _readers.clear()
+    for reader in readers:
+        reader.close()
