@@ -22,9 +22,11 @@ from k2_pipelines.cli import main
 from k2_pipelines.cli.bench.generated import append_micro_batch, generated_trades
 from k2_pipelines.lib.drain.drain import quotes_target, trades_target
 from k2_pipelines.lib.drain.kafka_batch import Limits
+from k2_pipelines.lib.iceberg.commit import commit_atomically, new_transaction
 from k2_pipelines.lib.iceberg.tables import TRADES
+from k2_pipelines.lib.iceberg.writes import append_files, write_rows
 from k2_pipelines.lib.query.engine import Engine
-from k2_pipelines.lib.query.plan import plan, range_filter, source
+from k2_pipelines.lib.query.plan import local_path, plan, range_filter, source
 from k2_pipelines_tests.kafka_helpers import SYMBOLS, drain_all, replay_session
 
 EVERYTHING = (datetime(2025, 11, 20, tzinfo=UTC), datetime(2025, 11, 23, tzinfo=UTC))
@@ -314,3 +316,22 @@ def test_an_empty_table_has_no_symbols(catalog):
     with pytest.raises(query.QueryError, match=r"market_data\.trades has no symbol BTCUSDT now"):
         query.trades("BTCUSDT", *EVERYTHING, catalog=catalog)
     assert pc.sum(query.table_stats(catalog=catalog)["rows"]).as_py() == 0
+
+
+@pytest.mark.parametrize("form", ["file:{path}", "file://{path}", "{path}"])  # Spark's, PyIceberg's, bare
+def test_data_files_recorded_in_any_local_form_are_read(catalog, form):
+    start = datetime(2025, 3, 3, tzinfo=UTC)
+    rows = generated_trades(np.random.default_rng(5), 3_000, start, 3_600, 1)
+    files = write_rows(catalog, TRADES.identifier, rows)
+    for data_file in files:  # recorded as that writer records paths (field 1 of Iceberg's data_file struct)
+        data_file[1] = form.format(path=local_path(data_file.file_path))
+    transaction = new_transaction(catalog.load_table(TRADES.identifier))
+    append_files(transaction, files, {})
+    commit_atomically(catalog, [transaction])
+    names = sorted(set(rows["symbol"].to_pylist()))
+    assert query.symbols(catalog=catalog)["symbol"].to_pylist() == names
+    got = query.trades(names, start, start + timedelta(hours=1), limit=1_000_000, catalog=catalog)
+    expected = rows.sort_by([("timestamp", "ascending"), ("trade_id", "ascending")])
+    assert got["trade_id"].to_pylist() == expected["trade_id"].to_pylist()
+    bars = query.ohlcv(names, start, start + timedelta(hours=1), "1h", catalog=catalog)
+    assert pc.sum(bars["trade_count"]).as_py() == rows.num_rows

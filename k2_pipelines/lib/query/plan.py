@@ -3,16 +3,14 @@ on the day, then the files' column statistics; see lib/iceberg/snapshot_files.py
 
 from dataclasses import dataclass
 from datetime import datetime
-from urllib.parse import urlparse
 
 import pyarrow as pa
 from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, In, LessThan
+from pyiceberg.io.pyarrow import PyArrowFileIO
 from pyiceberg.table import ALWAYS_TRUE, Table
 
 from k2_pipelines.lib.iceberg.snapshot_files import selected_data_files
 from k2_pipelines.lib.query.validate import AsOf, NotFound, QueryError
-
-LOCAL_SCHEME = "file://"
 
 
 @dataclass(frozen=True)
@@ -64,9 +62,16 @@ def plan(table: Table, snapshot: int | None, row_filter: BooleanExpression = ALW
     if data_files is None:  # delete files: PyIceberg plans and reads, and applies them
         tasks = table.scan(row_filter=row_filter, snapshot_id=snapshot).plan_files()
         return Plan(table, snapshot, row_filter, tuple(task.file.file_path for task in tasks), True)
-    paths = [data_file.file_path for data_file in data_files]
-    pyiceberg_read = any(urlparse(p).scheme not in ("", "file") for p in paths)
-    return Plan(table, snapshot, row_filter, tuple(p.removeprefix(LOCAL_SCHEME) for p in paths), pyiceberg_read)
+    paths = [local_path(data_file.file_path) for data_file in data_files]
+    local = [path for path in paths if path is not None]
+    return Plan(table, snapshot, row_filter, tuple(local), len(local) < len(paths))
+
+
+def local_path(location: str) -> str | None:
+    """The path on this machine of a file Iceberg records as `location`, in whichever form its writer chose (/p,
+    file:/p as Spark writes it, file:///p as PyIceberg does); None for a file elsewhere (s3://, s3a://, ...)."""
+    scheme, _, path = PyArrowFileIO.parse_location(location)
+    return path if scheme == "file" else None
 
 
 def source(planned: Plan) -> tuple[str, ...] | pa.Table:
