@@ -25,7 +25,7 @@ from pyiceberg.expressions import AlwaysTrue, EqualTo
 from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table, Transaction
-from pyiceberg.table.snapshots import Snapshot, ancestors_of
+from pyiceberg.table.snapshots import ancestors_of
 
 from k2_pipelines.lib.drain.replays import Ceilings
 from k2_pipelines.lib.drain.sequences import State as Sequences
@@ -66,10 +66,14 @@ class Checkpoint:
 
 
 def stored_checkpoint(table: Table, topic: str) -> Checkpoint:
-    """The checkpoint of `topic` in the table's newest snapshot holding one (an empty one: never drained)."""
+    """The checkpoint of `topic` in the table's newest snapshot holding one; else, once another engine's expiry took
+    every such snapshot (Spark's expire_snapshots after its rewrite or insert), the copy each commit keeps in the
+    table's properties (with no snapshot id); else an empty one: never drained, or the position truly lost."""
     for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
         if snapshot.summary is not None and snapshot.summary.get(DRAIN_OFFSETS_PREFIX + topic) is not None:
-            return _checkpoint_in(snapshot, topic)
+            return _checkpoint_in(snapshot.summary, topic, snapshot.snapshot_id)
+    if DRAIN_OFFSETS_PREFIX + topic in table.properties:
+        return _checkpoint_in(table.properties, topic, None)
     return Checkpoint()
 
 
@@ -84,17 +88,24 @@ def newest_drained_topic(table: Table) -> str | None:
     return None
 
 
-def _checkpoint_in(snapshot: Snapshot, topic: str) -> Checkpoint:
-    summary: Mapping[str, str] = snapshot.summary or {}
+def _checkpoint_in(summary: Mapping[str, str], topic: str, snapshot_id: int | None) -> Checkpoint:
     legacy, sequences = None, summary.get(LEGACY_DRAIN_SEQUENCES_PREFIX + topic)
     if sequences is not None:
         ceilings = json.loads(summary.get(LEGACY_DRAIN_CEILINGS_PREFIX + topic) or "{}")
         legacy = SymbolState({symbol: tuple(state) for symbol, state in json.loads(sequences).items()}, ceilings,
                              in_state_table=False)
-    offsets = json.loads(summary[DRAIN_OFFSETS_PREFIX + topic])
+    offsets = json.loads(summary.get(DRAIN_OFFSETS_PREFIX + topic) or "{}")
     return Checkpoint({int(partition): offset for partition, offset in offsets.items()},
-                      int(summary.get(DRAIN_STATE_PREFIX + topic) or 0), snapshot.snapshot_id,
-                      summary.get(DRAIN_RUN_ID), legacy)
+                      int(summary.get(DRAIN_STATE_PREFIX + topic) or 0), snapshot_id, summary.get(DRAIN_RUN_ID),
+                      legacy)
+
+
+def keep_position(transaction: Transaction, topic: str, after: "NextCheckpoint") -> None:
+    """Copy the checkpoint's offsets and state number into the table's properties, in the same commit as its
+    snapshot: another engine's expiry or rewrite drops snapshots, never properties (one value per topic, replaced by
+    each commit, so the metadata does not grow with commits)."""
+    transaction.set_properties({key: after.properties[key] for key in (DRAIN_OFFSETS_PREFIX + topic,
+                                                                         DRAIN_STATE_PREFIX + topic)})
 
 
 def _file_rows(scan: ArrowScan, data_file: DataFile) -> pa.Table:

@@ -31,6 +31,7 @@ from k2_pipelines.lib.avro.registry import Registry
 from k2_pipelines.lib.drain.checkpoint import (
     Checkpoint,
     SymbolState,
+    keep_position,
     next_checkpoint,
     state_files,
     state_transaction,
@@ -141,6 +142,7 @@ def replay_dead_letters(catalog: Catalog, target: DrainTarget, registry: Registr
             after = next_checkpoint(target.topic, plan.checkpoint.offsets, run_id, plan.checkpoint, plan.state,
                                     plan.state.sequences, ceilings_after(plan.rows, plan.numbers, plan.state.ceilings))
             append_files(transactions[1], write_rows(catalog, target.table.identifier, plan.rows), after.properties)
+            keep_position(transactions[1], target.topic, after)
             state_changes = state_transaction(catalog, target.topic, after, state_files(catalog, after), run_id)
             transactions += [state_changes] if state_changes else []
         return transactions

@@ -31,6 +31,7 @@ from k2_pipelines.lib.drain.checkpoint import (
     Checkpoint,
     NextCheckpoint,
     SymbolState,
+    keep_position,
     next_checkpoint,
     state_files,
     state_transaction,
@@ -91,6 +92,7 @@ class DrainResult:
     duplicates_committed: int = 0
     quarantined_repeats: int = 0  # rows repeating rows a quarantine took out of the table: dropped, not written back
     breaks: Counter = field(default_factory=Counter)  # by kind
+    resumed_from_group: dict[int, int] = field(default_factory=dict)  # the position was lost: read from these
     snapshot_before: int | None = None
     snapshot_after: int | None = None
     commit_attempts: int = 0
@@ -100,6 +102,13 @@ class DrainResult:
 def group_id(target: DrainTarget) -> str:
     """The consumer group whose committed offsets serve lag monitoring only (drains read from Iceberg's)."""
     return f"k2.drain.{target.table.name}"
+
+
+def group_position(reader: TopicReader) -> dict[int, int]:
+    """Where the drain's group is (empty if it never committed): where a drain resumes if its checkpoint is truly
+    gone (expired with its table's properties, say). The group commits after each Iceberg commit, so it is never
+    ahead of the table; the messages it is behind are read again and dropped as duplicates."""
+    return {p: o for p, o in reader.committed(sorted(reader.watermarks())).items() if o is not None}
 
 
 def reader_for(bootstrap: str, target: DrainTarget, **config: Any) -> TopicReader:
@@ -177,8 +186,11 @@ def _commit(catalog: Catalog, target: DrainTarget, checkpoint: Checkpoint, files
             if identifier != target.table.identifier and not files[identifier]:
                 continue
             transaction = new_transaction(table)
-            append_files(transaction, files[identifier], after.properties if identifier == target.table.identifier
-                         else {DRAIN_RUN_ID: result.run_id})
+            if identifier == target.table.identifier:
+                append_files(transaction, files[identifier], after.properties)
+                keep_position(transaction, target.topic, after)
+            else:
+                append_files(transaction, files[identifier], {DRAIN_RUN_ID: result.run_id})
             transactions.append(transaction)
         state_changes = state_transaction(catalog, target.topic, after, state, result.run_id)
         return transactions + ([state_changes] if state_changes else [])
@@ -248,7 +260,10 @@ def drain_once(catalog: Catalog, reader: TopicReader, target: DrainTarget, regis
     state = symbol_state(catalog, target.topic, checkpoint)
     before = main.current_snapshot()
     result.snapshot_before = before.snapshot_id if before else None
-    batch = reader.read(checkpoint.offsets, limits)
+    start = checkpoint.offsets
+    if not start and before is not None:  # stored nowhere: never drained, or the position lost (see group_position)
+        start = result.resumed_from_group = group_position(reader)
+    batch = reader.read(start, limits)
     result.offsets_from, result.offsets_to, result.lag_after = batch.start, batch.end, batch.lag_after
     result.messages = len(batch)
     if not len(batch):

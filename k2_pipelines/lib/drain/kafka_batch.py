@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 CONSUME_CHUNK = 1_000  # messages per consume() call (larger ones read slower: measured 0.9M/s at 20,000)
 PARTITIONS_TTL_SECONDS = 30.0  # how long a reader trusts the topic's partition list
@@ -155,6 +155,15 @@ class TopicReader:
         limit is reached."""
         with _collector_paused():
             return self._read(stored, limits)
+
+    def committed(self, partitions: list[int], timeout: float | None = None) -> dict[int, int | None]:
+        """The consumer group's committed offset of each partition (None: none committed)."""
+        offsets = self.consumer.committed([TopicPartition(self.topic, p) for p in partitions],
+                                          timeout=self.timeout if timeout is None else timeout)
+        for offset in offsets:
+            if offset.error is not None:
+                raise KafkaException(offset.error)
+        return {o.partition: None if o.offset == OFFSET_INVALID else o.offset for o in offsets}
 
     def release(self) -> None:
         """Stop fetching until the next read (which assigns the partitions again)."""

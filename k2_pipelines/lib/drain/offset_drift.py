@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from confluent_kafka import OFFSET_INVALID, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from k2_pipelines.lib.drain.drain import DrainTarget, group_id, reader_for
 from k2_pipelines.lib.drain.kafka_batch import TopicReader
@@ -66,12 +66,7 @@ def _once_coordinated(call: Callable[[], T]) -> T:
 
 
 def _committed(reader: TopicReader, partitions: list[int]) -> dict[int, int | None]:
-    offsets = _once_coordinated(lambda: reader.consumer.committed(
-        [TopicPartition(reader.topic, p) for p in partitions], timeout=TIMEOUT_SECONDS))
-    for offset in offsets:
-        if offset.error is not None:
-            raise KafkaException(offset.error)
-    return {o.partition: None if o.offset == OFFSET_INVALID else o.offset for o in offsets}
+    return _once_coordinated(lambda: reader.committed(partitions, TIMEOUT_SECONDS))
 
 
 def _recreated(stored: dict[int, int], marks: dict[int, tuple[int, int]]) -> list[str]:

@@ -31,6 +31,7 @@ from pyiceberg.table import FileScanTask, Table, Transaction
 
 from k2_pipelines.lib.drain.checkpoint import (
     Checkpoint,
+    keep_position,
     next_checkpoint,
     state_files,
     state_transaction,
@@ -224,6 +225,7 @@ def quarantine_run(catalog: Catalog, target: DrainTarget, source_run_id: str, re
                     overwrite.delete_data_file(data_file)
         if plan.merged.num_rows:
             main_transaction.delete(_id_filter(plan.merged, target.id_column), snapshot_properties=properties)
+        keep_position(main_transaction, target.topic, after)
         quarantine_transaction = new_transaction(quarantine)
         append_files(quarantine_transaction, files, {DRAIN_RUN_ID: quarantine_run_id, SOURCE_RUN_ID: source_run_id})
         # only a checkpoint of the old form has state to write: it moves to the state table

@@ -1,0 +1,68 @@
+"""A drain keeps its place when another engine rewrites K2's table and expires every snapshot K2 wrote (what Spark's
+rewrite_data_files or INSERT, then expire_snapshots(retain_last => 1), do), and, if its position is truly gone,
+resumes from its group's offsets with an incident, never from offset 0."""
+
+from pyiceberg.table import Table
+
+from k2_pipelines.defs.binance.assets import drain_batch
+from k2_pipelines.lib.avro.registry import default_registry
+from k2_pipelines.lib.drain.checkpoint import stored_checkpoint
+from k2_pipelines.lib.drain.drain import drain_once, reader_for, trades_target
+from k2_pipelines.lib.drain.kafka_batch import Limits
+from k2_pipelines.lib.iceberg.summary import DRAIN_OFFSETS_PREFIX, DRAIN_STATE_PREFIX
+from k2_pipelines.lib.iceberg.tables import TRADES
+from k2_pipelines.lib.quality.thresholds import DEFAULTS
+from k2_pipelines.lib.recovery.incidents import RESOLVED, incidents
+from k2_pipelines_tests.kafka_helpers import replay_session, table_ids
+
+
+def _as_another_engine_leaves_it(catalog) -> Table:
+    """The table rewritten by a writer that stores no K2 summary, then every other snapshot expired."""
+    table = catalog.load_table(TRADES.identifier)
+    table.overwrite(table.scan().to_arrow())
+    table = catalog.load_table(TRADES.identifier)
+    current = table.current_snapshot().snapshot_id
+    table.maintenance.expire_snapshots().by_ids([s.snapshot_id for s in table.snapshots()
+                                                  if s.snapshot_id != current]).commit()
+    table = catalog.load_table(TRADES.identifier)
+    assert [s.snapshot_id for s in table.snapshots()] == [current]
+    summary = table.current_snapshot().summary.additional_properties
+    assert not any(key.startswith(DRAIN_OFFSETS_PREFIX) for key in summary)
+    return table
+
+
+def test_a_drain_keeps_its_place_after_another_engine_expires_every_snapshot_it_wrote(kafka_broker, catalog, tmp_path):
+    _, counts, topics = replay_session(kafka_broker, tmp_path, 4_000, set())
+    target = trades_target(topics.trades)
+    reader = reader_for(kafka_broker.bootstrap, target)
+    first = drain_once(catalog, reader, target, default_registry(), Limits(max_messages=600))
+    table = _as_another_engine_leaves_it(catalog)
+    assert stored_checkpoint(table, topics.trades).offsets == first.offsets_to  # from the table's properties
+
+    rest = drain_once(catalog, reader, target, default_registry())
+    reader.close()
+    assert rest.offsets_from == first.offsets_to and not rest.resumed_from_group
+    assert rest.duplicates_committed == 0 and rest.messages == counts["trades"] - first.messages
+    ids = table_ids(catalog, target)
+    assert len(ids) == len(set(ids)) == counts["trades"]
+
+
+def test_a_position_truly_gone_resumes_from_the_group_with_an_incident_never_from_0(kafka_broker, catalog, tmp_path):
+    _, counts, topics = replay_session(kafka_broker, tmp_path, 4_000, set())
+    target = trades_target(topics.trades)
+    reader = reader_for(kafka_broker.bootstrap, target)
+    first = drain_once(catalog, reader, target, default_registry(), Limits(max_messages=600))
+    table = _as_another_engine_leaves_it(catalog)
+    with table.transaction() as transaction:  # and the properties gone too
+        transaction.remove_properties(DRAIN_OFFSETS_PREFIX + topics.trades, DRAIN_STATE_PREFIX + topics.trades)
+    assert not stored_checkpoint(catalog.load_table(TRADES.identifier), topics.trades).offsets
+
+    rest = drain_batch(catalog, reader, target, default_registry(), Limits(), DEFAULTS)
+    reader.close()
+    assert rest.resumed_from_group == first.offsets_to == rest.offsets_from  # the group's: never 0
+    assert rest.messages == counts["trades"] - first.messages
+    ids = table_ids(catalog, target)
+    assert len(ids) == len(set(ids)) == counts["trades"]
+    [incident] = incidents(catalog, kind="drain_position_lost")
+    assert incident.status == RESOLVED and incident.subject == TRADES.identifier and topics.trades in incident.detail
+    assert stored_checkpoint(catalog.load_table(TRADES.identifier), topics.trades).offsets == rest.offsets_to
