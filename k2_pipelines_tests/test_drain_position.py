@@ -2,13 +2,17 @@
 rewrite_data_files or INSERT, then expire_snapshots(retain_last => 1), do), and, if its position is truly gone,
 resumes from its group's offsets with an incident, never from offset 0."""
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
 from pyiceberg.table import Table
 
 from k2_pipelines.defs.binance.assets import drain_batch
 from k2_pipelines.lib.avro.registry import default_registry
 from k2_pipelines.lib.drain.checkpoint import stored_checkpoint
-from k2_pipelines.lib.drain.drain import drain_once, reader_for, trades_target
-from k2_pipelines.lib.drain.kafka_batch import Limits
+from k2_pipelines.lib.drain.drain import DrainResult, DrainTarget, drain_once, reader_for, trades_target
+from k2_pipelines.lib.drain.kafka_batch import Limits, TopicReader
 from k2_pipelines.lib.iceberg.summary import DRAIN_OFFSETS_PREFIX, DRAIN_STATE_PREFIX
 from k2_pipelines.lib.iceberg.tables import TRADES
 from k2_pipelines.lib.quality.thresholds import DEFAULTS
@@ -31,38 +35,49 @@ def _as_another_engine_leaves_it(catalog) -> Table:
     return table
 
 
-def test_a_drain_keeps_its_place_after_another_engine_expires_every_snapshot_it_wrote(kafka_broker, catalog, tmp_path):
+@dataclass
+class Expired:
+    trades: int  # in the topic
+    topic: str
+    target: DrainTarget
+    reader: TopicReader
+    first: DrainResult  # the drain before another engine's expiry
+    table: Table  # as that expiry left it
+
+
+@pytest.fixture
+def expired(kafka_broker, catalog, tmp_path) -> Iterator[Expired]:
+    """A session's first 600 trades drained, then the table rewritten and expired as another engine does."""
     _, counts, topics = replay_session(kafka_broker, tmp_path, 4_000, set())
     target = trades_target(topics.trades)
     reader = reader_for(kafka_broker.bootstrap, target)
     first = drain_once(catalog, reader, target, default_registry(), Limits(max_messages=600))
-    table = _as_another_engine_leaves_it(catalog)
-    assert stored_checkpoint(table, topics.trades).offsets == first.offsets_to  # from the table's properties
+    yield Expired(counts["trades"], topics.trades, target, reader, first, _as_another_engine_leaves_it(catalog))
+    reader.close()
+
+
+def test_a_drain_keeps_its_place_after_another_engine_expires_every_snapshot_it_wrote(catalog, expired):
+    topic, target, reader, first = expired.topic, expired.target, expired.reader, expired.first
+    assert stored_checkpoint(expired.table, topic).offsets == first.offsets_to  # from the table's properties
 
     rest = drain_once(catalog, reader, target, default_registry())
-    reader.close()
     assert rest.offsets_from == first.offsets_to and not rest.resumed_from_group
-    assert rest.duplicates_committed == 0 and rest.messages == counts["trades"] - first.messages
+    assert rest.duplicates_committed == 0 and rest.messages == expired.trades - first.messages
     ids = table_ids(catalog, target)
-    assert len(ids) == len(set(ids)) == counts["trades"]
+    assert len(ids) == len(set(ids)) == expired.trades
 
 
-def test_a_position_truly_gone_resumes_from_the_group_with_an_incident_never_from_0(kafka_broker, catalog, tmp_path):
-    _, counts, topics = replay_session(kafka_broker, tmp_path, 4_000, set())
-    target = trades_target(topics.trades)
-    reader = reader_for(kafka_broker.bootstrap, target)
-    first = drain_once(catalog, reader, target, default_registry(), Limits(max_messages=600))
-    table = _as_another_engine_leaves_it(catalog)
-    with table.transaction() as transaction:  # and the properties gone too
-        transaction.remove_properties(DRAIN_OFFSETS_PREFIX + topics.trades, DRAIN_STATE_PREFIX + topics.trades)
-    assert not stored_checkpoint(catalog.load_table(TRADES.identifier), topics.trades).offsets
+def test_a_position_truly_gone_resumes_from_the_group_with_an_incident_never_from_0(catalog, expired):
+    topic, target, reader, first = expired.topic, expired.target, expired.reader, expired.first
+    with expired.table.transaction() as transaction:  # and the properties gone too
+        transaction.remove_properties(DRAIN_OFFSETS_PREFIX + topic, DRAIN_STATE_PREFIX + topic)
+    assert not stored_checkpoint(catalog.load_table(TRADES.identifier), topic).offsets
 
     rest = drain_batch(catalog, reader, target, default_registry(), Limits(), DEFAULTS)
-    reader.close()
     assert rest.resumed_from_group == first.offsets_to == rest.offsets_from  # the group's: never 0
-    assert rest.messages == counts["trades"] - first.messages
+    assert rest.messages == expired.trades - first.messages
     ids = table_ids(catalog, target)
-    assert len(ids) == len(set(ids)) == counts["trades"]
+    assert len(ids) == len(set(ids)) == expired.trades
     [incident] = incidents(catalog, kind="drain_position_lost")
-    assert incident.status == RESOLVED and incident.subject == TRADES.identifier and topics.trades in incident.detail
-    assert stored_checkpoint(catalog.load_table(TRADES.identifier), topics.trades).offsets == rest.offsets_to
+    assert incident.status == RESOLVED and incident.subject == TRADES.identifier and topic in incident.detail
+    assert stored_checkpoint(catalog.load_table(TRADES.identifier), topic).offsets == rest.offsets_to
