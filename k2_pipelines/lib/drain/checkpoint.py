@@ -77,12 +77,15 @@ def stored_checkpoint(table: Table, topic: str) -> Checkpoint:
     return Checkpoint()
 
 
+def checkpointed_topics(properties: Mapping[str, str]) -> list[str]:
+    """The topics whose checkpoint a snapshot summary's (or the table's) properties hold, sorted."""
+    return sorted(key.removeprefix(DRAIN_OFFSETS_PREFIX) for key in properties if key.startswith(DRAIN_OFFSETS_PREFIX))
+
+
 def newest_drained_topic(table: Table) -> str | None:
     """The topic of the table's newest snapshot holding a checkpoint (None: never drained)."""
     for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
-        properties = snapshot.summary.additional_properties if snapshot.summary else {}
-        topics = sorted(key.removeprefix(DRAIN_OFFSETS_PREFIX) for key in properties
-                        if key.startswith(DRAIN_OFFSETS_PREFIX))
+        topics = checkpointed_topics(snapshot.summary.additional_properties if snapshot.summary else {})
         if topics:  # a drain's snapshot names one topic
             return topics[0]
     return None

@@ -20,9 +20,9 @@ from pyiceberg.table import Table, Transaction
 from pyiceberg.table.snapshots import Snapshot, ancestors_of
 from pyiceberg.table.update.snapshot import ExpireSnapshots
 
-from k2_pipelines.lib.drain.checkpoint import stored_checkpoint
+from k2_pipelines.lib.drain.checkpoint import checkpointed_topics, stored_checkpoint
 from k2_pipelines.lib.iceberg.commit import commit, new_transaction
-from k2_pipelines.lib.iceberg.summary import DRAIN_OFFSETS_PREFIX, RUN_IDS
+from k2_pipelines.lib.iceberg.summary import RUN_IDS
 from k2_pipelines.lib.upkeep.table_files import TableFiles, cutoff_ms
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,7 @@ def kept_for_offsets(table: Table) -> set[int]:
     """The current snapshot and its ancestors back to the newest one holding each topic's drain offsets:
     stored_checkpoint walks this ancestry by parent ids, so a gap in it would lose the offsets."""
     ancestry = list(ancestors_of(table.current_snapshot(), table.metadata))
-    topics = {key.removeprefix(DRAIN_OFFSETS_PREFIX) for s in ancestry if s.summary
-              for key in s.summary.additional_properties if key.startswith(DRAIN_OFFSETS_PREFIX)}
+    topics = {topic for s in ancestry if s.summary for topic in checkpointed_topics(s.summary.additional_properties)}
     holders = {stored_checkpoint(table, topic).snapshot_id for topic in topics}
     kept = set()
     for snapshot in ancestry:
