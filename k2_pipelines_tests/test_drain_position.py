@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pytest
 from pyiceberg.table import Table
 
+from k2_pipelines import query
 from k2_pipelines.defs.binance.assets import drain_batch
 from k2_pipelines.lib.avro.registry import default_registry
 from k2_pipelines.lib.drain.checkpoint import stored_checkpoint
@@ -56,9 +57,15 @@ def expired(kafka_broker, catalog, tmp_path) -> Iterator[Expired]:
     reader.close()
 
 
-def test_a_drain_keeps_its_place_after_another_engine_expires_every_snapshot_it_wrote(catalog, expired):
+def test_a_drain_keeps_its_place_after_another_engine_expires_every_snapshot_it_wrote(kafka_broker, catalog, expired,
+                                                                                       monkeypatch):
     topic, target, reader, first = expired.topic, expired.target, expired.reader, expired.first
     assert stored_checkpoint(expired.table, topic).offsets == first.offsets_to  # from the table's properties
+    # fresh reads find the topic and its offsets there too
+    monkeypatch.setenv("K2_KAFKA_BOOTSTRAP_SERVERS", kafka_broker.bootstrap)
+    symbols = query.symbols(catalog=catalog)["symbol"].to_pylist()
+    held = query.result_freshness(query.trades(symbols, "2025-11-20", "2025-11-23", fresh="strict", catalog=catalog))
+    assert held is not None and held.topic == topic and held.tail_from == first.offsets_to and held.tail_rows
 
     rest = drain_once(catalog, reader, target, default_registry())
     assert rest.offsets_from == first.offsets_to and not rest.resumed_from_group

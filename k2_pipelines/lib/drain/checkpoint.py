@@ -83,12 +83,13 @@ def checkpointed_topics(properties: Mapping[str, str]) -> list[str]:
 
 
 def newest_drained_topic(table: Table) -> str | None:
-    """The topic of the table's newest snapshot holding a checkpoint (None: never drained)."""
+    """The topic of the table's newest snapshot holding a checkpoint, else of the copy in its properties, as
+    stored_checkpoint reads them (None: never drained)."""
     for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
         topics = checkpointed_topics(snapshot.summary.additional_properties if snapshot.summary else {})
         if topics:  # a drain's snapshot names one topic
             return topics[0]
-    return None
+    return next(iter(checkpointed_topics(table.properties)), None)
 
 
 def _checkpoint_in(summary: Mapping[str, str], topic: str, snapshot_id: int | None) -> Checkpoint:
