@@ -4,14 +4,14 @@ UV := python3 -m uv
 VENV := .venv
 K2 := $(VENV)/bin/k2
 
-.PHONY: install kafka-jars chromium test-packages test-services demo dev test bench clean
+.PHONY: install kafka-jars spark-jars chromium test-packages test-services demo dev test bench clean
 
 # compiled bytecode: these machines set PYTHONDONTWRITEBYTECODE=1, so nothing else ever caches it, and every k2
 # command, Dagster run and test subprocess would compile its imports again (a drain run's start: 14.5 CPU s from
 # source, 7.7 compiled; `k2 bench runs`). K2 itself is an editable install, compiled here as it changes.
 $(VENV)/.installed: pyproject.toml uv.lock
 	$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --frozen --compile-bytecode
+	$(UV) sync --frozen --compile-bytecode --extra spark
 	touch $@
 
 install: $(VENV)/.installed kafka-jars
@@ -19,6 +19,10 @@ install: $(VENV)/.installed kafka-jars
 
 kafka-jars: $(VENV)/.installed
 	$(K2) kafka fetch
+
+# Spark's Iceberg runtime and JDBC drivers, for the tests and tables handed to Spark (pyspark has the rest)
+spark-jars: $(VENV)/.installed
+	$(K2) spark fetch
 
 # Debian's Chromium renders the data-quality reports in the tests
 chromium:
@@ -44,7 +48,7 @@ demo: install
 dev: install
 	$(K2) dev
 
-test: install chromium test-packages test-services
+test: install spark-jars chromium test-packages test-services
 	$(VENV)/bin/ruff check k2_pipelines k2_pipelines_tests
 	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest

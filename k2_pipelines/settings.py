@@ -31,6 +31,8 @@ VARIABLES = (
              "Kafka's bootstrap.servers for K2's clients (a remote cluster); unset: the local broker"),
     Variable("K2_KAFKA_PORT", int, "9092", "the port of the local broker (`k2 kafka start`); its controller takes +1"),
     Variable("K2_KAFKA_LIBS", Path, "$K2_HOME/kafka/libs", "the local broker's jars, fetched once with Maven"),
+    Variable("K2_SPARK_JARS", Path, "$K2_HOME/spark/jars",
+             "what Spark needs beside pyspark's own jars for K2's tables (Iceberg, JDBC drivers), fetched with Maven"),
     Variable("K2_SCHEMA_REGISTRY_URL", str, "(the embedded registry)",
              "a Confluent-compatible Schema Registry; unset: schemas in $K2_HOME/schema-registry"),
     Variable("K2_PUSHGATEWAY_URL", str, "(no push)", "the Prometheus Pushgateway drain and ASX runs push metrics to"),
@@ -53,6 +55,7 @@ class Settings:
     kafka_bootstrap_servers: str
     kafka_port: int
     kafka_libs: Path
+    spark_jars: Path
     schema_registry_url: str | None
     pushgateway_url: str | None
     metrics_dir: Path
@@ -80,6 +83,7 @@ def _settings_of(values: tuple[str | None, ...], working_dir: str) -> Settings:
         kafka_bootstrap_servers=given["K2_KAFKA_BOOTSTRAP_SERVERS"] or local_broker_address(kafka_port),
         kafka_port=kafka_port,
         kafka_libs=Path(given["K2_KAFKA_LIBS"] or home / "kafka" / "libs"),
+        spark_jars=Path(given["K2_SPARK_JARS"] or home / "spark" / "jars"),
         schema_registry_url=given["K2_SCHEMA_REGISTRY_URL"],
         pushgateway_url=given["K2_PUSHGATEWAY_URL"],
         metrics_dir=Path(given["K2_METRICS_DIR"] or home / "metrics"),

@@ -6,11 +6,13 @@ from k2_pipelines.dev.broker import Broker, free_port
 from k2_pipelines.lib.asx.sample import generate
 from k2_pipelines.lib.iceberg.catalog import load_k2_catalog
 from k2_pipelines.lib.iceberg.tables import ensure_tables
+from k2_pipelines.settings import settings
 
 SAMPLE_SYMBOLS = ["BHP", "RIO", "MWR"]
 SAMPLE_DAYS = 3
 SAMPLE_TRADES = 6_000
 KAFKA_LIBS = Broker.from_env().libs  # where `make test` fetched the jars, before any test changes K2_HOME
+SPARK_JARS = settings().spark_jars  # likewise
 
 
 def _running_broker(tmp_path_factory, name: str):
@@ -36,6 +38,7 @@ def own_broker(tmp_path_factory) -> Broker:
 def k2_home(tmp_path, monkeypatch) -> Path:
     """A fresh state dir (catalog, warehouse, landing) for one test."""
     monkeypatch.setenv("K2_HOME", str(tmp_path / "k2"))
+    monkeypatch.setenv("K2_SPARK_JARS", str(SPARK_JARS))
     monkeypatch.setenv("K2_ASX_LANDING", str(tmp_path / "landing"))
     monkeypatch.delenv("PYICEBERG_CATALOG__K2__URI", raising=False)
     monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path))  # no user .pyiceberg.yaml

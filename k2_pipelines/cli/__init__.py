@@ -20,14 +20,17 @@ from k2_pipelines.cli import (
     query,
     replay,
     sample,
+    spark,
     stream,
     tables,
     upkeep,
 )
 from k2_pipelines.dev.broker import BrokerError
+from k2_pipelines.lib.spark.jars import SparkUnavailable
+from k2_pipelines.lib.utils.maven import MavenError
 
 GROUPS = (kafka, sample, stream, replay, drain, tables, asx, gold, metrics, dq, upkeep, quarantine, incidents, demo,
-          query, api, dev, bench)
+          query, api, dev, spark, bench)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -42,6 +45,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.run(args)
-    except BrokerError as error:
+    except (BrokerError, MavenError, SparkUnavailable) as error:
         print(f"k2: {error}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
+from k2_pipelines.lib.utils.maven import MavenError, copy_dependencies
 from k2_pipelines.settings import LOOPBACK, local_broker_address, settings
 
 HERE = Path(__file__).parent
@@ -176,16 +177,10 @@ def fetch_jars(libs: Path) -> None:
     """The broker's jars, fetched once with Maven from the pom beside this file."""
     if any(libs.glob("kafka_2.13-*.jar")):
         return
-    if not shutil.which("mvn"):
-        raise BrokerError("Maven (mvn) is needed once to fetch the Kafka broker jars (apt-get install maven)")
-    libs.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        ["mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={libs}",
-         "-DincludeScope=runtime"],
-        capture_output=True, text=True,
-    )
-    if done.returncode != 0:
-        raise BrokerError(f"fetching the Kafka jars with Maven failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+    try:
+        copy_dependencies(POM, libs, "the Kafka broker jars")
+    except MavenError as error:
+        raise BrokerError(str(error)) from error
 
 
 def free_port() -> int:

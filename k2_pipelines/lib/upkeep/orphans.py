@@ -11,6 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import PurePosixPath
 
 from pyarrow.fs import FileInfo, FileSelector, FileSystem, FileType
 from pyiceberg.catalog import Catalog
@@ -49,8 +50,10 @@ def _file_system(table: Table) -> tuple[FileSystem, str]:
 
 
 def _referenced(table: Table, files: TableFiles) -> set[str]:
-    """Paths as the file system lists them (for S3: bucket/key, without the scheme)."""
-    return {PyArrowFileIO.parse_location(uri)[2] for uri in files.referenced(table.metadata, table.metadata_location)}
+    """Paths as the file system lists them (for S3: bucket/key, without the scheme), with the checksum file Hadoop's
+    local file system writes beside each file (`.name.crc`: Spark's files in a local warehouse) as part of it."""
+    paths = {PyArrowFileIO.parse_location(uri)[2] for uri in files.referenced(table.metadata, table.metadata_location)}
+    return paths | {str(PurePosixPath(path).with_name(f".{PurePosixPath(path).name}.crc")) for path in paths}
 
 
 def remove_orphan_files(catalog: Catalog, identifier: str, older_than: datetime, dry_run: bool = False) -> OrphanResult:
