@@ -2,14 +2,8 @@
 instance (docker/dagster.yaml) storing its runs in PostgreSQL. The same code as the embedded defaults, configured
 only through pyiceberg's and Dagster's own settings."""
 
-import shutil
-import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import dagster as dg
-import pyarrow.fs as pafs
-import pytest
 import yaml
 from pyiceberg.catalog.sql import SqlCatalog
 
@@ -25,70 +19,8 @@ from k2_pipelines_tests.conftest import SAMPLE_DAYS
 from k2_pipelines_tests.helpers import lines_by_date, run_asx_load, scan
 from k2_pipelines_tests.kafka_helpers import unique_topics
 from k2_pipelines_tests.recovery_helpers import drain_run, produce, resources
-from k2_pipelines_tests.services import Postgres, S3Server, started_postgres, started_s3
 
 DAYS = [d.isoformat() for d in trading_days(DEFAULT_START, SAMPLE_DAYS)]
-S3_KEYS = {"access-key-id": "k2-test", "secret-access-key": "k2-test-secret", "region": "us-east-1"}
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Postgres:
-    server = started_postgres()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory) -> S3Server:
-    server = started_s3(tmp_path_factory.mktemp("s3") / "server.log")
-    yield server
-    server.stop()
-
-
-@dataclass
-class Production:
-    instance: dg.DagsterInstance
-    postgres: Postgres
-    dagster_db: str
-    s3: pafs.S3FileSystem
-    bucket: str
-
-    def objects(self, prefix: str) -> set[str]:
-        """Every object under s3://bucket/prefix, as the S3 server lists it."""
-        listing = self.s3.get_file_info(pafs.FileSelector(f"{self.bucket}/{prefix}", recursive=True))
-        return {f"s3://{info.path}" for info in listing if info.type == pafs.FileType.File}
-
-    def run_status(self, run_id: str) -> str:
-        """The run's status as the Dagster tables in PostgreSQL hold it (not through the instance's cache)."""
-        return self.postgres.psql(f"SELECT status FROM runs WHERE run_id = '{run_id}'", self.dagster_db).strip()
-
-
-@pytest.fixture
-def production(k2_home, postgres, s3, monkeypatch) -> Production:
-    name = f"k2_{uuid.uuid4().hex[:10]}"  # a catalog, an instance and a bucket of the test's own
-    catalog_db, dagster_db = postgres.create_database(f"{name}_catalog"), postgres.create_database(f"{name}_dagster")
-    bucket = name.replace("_", "-")
-    # gofakes3 needs a Content-Length on uploads; the AWS SDK's default streaming checksums send chunked bodies
-    monkeypatch.setenv("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
-    s3_client = pafs.S3FileSystem(endpoint_override=s3.endpoint, scheme="http", access_key=S3_KEYS["access-key-id"],
-                                  secret_key=S3_KEYS["secret-access-key"], region=S3_KEYS["region"],
-                                  allow_bucket_creation=True)
-    s3_client.create_dir(bucket)
-    settings = {"TYPE": "sql", "URI": postgres.url(catalog_db), "WAREHOUSE": f"s3://{bucket}/warehouse",
-                "S3__ENDPOINT": s3.endpoint, "S3__FORCE_VIRTUAL_ADDRESSING": "false",
-                **{f"S3__{key.upper().replace('-', '_')}": value for key, value in S3_KEYS.items()}}
-    for key, value in settings.items():
-        monkeypatch.setenv(f"PYICEBERG_CATALOG__K2__{key}", value)
-
-    home = k2_home / "dagster"
-    home.mkdir()
-    shutil.copyfile(CHECKOUT / "docker" / "dagster.yaml", home / "dagster.yaml")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    for key, value in {"HOST": "127.0.0.1", "PORT": str(postgres.port), "USER": postgres.user,
-                       "PASSWORD": postgres.password, "DB": dagster_db}.items():
-        monkeypatch.setenv(f"DAGSTER_PG_{key}", value)
-    with dg.DagsterInstance.get() as instance:
-        yield Production(instance, postgres, dagster_db, s3_client, bucket)
 
 
 def _catalog_on_postgres() -> SqlCatalog:

@@ -10,20 +10,23 @@ from decimal import Decimal
 from pathlib import Path
 
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from k2_pipelines import query
+from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
+from k2_pipelines.defs.upkeep.jobs import compact_tables
 from k2_pipelines.lib.avro.registry import default_registry
+from k2_pipelines.lib.drain.checkpoint import stored_checkpoint
 from k2_pipelines.lib.drain.drain import drain_once, quotes_target, reader_for, trades_target
 from k2_pipelines.lib.drain.kafka_batch import Limits
 from k2_pipelines.lib.iceberg.catalog import load_k2_catalog
 from k2_pipelines.lib.iceberg.tables import ALL_TABLES, QUOTES, TRADES, ensure_tables
-from k2_pipelines.lib.upkeep.compaction import compact_table
+from k2_pipelines.lib.spark.session import spark_session, started_spark
+from k2_pipelines.lib.upkeep.compaction import compact_table, content_checksum
 from k2_pipelines.lib.upkeep.expiry import expire_snapshots
 from k2_pipelines.lib.upkeep.orphans import MIN_ORPHAN_AGE, remove_orphan_files
-from k2_pipelines.lib.spark.session import spark_session, started_spark
-from k2_pipelines_tests.kafka_helpers import replay_session, table_ids
-from k2_pipelines_tests.test_production_shape import postgres, production, s3  # noqa: F401 (fixtures)
+from k2_pipelines_tests.kafka_helpers import drain_all, replay_session, table_ids
 
 SPARK_INSERTED = 5  # rows Spark inserts into trades between K2's drains
 
@@ -152,3 +155,35 @@ def test_k2_and_spark_share_the_embedded_catalog(spark, kafka_broker, k2_home, t
 
 def test_k2_and_spark_share_the_production_catalog(spark, production, kafka_broker, tmp_path):
     _shared_with_spark(kafka_broker, tmp_path)
+
+
+def test_the_compact_job_hands_a_table_to_spark_and_proves_its_rows_unchanged(spark, kafka_broker, catalog, tmp_path):
+    _, counts, topics = replay_session(kafka_broker, tmp_path, 3_000, set())
+    trades = trades_target(topics.trades)
+    drain_all(kafka_broker, trades, Limits(max_messages=150))  # many small files
+    table = catalog.load_table(TRADES.identifier)
+    rows, files = table.scan().to_arrow(), len(table.inspect.files())
+    checkpoint = stored_checkpoint(table, topics.trades)
+
+    result = compact_tables.execute_in_process(
+        run_config={"ops": {"compact": {"config": {"tables": ["trades", "quotes"], "spark_tables": ["trades"]}}}},
+        resources={"iceberg": IcebergCatalogResource()})
+
+    assert result.success
+    [event] = [e for e in result.all_node_events if e.is_successful_output and e.node_name == "compact"]
+    by_spark, by_k2 = event.step_output_data.metadata["results"].value
+    assert by_k2["table"] == QUOTES.identifier  # quotes stayed with K2's own compaction
+    assert by_spark["files_before"] == files and by_spark["files_after"] < files
+    assert by_spark["files_rewritten"] == files and by_spark["rows"] == rows.num_rows == counts["trades"]
+    assert by_spark["checksum_before"] == by_spark["checksum_after"] == f"{content_checksum(rows):016x}"
+    table = catalog.load_table(TRADES.identifier)
+    assert table.snapshot_by_id(by_spark["snapshot_id"]).summary["engine-name"] == "spark"
+    compacted = table.scan().to_arrow()
+    assert content_checksum(compacted) == content_checksum(rows)
+    for path in table.inspect.files()["file_path"].to_pylist():  # each file in the table's sort order
+        keys = pq.read_table(table.io.new_input(path).open(), columns=["symbol", "timestamp"])
+        assert keys.equals(keys.sort_by([("symbol", "ascending"), ("timestamp", "ascending")]))
+    # the drain keeps its place
+    assert stored_checkpoint(table, topics.trades).offsets == checkpoint.offsets
+    [again] = drain_all(kafka_broker, trades)
+    assert again.offsets_from == checkpoint.offsets and not again.messages

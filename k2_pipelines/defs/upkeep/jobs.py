@@ -6,6 +6,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+from pydantic import Field
 from pyiceberg.catalog import Catalog
 
 from k2_pipelines.defs.binance.checks import binance_quotes_quality, binance_trades_quality
@@ -16,6 +17,7 @@ from k2_pipelines.lib.iceberg.tables import ALL_TABLES, DRAINED_TABLES, QUOTES, 
 from k2_pipelines.lib.metrics import write_upkeep_metrics
 from k2_pipelines.lib.recovery.incidents import record_incident, runs_named_by_open_incidents
 from k2_pipelines.lib.recovery.quarantine import quarantined_runs
+from k2_pipelines.lib.spark.compaction import compact_table_on_spark
 from k2_pipelines.lib.upkeep.compaction import CompactionResult, compact_table
 from k2_pipelines.lib.upkeep.expiry import DRAINED_RETENTION_HOURS, ExpiryResult, expire_snapshots
 from k2_pipelines.lib.upkeep.orphans import MIN_ORPHAN_AGE, OrphanResult, remove_orphan_files
@@ -32,6 +34,9 @@ class UpkeepConfig(dg.Config):
 
 class CompactConfig(UpkeepConfig):
     target_file_mb: int = 128
+    # tables past one machine: Spark rewrites them (K2 still proves rows unchanged)
+    spark_tables: list[str] = Field(default_factory=list)
+    spark_master: str = "local[*]"  # where Spark runs them (a cluster's master URL)
 
 
 class ExpireConfig(UpkeepConfig):
@@ -85,7 +90,12 @@ def _identifiers(config: UpkeepConfig) -> list[str]:
 @dg.op
 def compact(context: dg.OpExecutionContext, config: CompactConfig, iceberg: IcebergCatalogResource) -> dg.Output:
     catalog = iceberg.catalog()
-    results = [compact_table(catalog, identifier, config.target_file_mb * 2**20, config.dry_run)
+    on_spark = {f"market_data.{name}" for name in config.spark_tables}
+    if not on_spark <= set(_identifiers(config)):
+        raise dg.Failure(f"spark_tables {sorted(config.spark_tables)} must be among the tables compacted")
+    target = config.target_file_mb * 2**20
+    results = [compact_table_on_spark(catalog, identifier, target, config.dry_run, config.spark_master)
+               if identifier in on_spark else compact_table(catalog, identifier, target, config.dry_run)
                for identifier in _identifiers(config)]
     return dg.Output(None, metadata=_report(context, results, _SIZES) | {
         "rows_rewritten": sum(r.rows for r in results), "dry_run": config.dry_run})

@@ -163,7 +163,7 @@ def _rewrite(table: Table, bin_: Bin) -> Rewrite:
     return Rewrite(bin_, outputs, rows.num_rows, checksum_read, checksum_written)
 
 
-def _live_files(table: Table) -> list[FileScanTask]:
+def live_files(table: Table) -> list[FileScanTask]:
     return list(table.scan().plan_files())
 
 
@@ -184,7 +184,7 @@ def _commit(catalog: Catalog, identifier: str, rewrites: list[Rewrite]) -> _Comm
     def plan_commit(attempt: int) -> list[Transaction] | None:
         nonlocal table, rewrites, snapshot_id, attempts
         attempts, table = attempt, catalog.load_table(identifier)
-        live = {task.file.file_path for task in _live_files(table)}
+        live = {task.file.file_path for task in live_files(table)}
         intact = {id(r): all(task.file.file_path in live for task in r.bin.inputs) for r in rewrites}
         for dropped in (r for r in rewrites if not intact[id(r)]):
             log.warning("%s: the input files of a bin of partition %s were replaced meanwhile; bin dropped",
@@ -224,7 +224,7 @@ def compact_table(catalog: Catalog, identifier: str, target_file_bytes: int = TA
         raise ValueError(f"target_file_bytes must be positive, not {target_file_bytes}")
     started = time.perf_counter()
     table = catalog.load_table(identifier)
-    tasks = _live_files(table)
+    tasks = live_files(table)
     bins = plan_bins(tasks, target_file_bytes)
     planned_inputs = sum(len(b.inputs) for b in bins)
     files_before, bytes_before = len(tasks), sum(map(_file_bytes, tasks))
@@ -243,7 +243,7 @@ def compact_table(catalog: Catalog, identifier: str, target_file_bytes: int = TA
             _delete(table.io, [f for r in rewrites for f in r.outputs])
             raise
         outcome = _commit(catalog, identifier, rewrites)
-        committed, after = outcome.rewrites, _live_files(outcome.table)
+        committed, after = outcome.rewrites, live_files(outcome.table)
         result.files_after, result.bytes_after = len(after), sum(map(_file_bytes, after))
         result.partitions_compacted = len({r.bin.partition for r in committed})
         result.files_rewritten = sum(len(r.bin.inputs) for r in committed)
