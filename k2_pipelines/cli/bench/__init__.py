@@ -27,6 +27,8 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     drain.add_argument("--seed", type=int, default=7)
     drain.add_argument("--cores", type=int, default=1, help=CORES_HELP.format(1))
     drain.add_argument("--max-messages", type=int, default=Limits.max_messages, help="messages per batch")
+    drain.add_argument("--peer", choices=["spark"], help="also drain the trades topic with this engine and with K2, "
+                       "each a process of its own timed from its start, and compare")
     dq = targets.add_parser("dq", help="data-quality checks on one ASX trading date of N trades")
     dq.add_argument("--trades", type=int, default=5_000_000)
     dq.add_argument("--seed", type=int, default=7)
@@ -107,7 +109,7 @@ def run_bench(args: argparse.Namespace) -> int:
             return throughput.bench_produce(args.frames, args.seed, args.cores, args.faults)
         if args.target == "drain":
             return throughput.bench_drain(args.frames, args.baseline_messages, args.seed, args.cores,
-                                          args.max_messages)
+                                          args.max_messages, args.peer)
         if args.target == "dq":
             return throughput.bench_dq(args.trades, args.seed, args.cores)
         return throughput.bench_compact(args.batches, args.rows_per_batch, args.days, args.seed, args.cores,

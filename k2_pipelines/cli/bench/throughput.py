@@ -2,6 +2,7 @@
 `k2 bench produce` (Binance replay into Kafka), `k2 bench drain` (Kafka into Iceberg, against a per-message baseline)
 and `k2 bench compact` (compaction of a table made by micro-batches, and the scans it speeds up)."""
 
+import json
 import multiprocessing
 import os
 import resource
@@ -35,7 +36,7 @@ from k2_pipelines.lib.binance.producer import Topics
 from k2_pipelines.lib.drain.checkpoint import checkpoint_properties
 from k2_pipelines.lib.drain.drain import drain, quotes_target, reader_for, trades_target
 from k2_pipelines.lib.drain.kafka_batch import Limits
-from k2_pipelines.lib.iceberg.catalog import load_catalog_at
+from k2_pipelines.lib.iceberg.catalog import embedded_catalog_properties, load_catalog_at
 from k2_pipelines.lib.iceberg.tables import TRADES as TRADES_TABLE
 from k2_pipelines.lib.iceberg.tables import ensure_tables
 from k2_pipelines.lib.quality.thresholds import Thresholds
@@ -170,7 +171,43 @@ def _read_only(bootstrap: str, topics: list[str], limits: Limits) -> float:
     return time.perf_counter() - started
 
 
-def bench_drain(frames: int, baseline_messages: int, seed: int, cores: int, max_messages: int) -> int:
+def _timed_process(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Seconds from the process's start to its exit, its CPU seconds, and what it printed."""
+    before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    done = subprocess.run(command, env=os.environ | env, capture_output=True, text=True)
+    elapsed, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(command[:4])} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return elapsed, cpu, done.stdout
+
+
+def _against_spark(bootstrap: str, topic: str, root: Path, cores: int, max_messages: int) -> str:
+    """K2's drain and Spark Structured Streaming each draining the trades topic into a catalog of its own, each as
+    a process of its own (on the cores this one is pinned to), timed from process start to exit."""
+    catalog_root = root / "k2-process"
+    catalog_env = {f"PYICEBERG_CATALOG__K2__{key.upper()}": value
+                   for key, value in embedded_catalog_properties(catalog_root).items()}
+    k2_seconds, k2_cpu, _ = _timed_process(
+        [sys.executable, "-m", "k2_pipelines", "drain", "binance", "--table", "trades", "--topic", topic,
+         "--max-messages", str(max_messages), "--until-caught-up"],
+        catalog_env | {"K2_KAFKA_BOOTSTRAP_SERVERS": bootstrap})
+    k2_rows = load_catalog_at(catalog_root).load_table(TRADES_TABLE.identifier).scan().count()
+    spark_seconds, spark_process_cpu, printed = _timed_process(
+        [sys.executable, "-m", "k2_pipelines.cli.bench.spark_peer", "--bootstrap", bootstrap, "--topic", topic,
+         "--root", str(root / "spark-process"), "--cores", str(cores)], {})
+    spark = json.loads(printed.strip().splitlines()[-1])
+    spark_cpu = spark["jvm_cpu_seconds"] + spark["python_cpu_seconds"]  # the JVM is not this process's child
+    k2_rate, spark_rate = k2_rows / k2_seconds, spark["messages"] / spark_seconds
+    return (f"from process start, trades only: K2 {k2_rows:,} messages in {k2_seconds:.2f}s = {k2_rate:,.0f}/s "
+            f"({k2_cpu:.1f} CPU s); Spark Structured Streaming (local[{cores}], from_avro, availableNow) "
+            f"{spark['messages']:,} in {spark_seconds:.2f}s = {spark_rate:,.0f}/s ({spark_cpu:.1f} CPU s, "
+            f"{spark_process_cpu:.1f} of them outside the JVM); K2 is {k2_rate / spark_rate:.1f}x Spark's rate "
+            f"with {spark_cpu / k2_cpu:.1f}x less CPU")
+
+
+def bench_drain(frames: int, baseline_messages: int, seed: int, cores: int, max_messages: int,
+                peer: str | None = None) -> int:
     """Messages/s from Kafka to committed Iceberg rows (trades and quotes), peak memory, and the baseline's rate."""
     with running_broker() as broker, tempfile.TemporaryDirectory(prefix="k2-bench-") as scratch:
         pin_cores(cores)
@@ -207,6 +244,8 @@ def bench_drain(frames: int, baseline_messages: int, seed: int, cores: int, max_
               f"1,000) on {baseline_messages:,} trades: {baseline_seconds:.2f}s = "
               f"{baseline_messages / baseline_seconds:,.0f} messages/s "
               f"(K2 is {messages / elapsed / (baseline_messages / baseline_seconds):.1f}x)")
+        if peer == "spark":
+            print(f"--peer spark: {_against_spark(broker.bootstrap, topics.trades, root, cores, max_messages)}")
     return 0
 
 

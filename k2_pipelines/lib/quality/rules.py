@@ -10,37 +10,28 @@ rows are written (ids already committed, repeats within a batch), and an ASX id 
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import great_expectations.expectations as gxe
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from great_expectations.expectations.expectation import ColumnMapExpectation, ColumnPairMapExpectation
 from pyiceberg.catalog import Catalog
 from pyiceberg.schema import Schema
 
 from k2_pipelines.lib.iceberg.catalog import load_table
 from k2_pipelines.lib.iceberg.tables import REFERENCE_DATA
-from k2_pipelines.lib.quality.checks import ERROR, Check, market_checks
+from k2_pipelines.lib.quality.checks import ERROR, Check, Expectation, market_checks
 from k2_pipelines.lib.quality.frames import checked_columns
 from k2_pipelines.lib.quality.thresholds import Thresholds
 from k2_pipelines.lib.utils.bounded_cache import BoundedCache
 
-_ONE_ROW_AT_A_TIME = (gxe.ExpectColumnValuesToNotBeNull, gxe.ExpectColumnValuesToBeBetween,
-                      gxe.ExpectColumnValuesToBeInSet, gxe.ExpectColumnPairValuesAToBeGreaterThanB,
-                      gxe.ExpectColumnPairValuesToBeEqual)
+NOT_NULL, BETWEEN, IN_SET = ("ExpectColumnValuesToNotBeNull", "ExpectColumnValuesToBeBetween",
+                             "ExpectColumnValuesToBeInSet")
+A_GREATER_THAN_B, PAIR_EQUAL = "ExpectColumnPairValuesAToBeGreaterThanB", "ExpectColumnPairValuesToBeEqual"
+_ONE_ROW_AT_A_TIME = (NOT_NULL, BETWEEN, IN_SET, A_GREATER_THAN_B, PAIR_EQUAL)
 
 
 def row_rules(checks: list[Check]) -> list[Check]:
     return [c for c in checks if c.severity == ERROR and c.frame == "rows"
-            and all(isinstance(e, _ONE_ROW_AT_A_TIME) for e in c.expectations)]
-
-
-def _columns_read(expectation: gxe.Expectation) -> list[str]:
-    if isinstance(expectation, ColumnMapExpectation):
-        return [expectation.column]
-    if isinstance(expectation, ColumnPairMapExpectation):
-        return [expectation.column_A, expectation.column_B]
-    raise TypeError(f"{type(expectation).__name__} does not judge one row at a time")
+            and all(e.type in _ONE_ROW_AT_A_TIME for e in c.expectations)]
 
 
 def _present(values: pa.Array) -> pa.Array:
@@ -53,32 +44,35 @@ def _bound(value: object, data_type: pa.DataType) -> pa.Scalar:
     return pa.scalar(value).cast(data_type) if pa.types.is_timestamp(data_type) else pa.scalar(value)
 
 
-def _broken(expectation: gxe.Expectation, columns: dict[str, pa.Array]) -> pa.Array:
-    """Where the rows break one expectation, as Great Expectations judges them."""
-    if isinstance(expectation, gxe.ExpectColumnValuesToNotBeNull):
-        return pc.invert(_present(columns[expectation.column]))
-    if isinstance(expectation, gxe.ExpectColumnValuesToBeBetween):
-        values = columns[expectation.column]
+def _broken(expectation: Expectation, columns: dict[str, pa.Array]) -> pa.Array:
+    """Where the rows break one expectation, as Great Expectations judges them (with its defaults)."""
+    kind, kwargs = expectation.type, expectation.kwargs
+    if kind == NOT_NULL:
+        return pc.invert(_present(columns[kwargs["column"]]))
+    if kind == BETWEEN:
+        values = columns[kwargs["column"]]
         inside = pc.is_valid(values)
-        for limit, strict, compare in ((expectation.min_value, expectation.strict_min, (pc.greater, pc.greater_equal)),
-                                       (expectation.max_value, expectation.strict_max, (pc.less, pc.less_equal))):
+        for limit, strict, compare in ((kwargs.get("min_value"), kwargs.get("strict_min", False),
+                                        (pc.greater, pc.greater_equal)),
+                                       (kwargs.get("max_value"), kwargs.get("strict_max", False),
+                                        (pc.less, pc.less_equal))):
             if limit is not None:
                 inside = pc.and_(inside, compare[0 if strict else 1](values, _bound(limit, values.type)))
         return pc.and_(_present(values), pc.invert(inside.fill_null(False)))
-    if isinstance(expectation, gxe.ExpectColumnValuesToBeInSet):
-        values = columns[expectation.column]
-        return pc.and_(_present(values), pc.invert(pc.is_in(values, pa.array(list(expectation.value_set)))))
-    if not isinstance(expectation, (gxe.ExpectColumnPairValuesAToBeGreaterThanB, gxe.ExpectColumnPairValuesToBeEqual)):
-        raise TypeError(f"{type(expectation).__name__} does not judge one row at a time")
-    a, b = columns[expectation.column_A], columns[expectation.column_B]
-    if isinstance(expectation, gxe.ExpectColumnPairValuesAToBeGreaterThanB):
-        holds = (pc.greater_equal if expectation.or_equal else pc.greater)(a, b)
+    if kind == IN_SET:
+        values = columns[kwargs["column"]]
+        return pc.and_(_present(values), pc.invert(pc.is_in(values, pa.array(list(kwargs["value_set"])))))
+    if kind not in (A_GREATER_THAN_B, PAIR_EQUAL):
+        raise TypeError(f"{kind} does not judge one row at a time")
+    a, b = columns[kwargs["column_A"]], columns[kwargs["column_B"]]
+    if kind == A_GREATER_THAN_B:
+        holds = (pc.greater_equal if kwargs.get("or_equal") else pc.greater)(a, b)
     else:
         holds = pc.equal(a, b)
-    if isinstance(expectation.ignore_row_if, dict):
-        raise TypeError(f"ignore_row_if is a suite parameter ({expectation.ignore_row_if}): a row rule names its value")
-    ignored = {"both_values_are_missing": pc.and_, "either_value_is_missing": pc.or_, "neither": None}[
-        expectation.ignore_row_if]
+    ignore_row_if = kwargs.get("ignore_row_if", "both_values_are_missing")
+    if isinstance(ignore_row_if, dict):
+        raise TypeError(f"ignore_row_if is a suite parameter ({ignore_row_if}): a row rule names its value")
+    ignored = {"both_values_are_missing": pc.and_, "either_value_is_missing": pc.or_, "neither": None}[ignore_row_if]
     judged = pc.invert(ignored(pc.invert(_present(a)), pc.invert(_present(b)))) if ignored else pa.scalar(True)
     return pc.and_(judged, pc.invert(holds.fill_null(False)))
 
@@ -94,7 +88,7 @@ class Broken:
 
 def _details(check: Check, columns: dict[str, pa.Array], positions: np.ndarray) -> list[str]:
     """Why each of the rows at `positions` breaks `check`: its description and the values it read."""
-    read = dict.fromkeys(name for e in check.expectations for name in _columns_read(e))
+    read = dict.fromkeys(name for e in check.expectations for name in e.columns())
     values = {name: columns[name].take(pa.array(positions, pa.int64())).to_pylist() for name in read}
     return [f"{check.description}: " + ", ".join(f"{name}={_text(values[name][i])}" for name in read)
             for i in range(len(positions))]
@@ -109,9 +103,8 @@ def broken_rows(rules: list[Check], rows: pa.Table, listings: pa.Table, local_ti
     """The rows of `rows` (trades or quotes in their table's schema) that break one of `rules`."""
     if not rules or not rows.num_rows:
         return Broken(np.zeros(0, np.int64), [], [])
-    names = dict.fromkeys(name for check in rules for e in check.expectations for name in _columns_read(e))
-    valued = {name for check in rules for e in check.expectations for name in _columns_read(e)
-              if not isinstance(e, gxe.ExpectColumnValuesToNotBeNull)}
+    names = dict.fromkeys(name for check in rules for e in check.expectations for name in e.columns())
+    valued = {name for check in rules for e in check.expectations for name in e.columns() if e.type != NOT_NULL}
     # a column only checked for nulls is judged as stored: its nulls are those of the value the check sees
     as_stored = [name for name in names if name not in valued and name in rows.column_names]
     columns = checked_columns(rows, listings, tuple(n for n in names if n not in as_stored), local_timezone)

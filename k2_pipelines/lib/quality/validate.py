@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import great_expectations as gx
+import great_expectations.expectations as gxe
 import numpy as np
 import pandas as pd
 from great_expectations.core.expectation_validation_result import ExpectationValidationResult
@@ -60,7 +61,8 @@ def _results(frames: dict[str, pd.DataFrame], checks: list[Check], result_format
         owner: dict[str | None, str] = {}
         for check in (c for c in checks if c.frame == frame_name):
             for expectation in check.expectations:
-                owner[suite.add_expectation(copy.deepcopy(expectation)).id] = check.name
+                built = getattr(gxe, expectation.type)(**copy.deepcopy(expectation.kwargs))
+                owner[suite.add_expectation(built).id] = check.name
         batch = source.add_dataframe_asset(frame_name).add_batch_definition_whole_dataframe(frame_name)
         frame = frames[frame_name].reset_index(drop=True)  # positions, for the samples
         validation = context.validation_definitions.add(gx.ValidationDefinition(name=frame_name, data=batch,

@@ -100,6 +100,7 @@ def spark_session(properties: Mapping[str, Any], master: str = "local[1]",
     session = base.newSession()  # its own catalogs: two K2 catalogs in one process do not mix
     for key, value in catalog_settings(properties).items():
         session.conf.set(key, value)
+    session.sql(f"USE {CATALOG_NAME}")  # the default catalog setting is read when a session starts
     try:
         yield session
     finally:
