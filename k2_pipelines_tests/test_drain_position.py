@@ -9,8 +9,8 @@ import pytest
 from pyiceberg.table import Table
 
 from k2_pipelines import query
-from k2_pipelines.defs.binance.assets import drain_batch
 from k2_pipelines.lib.avro.registry import default_registry
+from k2_pipelines.lib.drain.batch import drain_batch
 from k2_pipelines.lib.drain.checkpoint import stored_checkpoint
 from k2_pipelines.lib.drain.drain import DrainResult, DrainTarget, drain_once, reader_for, trades_target
 from k2_pipelines.lib.drain.kafka_batch import Limits, TopicReader

@@ -1,5 +1,6 @@
-"""`k2 drain binance`: what the Dagster drain assets run (defs/binance/assets.py `drain_batch`), outside Dagster
-(operators, tests, benchmarks): micro-batches from Kafka into Iceberg, exactly once, each one's metrics pushed."""
+"""`k2 drain binance`: what the Dagster drain assets run (lib/drain/batch.py `drain_batch`), outside Dagster
+(operators, tests, benchmarks): micro-batches from Kafka into Iceberg, exactly once, each one's metrics pushed. It
+reads the same settings as the assets' unconfigured resources, and starts without importing Dagster."""
 
 import argparse
 import sys
@@ -35,27 +36,32 @@ def describe(result: "DrainResult") -> str:
 
 
 def drain_binance(args: argparse.Namespace) -> int:
-    from k2_pipelines.defs.binance.assets import drain_batch
-    from k2_pipelines.defs.binance.resources import BinanceKafkaResource
-    from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
-    from k2_pipelines.defs.quality.resources import QualityResource
-    from k2_pipelines.lib.drain.drain import DrainAbandoned
+    from k2_pipelines.lib.avro.registry import default_registry
+    from k2_pipelines.lib.binance.producer import Topics
+    from k2_pipelines.lib.drain.batch import drain_batch
+    from k2_pipelines.lib.drain.drain import DrainAbandoned, quotes_target, reader_for, trades_target
     from k2_pipelines.lib.drain.kafka_batch import OffsetsOutOfRange
+    from k2_pipelines.lib.iceberg.catalog import load_k2_catalog
+    from k2_pipelines.lib.iceberg.tables import ensure_tables
+    from k2_pipelines.lib.quality.thresholds import DEFAULTS
+    from k2_pipelines.settings import bootstrap_servers
 
     tables = ["trades", "quotes"] if args.table == "all" else [args.table]
     if args.topic and len(tables) > 1:
         raise SystemExit("k2 drain: --topic needs --table trades or --table quotes")
     limits = Limits(args.max_messages, args.max_bytes, args.max_seconds)
-    # the asset's resources, unconfigured: the same catalog, broker, registry and thresholds as a default run
-    kafka = BinanceKafkaResource(**{f"{tables[0]}_topic": args.topic} if args.topic else {})
-    catalog, registry, thresholds = IcebergCatalogResource().catalog(), kafka.registry(), QualityResource().thresholds()
+    # what the assets' resources give unconfigured: the same catalog, broker, registry and thresholds
+    catalog, registry = load_k2_catalog(), default_registry()
+    ensure_tables(catalog)
+    targets = {"trades": trades_target(args.topic or Topics.trades),
+               "quotes": quotes_target(args.topic or Topics.quotes)}
     for table in tables:
-        target = kafka.target(table)
-        reader = kafka.reader(target)
+        target = targets[table]
+        reader = reader_for(bootstrap_servers(), target)
         try:
             while True:
                 try:
-                    result = drain_batch(catalog, reader, target, registry, limits, thresholds)
+                    result = drain_batch(catalog, reader, target, registry, limits, DEFAULTS)
                 except DrainAbandoned as abandoned:  # other drains keep committing: each abandon is their progress
                     print(f"{target.table.identifier}: {abandoned}; draining on from the new offsets")
                     continue
