@@ -22,7 +22,7 @@ from k2_pipelines.lib.drain.drain import drain_once, quotes_target, reader_for, 
 from k2_pipelines.lib.drain.kafka_batch import Limits
 from k2_pipelines.lib.iceberg.catalog import load_k2_catalog
 from k2_pipelines.lib.iceberg.tables import ALL_TABLES, QUOTES, TRADES, ensure_tables
-from k2_pipelines.lib.spark.session import spark_session, started_spark
+from k2_pipelines.lib.spark.session import catalog_settings, spark_session, started_spark
 from k2_pipelines.lib.upkeep.compaction import compact_table, content_checksum
 from k2_pipelines.lib.upkeep.expiry import expire_snapshots
 from k2_pipelines.lib.upkeep.orphans import MIN_ORPHAN_AGE, remove_orphan_files
@@ -187,3 +187,22 @@ def test_the_compact_job_hands_a_table_to_spark_and_proves_its_rows_unchanged(sp
     assert stored_checkpoint(table, topics.trades).offsets == checkpoint.offsets
     [again] = drain_all(kafka_broker, trades)
     assert again.offsets_from == checkpoint.offsets and not again.messages
+
+
+def test_spark_is_pointed_at_the_catalog_pyiceberg_is_configured_with():
+    embedded = catalog_settings({"type": "sql", "uri": "sqlite:///file:/k2/catalog.db?mode=rw&uri=true&timeout=30",
+                                 "warehouse": "file:///k2/warehouse"})
+    assert embedded["spark.sql.catalog.k2.uri"] == "jdbc:sqlite:/k2/catalog.db"
+    assert embedded["spark.sql.catalog.k2.warehouse"] == "file:///k2/warehouse"
+    assert "spark.sql.catalog.k2.io-impl" not in embedded  # Hadoop's file system for a local warehouse
+    production = catalog_settings({
+        "type": "sql", "uri": "postgresql+psycopg2://k2:s3cr%40t@db.internal:6543/k2_catalog",
+        "warehouse": "s3://lake/warehouse", "s3.endpoint": "http://s3.internal:9000", "s3.region": "eu-west-1",
+        "s3.access-key-id": "key", "s3.secret-access-key": "secret", "s3.force-virtual-addressing": "false"})
+    assert {key.removeprefix("spark.sql.catalog.k2."): value for key, value in production.items()}.items() >= {
+        "uri": "jdbc:postgresql://db.internal:6543/k2_catalog", "jdbc.user": "k2", "jdbc.password": "s3cr@t",
+        "io-impl": "org.apache.iceberg.aws.s3.S3FileIO", "s3.endpoint": "http://s3.internal:9000",
+        "client.region": "eu-west-1", "s3.access-key-id": "key", "s3.secret-access-key": "secret",
+        "s3.path-style-access": "true", "cache-enabled": "false"}.items()
+    with pytest.raises(ValueError, match="SQL catalog"):
+        catalog_settings({"type": "rest", "uri": "http://catalog.internal"})
