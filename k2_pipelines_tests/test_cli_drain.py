@@ -5,9 +5,9 @@ import numpy as np
 
 from k2_pipelines.cli import main
 from k2_pipelines.cli.bench.generated import COMPACT_START, append_micro_batch, generated_trades
-from k2_pipelines.lib.drain import batch
 from k2_pipelines.lib.drain.checkpoint import checkpoint_properties, stored_checkpoint
 from k2_pipelines.lib.iceberg.tables import TRADES
+from k2_pipelines.lib.runs import drain_batch
 from k2_pipelines_tests.kafka_helpers import replay_session
 
 
@@ -16,7 +16,7 @@ def test_the_drain_command_pushes_each_batch_and_refuses_offsets_the_topic_canno
     _, counts, topics = replay_session(kafka_broker, tmp_path, 2_000, set())
     monkeypatch.setenv("K2_KAFKA_PORT", str(kafka_broker.port))
     pushed = []
-    monkeypatch.setattr(batch, "push_drain", pushed.append)
+    monkeypatch.setattr(drain_batch, "push_drain", pushed.append)
     command = ["drain", "binance", "--table", "trades", "--topic", topics.trades]
     assert main([*command, "--max-messages", "300", "--until-caught-up"]) == 0
     printed = capsys.readouterr().out.splitlines()

@@ -10,7 +10,6 @@ from pyiceberg.table import Table
 
 from k2_pipelines import query
 from k2_pipelines.lib.avro.registry import default_registry
-from k2_pipelines.lib.drain.batch import drain_batch
 from k2_pipelines.lib.drain.checkpoint import stored_checkpoint
 from k2_pipelines.lib.drain.drain import DrainResult, DrainTarget, drain_once, reader_for, trades_target
 from k2_pipelines.lib.drain.kafka_batch import Limits, TopicReader
@@ -18,6 +17,7 @@ from k2_pipelines.lib.iceberg.summary import DRAIN_OFFSETS_PREFIX, DRAIN_STATE_P
 from k2_pipelines.lib.iceberg.tables import TRADES
 from k2_pipelines.lib.quality.thresholds import DEFAULTS
 from k2_pipelines.lib.recovery.incidents import RESOLVED, incidents
+from k2_pipelines.lib.runs.drain_batch import drain_batch
 from k2_pipelines_tests.kafka_helpers import replay_session, table_ids
 
 

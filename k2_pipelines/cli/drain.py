@@ -1,4 +1,4 @@
-"""`k2 drain binance`: what the Dagster drain assets run (lib/drain/batch.py `drain_batch`), outside Dagster
+"""`k2 drain binance`: what the Dagster drain assets run (lib/runs/drain_batch.py `drain_batch`), outside Dagster
 (operators, tests, benchmarks): micro-batches from Kafka into Iceberg, exactly once, each one's metrics pushed. It
 reads the same settings as the assets' unconfigured resources, and starts without importing Dagster."""
 
@@ -38,12 +38,12 @@ def describe(result: "DrainResult") -> str:
 def drain_binance(args: argparse.Namespace) -> int:
     from k2_pipelines.lib.avro.registry import default_registry
     from k2_pipelines.lib.binance.producer import Topics
-    from k2_pipelines.lib.drain.batch import drain_batch
     from k2_pipelines.lib.drain.drain import DrainAbandoned, quotes_target, reader_for, trades_target
     from k2_pipelines.lib.drain.kafka_batch import OffsetsOutOfRange
     from k2_pipelines.lib.iceberg.catalog import load_k2_catalog
     from k2_pipelines.lib.iceberg.tables import ensure_tables
     from k2_pipelines.lib.quality.thresholds import DEFAULTS
+    from k2_pipelines.lib.runs.drain_batch import drain_batch
     from k2_pipelines.settings import bootstrap_servers
 
     tables = ["trades", "quotes"] if args.table == "all" else [args.table]

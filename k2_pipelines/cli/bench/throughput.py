@@ -188,22 +188,22 @@ def _against_spark(bootstrap: str, topic: str, root: Path, cores: int, max_messa
     catalog_root = root / "k2-process"
     catalog_env = {f"PYICEBERG_CATALOG__K2__{key.upper()}": value
                    for key, value in embedded_catalog_properties(catalog_root).items()}
-    k2_seconds, k2_cpu, _ = _timed_process(
+    drain_seconds, drain_cpu, _ = _timed_process(
         [sys.executable, "-m", "k2_pipelines", "drain", "binance", "--table", "trades", "--topic", topic,
          "--max-messages", str(max_messages), "--until-caught-up"],
         catalog_env | {"K2_KAFKA_BOOTSTRAP_SERVERS": bootstrap})
-    k2_rows = load_catalog_at(catalog_root).load_table(TRADES_TABLE.identifier).scan().count()
+    drain_rows = load_catalog_at(catalog_root).load_table(TRADES_TABLE.identifier).scan().count()
     spark_seconds, spark_process_cpu, printed = _timed_process(
         [sys.executable, "-m", "k2_pipelines.cli.bench.spark_peer", "--bootstrap", bootstrap, "--topic", topic,
          "--root", str(root / "spark-process"), "--cores", str(cores)], {})
     spark = json.loads(printed.strip().splitlines()[-1])
     spark_cpu = spark["jvm_cpu_seconds"] + spark["python_cpu_seconds"]  # the JVM is not this process's child
-    k2_rate, spark_rate = k2_rows / k2_seconds, spark["messages"] / spark_seconds
-    return (f"from process start, trades only: K2 {k2_rows:,} messages in {k2_seconds:.2f}s = {k2_rate:,.0f}/s "
-            f"({k2_cpu:.1f} CPU s); Spark Structured Streaming (local[{cores}], from_avro, availableNow) "
+    drain_rate, spark_rate = drain_rows / drain_seconds, spark["messages"] / spark_seconds
+    return (f"from process start, trades only: K2 {drain_rows:,} messages in {drain_seconds:.2f}s = "
+            f"{drain_rate:,.0f}/s ({drain_cpu:.1f} CPU s); Spark Structured Streaming (local[{cores}], from_avro, availableNow) "
             f"{spark['messages']:,} in {spark_seconds:.2f}s = {spark_rate:,.0f}/s ({spark_cpu:.1f} CPU s, "
-            f"{spark_process_cpu:.1f} of them outside the JVM); K2 is {k2_rate / spark_rate:.1f}x Spark's rate "
-            f"with {spark_cpu / k2_cpu:.1f}x less CPU")
+            f"{spark_process_cpu:.1f} of them outside the JVM); K2 is {drain_rate / spark_rate:.1f}x Spark's rate "
+            f"with {spark_cpu / drain_cpu:.1f}x less CPU")
 
 
 def bench_drain(frames: int, baseline_messages: int, seed: int, cores: int, max_messages: int,

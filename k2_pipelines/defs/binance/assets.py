@@ -4,9 +4,9 @@ from k2_pipelines.defs.binance.resources import BinanceKafkaResource
 from k2_pipelines.defs.iceberg.resources import IcebergCatalogResource
 from k2_pipelines.defs.quality.resources import QualityResource
 from k2_pipelines.defs.tags import INCIDENT_TAG
-from k2_pipelines.lib.drain.batch import drain_batch
 from k2_pipelines.lib.drain.drain import DrainResult
 from k2_pipelines.lib.drain.kafka_batch import Limits, OffsetsOutOfRange
+from k2_pipelines.lib.runs.drain_batch import drain_batch
 
 
 class DrainConfig(dg.Config):
