@@ -200,7 +200,8 @@ def _against_spark(bootstrap: str, topic: str, root: Path, cores: int, max_messa
     spark_cpu = spark["jvm_cpu_seconds"] + spark["python_cpu_seconds"]  # the JVM is not this process's child
     drain_rate, spark_rate = drain_rows / drain_seconds, spark["messages"] / spark_seconds
     return (f"from process start, trades only: K2 {drain_rows:,} messages in {drain_seconds:.2f}s = "
-            f"{drain_rate:,.0f}/s ({drain_cpu:.1f} CPU s); Spark Structured Streaming (local[{cores}], from_avro, availableNow) "
+            f"{drain_rate:,.0f}/s ({drain_cpu:.1f} CPU s); Spark Structured Streaming (local[{cores}], from_avro, "
+            f"availableNow) "
             f"{spark['messages']:,} in {spark_seconds:.2f}s = {spark_rate:,.0f}/s ({spark_cpu:.1f} CPU s, "
             f"{spark_process_cpu:.1f} of them outside the JVM); K2 is {drain_rate / spark_rate:.1f}x Spark's rate "
             f"with {spark_cpu / drain_cpu:.1f}x less CPU")
