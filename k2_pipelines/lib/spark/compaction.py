@@ -94,7 +94,8 @@ def compact_table_on_spark(catalog: Catalog, identifier: str, target_file_bytes:
     if (rows_before, checksum_before) != (rows_after, checksum_after):
         raise ContentMismatch(
             f"{identifier}: Spark's rewrite (snapshots {[s.snapshot_id for s in rewrites]}) removed {rows_before} "
-            f"rows and added {rows_after}, or other content: roll the table back to snapshot {before_id}")
+            f"rows and added {rows_after}, or other content; the table before it is snapshot {before_id} (rolling "
+            "back to it also undoes the drains committed since)")
     files_after, bytes_after = _sizes(live_files(after))
     return CompactionResult(
         table=identifier, dry_run=False, files_before=files_before, bytes_before=bytes_before,
@@ -102,4 +103,5 @@ def compact_table_on_spark(catalog: Catalog, identifier: str, target_file_bytes:
         partitions_compacted=len({f.partition for f in removed}), files_rewritten=len(removed),
         files_written=len(added), rows=rows_before, checksum_before=f"{checksum_before:016x}",
         checksum_after=f"{checksum_after:016x}", snapshot_id=rewrites[0].snapshot_id if rewrites else None,
-        commit_attempts=len(rewrites), seconds=time.perf_counter() - started)
+        commit_attempts=len(rewrites),  # Spark's commits (it retries its own)
+        seconds=time.perf_counter() - started)
