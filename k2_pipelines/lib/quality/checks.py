@@ -15,6 +15,7 @@ checks (legal but unusual rows, and the feed's health: gaps, dead letters, fresh
 are shown and block nothing.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,6 +30,13 @@ DECIMAL_MAX = 9_999_999_999.99999999  # decimal(18,8)
 _SIDES = next(f["type"]["symbols"] for f in load_avro("trade_v2")["fields"] if f["name"] == "side")
 
 
+# the Great Expectations classes K2's checks use
+NOT_NULL, BETWEEN, IN_SET = ("ExpectColumnValuesToNotBeNull", "ExpectColumnValuesToBeBetween",
+                             "ExpectColumnValuesToBeInSet")
+A_GREATER_THAN_B, PAIR_EQUAL = "ExpectColumnPairValuesAToBeGreaterThanB", "ExpectColumnPairValuesToBeEqual"
+UNIQUE = "ExpectCompoundColumnsToBeUnique"
+
+
 @dataclass(frozen=True)
 class Expectation:
     """A Great Expectations expectation: its class in great_expectations.expectations, and its arguments."""
@@ -37,10 +45,14 @@ class Expectation:
     kwargs: dict[str, Any] = field(hash=False)
 
     def columns(self) -> list[str]:
-        """The columns it reads, in order."""
-        if "column" in self.kwargs:
-            return [self.kwargs["column"]]
-        return list(self.kwargs.get("column_list") or [self.kwargs["column_A"], self.kwargs["column_B"]])
+        return columns_read(self.kwargs)
+
+
+def columns_read(kwargs: Mapping[str, Any]) -> list[str]:
+    """The columns an expectation of these arguments reads, in order (as K2 holds it, or as GE reports it)."""
+    if "column" in kwargs:
+        return [kwargs["column"]]
+    return list(kwargs.get("column_list") or [kwargs["column_A"], kwargs["column_B"]])
 
 
 def _expect(type_: str, **kwargs: Any) -> Expectation:
@@ -63,11 +75,11 @@ def required_fields(schema: Schema) -> tuple[str, ...]:
 def _not_null(schema: Schema) -> Check:
     required = required_fields(schema)
     return Check("required_fields", ERROR, f"required fields are not null ({', '.join(required)})", "rows",
-                 tuple(_expect("ExpectColumnValuesToNotBeNull", column=c) for c in required))
+                 tuple(_expect(NOT_NULL, column=c) for c in required))
 
 
 def _positive(*columns: str) -> tuple[Expectation, ...]:
-    return tuple(_expect("ExpectColumnValuesToBeBetween", column=c, min_value=0, strict_min=True, max_value=DECIMAL_MAX)
+    return tuple(_expect(BETWEEN, column=c, min_value=0, strict_min=True, max_value=DECIMAL_MAX)
                  for c in columns)
 
 
@@ -80,31 +92,31 @@ def market_checks(kind: str, schema: Schema, id_column: str, thresholds: Thresho
             Check("price_and_quantity_positive", ERROR, "price and quantity are > 0 and fit decimal(18,8)", "rows",
                   _positive("price", "quantity")),
             Check("side_known", ERROR, f"side is one of {', '.join(_SIDES)}", "rows",
-                  (_expect("ExpectColumnValuesToBeInSet", column="side", value_set=_SIDES),)),
+                  (_expect(IN_SET, column="side", value_set=_SIDES),)),
         ]
     else:
         checks += [
             Check("prices_positive", ERROR, "bid and ask prices are > 0 and fit decimal(18,8)", "rows",
                   _positive("bid_price", "ask_price")),
             Check("sizes_not_negative", ERROR, "bid and ask sizes are >= 0 and fit decimal(18,8)", "rows", tuple(
-                _expect("ExpectColumnValuesToBeBetween", column=c, min_value=0, max_value=DECIMAL_MAX)
+                _expect(BETWEEN, column=c, min_value=0, max_value=DECIMAL_MAX)
                 for c in ("bid_quantity", "ask_quantity"))),
             Check("book_not_crossed", ERROR, "the bid is not above the ask (a crossed book)", "rows",
-                  (_expect("ExpectColumnPairValuesAToBeGreaterThanB", column_A="ask_price", column_B="bid_price",
+                  (_expect(A_GREATER_THAN_B, column_A="ask_price", column_B="bid_price",
                            or_equal=True),)),
         ]
     return [
         *checks,
         Check("not_in_future", ERROR, f"event time is at most {thresholds.future_tolerance_seconds:g} s ahead of the "
-              "clock", "rows", (_expect("ExpectColumnValuesToBeBetween", column="timestamp", max_value=latest),)),
+              "clock", "rows", (_expect(BETWEEN, column="timestamp", max_value=latest),)),
         Check("not_before_listing", ERROR, "event time is not before the instrument's listing", "rows",
-              (_expect("ExpectColumnPairValuesAToBeGreaterThanB", column_A="timestamp", column_B="listed_at",
+              (_expect(A_GREATER_THAN_B, column_A="timestamp", column_B="listed_at",
                        or_equal=True, ignore_row_if="either_value_is_missing"),)),
         Check("unique_ids", ERROR, f"(exchange, symbol, {id_column}) is unique", "rows",
-              (_expect("ExpectCompoundColumnsToBeUnique", column_list=["exchange", "symbol", id_column]),)),
+              (_expect(UNIQUE, column_list=["exchange", "symbol", id_column]),)),
         Check("price_jumps", WARN, f"a symbol's {'price' if kind == 'trades' else 'mid price'} moves at most "
               f"{thresholds.price_jump_band:.0%} from one {kind[:-1]} to the next", "rows",
-              (_expect("ExpectColumnValuesToBeBetween", column="price_move", max_value=thresholds.price_jump_band),)),
+              (_expect(BETWEEN, column="price_move", max_value=thresholds.price_jump_band),)),
     ]
 
 
@@ -113,16 +125,16 @@ def stream_checks(thresholds: Thresholds, gaps_tracked: bool) -> list[Check]:
     gaps = [
         Check("sequence_gaps", WARN, f"at most {thresholds.max_gap_share:.1%} of a symbol's trade ids in the batch "
               "are missing from its sequence", "symbols",
-              (_expect("ExpectColumnValuesToBeBetween", column="missing_share", max_value=thresholds.max_gap_share),)),
+              (_expect(BETWEEN, column="missing_share", max_value=thresholds.max_gap_share),)),
     ]
     return (gaps if gaps_tracked else []) + [
         Check("dead_letter_rate", WARN, f"at most {thresholds.max_dead_letter_share:.1%} of the batch's messages are "
               "dead letters", "batch",
-              (_expect("ExpectColumnValuesToBeBetween", column="dead_letter_share",
+              (_expect(BETWEEN, column="dead_letter_share",
                        max_value=thresholds.max_dead_letter_share),)),
         Check("freshness", WARN, f"while the feed delivers, the newest event is at most "
               f"{thresholds.freshness_minutes:g} minutes old", "batch",
-              (_expect("ExpectColumnValuesToBeInSet", column="stale", value_set=[False]),)),
+              (_expect(IN_SET, column="stale", value_set=[False]),)),
     ]
 
 
@@ -130,11 +142,11 @@ def asx_checks(thresholds: Thresholds) -> list[Check]:
     """Checks of an ASX load, per trading date."""
     return [
         Check("reconciliation", ERROR, "rows loaded + rows rejected = lines in the source files", "days",
-              (_expect("ExpectColumnPairValuesToBeEqual", column_A="source_lines", column_B="accounted"),)),
+              (_expect(PAIR_EQUAL, column_A="source_lines", column_B="accounted"),)),
         Check("trading_date_matches", ERROR, "each row's local (Sydney) date is its trading date", "rows",
-              (_expect("ExpectColumnPairValuesToBeEqual", column_A="local_date", column_B="trading_date"),)),
+              (_expect(PAIR_EQUAL, column_A="local_date", column_B="trading_date"),)),
         Check("out_of_hours", WARN, "prints outside normal trading hours (legal: pre-open and after-market)", "rows",
-              (_expect("ExpectColumnValuesToBeBetween", column="local_minute",
+              (_expect(BETWEEN, column="local_minute",
                        min_value=thresholds.trading_opens_minute, max_value=thresholds.trading_closes_minute),)),
     ]
 
@@ -143,8 +155,8 @@ def reference_checks(schema: Schema) -> list[Check]:
     return [
         _not_null(schema),
         Check("unique_companies", ERROR, "(exchange, company_id) is unique", "rows",
-              (_expect("ExpectCompoundColumnsToBeUnique", column_list=["exchange", "company_id"]),)),
+              (_expect(UNIQUE, column_list=["exchange", "company_id"]),)),
         Check("listed_before_delisted", ERROR, "no delisting before its listing", "rows",
-              (_expect("ExpectColumnPairValuesAToBeGreaterThanB", column_A="delisting_date", column_B="listing_date",
+              (_expect(A_GREATER_THAN_B, column_A="delisting_date", column_B="listing_date",
                        or_equal=True, ignore_row_if="either_value_is_missing"),)),
     ]

@@ -18,14 +18,21 @@ from pyiceberg.schema import Schema
 
 from k2_pipelines.lib.iceberg.catalog import load_table
 from k2_pipelines.lib.iceberg.tables import REFERENCE_DATA
-from k2_pipelines.lib.quality.checks import ERROR, Check, Expectation, market_checks
+from k2_pipelines.lib.quality.checks import (
+    A_GREATER_THAN_B,
+    BETWEEN,
+    ERROR,
+    IN_SET,
+    NOT_NULL,
+    PAIR_EQUAL,
+    Check,
+    Expectation,
+    market_checks,
+)
 from k2_pipelines.lib.quality.frames import checked_columns
 from k2_pipelines.lib.quality.thresholds import Thresholds
 from k2_pipelines.lib.utils.bounded_cache import BoundedCache
 
-NOT_NULL, BETWEEN, IN_SET = ("ExpectColumnValuesToNotBeNull", "ExpectColumnValuesToBeBetween",
-                             "ExpectColumnValuesToBeInSet")
-A_GREATER_THAN_B, PAIR_EQUAL = "ExpectColumnPairValuesAToBeGreaterThanB", "ExpectColumnPairValuesToBeEqual"
 _ONE_ROW_AT_A_TIME = (NOT_NULL, BETWEEN, IN_SET, A_GREATER_THAN_B, PAIR_EQUAL)
 
 

@@ -13,7 +13,7 @@ from great_expectations.core.expectation_validation_result import ExpectationVal
 from great_expectations.data_context.types.base import ProgressBarsConfig
 from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
-from k2_pipelines.lib.quality.checks import Check
+from k2_pipelines.lib.quality.checks import Check, columns_read
 
 SAMPLE_SIZE = 10
 
@@ -28,11 +28,6 @@ class Outcome:
     evaluated: int  # rows of the frame the check ran on
     sample: list[dict] = field(default_factory=list)  # ids and values of failing rows
     errors: list[str] = field(default_factory=list)  # expectations that could not be evaluated (they fail)
-
-
-def _columns(kwargs: dict) -> list[str]:
-    return [kwargs["column"]] if "column" in kwargs else list(kwargs.get("column_list") or
-                                                              [kwargs["column_A"], kwargs["column_B"]])
 
 
 def _sample(frame: pd.DataFrame, result: dict, columns: list[str], ids: list[str]) -> list[dict]:
@@ -84,7 +79,7 @@ def run_checks(frames: dict[str, pd.DataFrame], checks: list[Check], ids: dict[s
     summary = {"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_SIZE}
     for check, frame, frame_name, result in _results(frames, checks, summary):
         outcome = outcomes[check]
-        columns = _columns(_expectation(result).kwargs)
+        columns = columns_read(_expectation(result).kwargs)
         if result.exception_info.get("raised_exception"):
             outcome.errors.append(f"{', '.join(columns)}: {result.exception_info['exception_message']}")
         outcome.passed &= bool(result.success)

@@ -17,8 +17,10 @@ from k2_pipelines.lib.upkeep.compaction import (
     TARGET_FILE_BYTES,
     CompactionResult,
     ContentMismatch,
+    checksum_hex,
     compact_table,
     content_checksum,
+    files_and_bytes,
     live_files,
 )
 
@@ -59,18 +61,15 @@ def _changed_files(table: Table, snapshot: Snapshot) -> tuple[list[DataFile], li
     return removed, added
 
 
-def _rows_and_checksum(table: Table, files: list[DataFile]) -> tuple[int, int]:
-    """Rows and content checksum (the sum of compaction's, wrapping at 2**64), one file in memory at a time."""
+def _rows_and_checksum(table: Table, files: list[DataFile]) -> tuple[int, str]:
+    """Rows and content checksum, as compaction reports them, one file in memory at a time."""
     scan = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue())
-    rows = checksum = 0
+    rows, checksums = 0, []
     for data_file in files:
         read = scan.to_table([FileScanTask(data_file)])
-        rows, checksum = rows + read.num_rows, (checksum + content_checksum(read)) % 2**64
-    return rows, checksum
-
-
-def _sizes(tasks: list[FileScanTask]) -> tuple[int, int]:
-    return len(tasks), sum(task.file.file_size_in_bytes for task in tasks)
+        rows += read.num_rows
+        checksums.append(content_checksum(read))
+    return rows, checksum_hex(checksums)
 
 
 def compact_table_on_spark(catalog: Catalog, identifier: str, target_file_bytes: int = TARGET_FILE_BYTES,
@@ -80,7 +79,7 @@ def compact_table_on_spark(catalog: Catalog, identifier: str, target_file_bytes:
         return compact_table(catalog, identifier, target_file_bytes, dry_run=True)
     started = time.perf_counter()
     before = catalog.load_table(identifier)
-    files_before, bytes_before = _sizes(live_files(before))
+    files_before, bytes_before = files_and_bytes(live_files(before))
     current = before.current_snapshot()
     before_id = current.snapshot_id if current else None
     with spark_session(catalog.properties, master) as session:
@@ -96,12 +95,12 @@ def compact_table_on_spark(catalog: Catalog, identifier: str, target_file_bytes:
             f"{identifier}: Spark's rewrite (snapshots {[s.snapshot_id for s in rewrites]}) removed {rows_before} "
             f"rows and added {rows_after}, or other content; the table before it is snapshot {before_id} (rolling "
             "back to it also undoes the drains committed since)")
-    files_after, bytes_after = _sizes(live_files(after))
+    files_after, bytes_after = files_and_bytes(live_files(after))
     return CompactionResult(
         table=identifier, dry_run=False, files_before=files_before, bytes_before=bytes_before,
         files_after=files_after, bytes_after=bytes_after, files_planned=files_after,
         partitions_compacted=len({f.partition for f in removed}), files_rewritten=len(removed),
-        files_written=len(added), rows=rows_before, checksum_before=f"{checksum_before:016x}",
-        checksum_after=f"{checksum_after:016x}", snapshot_id=rewrites[0].snapshot_id if rewrites else None,
+        files_written=len(added), rows=rows_before, checksum_before=checksum_before,
+        checksum_after=checksum_after, snapshot_id=rewrites[0].snapshot_id if rewrites else None,
         commit_attempts=len(rewrites),  # Spark's commits (it retries its own)
         seconds=time.perf_counter() - started)

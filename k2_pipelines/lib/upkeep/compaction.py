@@ -167,6 +167,10 @@ def live_files(table: Table) -> list[FileScanTask]:
     return list(table.scan().plan_files())
 
 
+def files_and_bytes(tasks: list[FileScanTask]) -> tuple[int, int]:
+    return len(tasks), sum(map(_file_bytes, tasks))
+
+
 @dataclass(frozen=True)
 class _Committed:
     rewrites: list[Rewrite]
@@ -213,7 +217,7 @@ def _commit(catalog: Catalog, identifier: str, rewrites: list[Rewrite]) -> _Comm
     return _Committed(rewrites, committed.tables[identifier], snapshot_id, committed.attempts)
 
 
-def _checksum_hex(checksums: list[int]) -> str:
+def checksum_hex(checksums: list[int]) -> str:
     return f"{sum(checksums) % 2**64:016x}"
 
 
@@ -227,7 +231,7 @@ def compact_table(catalog: Catalog, identifier: str, target_file_bytes: int = TA
     tasks = live_files(table)
     bins = plan_bins(tasks, target_file_bytes)
     planned_inputs = sum(len(b.inputs) for b in bins)
-    files_before, bytes_before = len(tasks), sum(map(_file_bytes, tasks))
+    files_before, bytes_before = files_and_bytes(tasks)
     result = CompactionResult(
         table=identifier, dry_run=dry_run, files_before=files_before, bytes_before=bytes_before,
         files_after=files_before, bytes_after=bytes_before, files_planned=files_before - planned_inputs + len(bins),
@@ -244,13 +248,13 @@ def compact_table(catalog: Catalog, identifier: str, target_file_bytes: int = TA
             raise
         outcome = _commit(catalog, identifier, rewrites)
         committed, after = outcome.rewrites, live_files(outcome.table)
-        result.files_after, result.bytes_after = len(after), sum(map(_file_bytes, after))
+        result.files_after, result.bytes_after = files_and_bytes(after)
         result.partitions_compacted = len({r.bin.partition for r in committed})
         result.files_rewritten = sum(len(r.bin.inputs) for r in committed)
         result.files_written = sum(len(r.outputs) for r in committed)
         result.rows = sum(r.rows for r in committed)
-        result.checksum_before = _checksum_hex([r.checksum_read for r in committed])
-        result.checksum_after = _checksum_hex([r.checksum_written for r in committed])
+        result.checksum_before = checksum_hex([r.checksum_read for r in committed])
+        result.checksum_after = checksum_hex([r.checksum_written for r in committed])
         result.snapshot_id, result.commit_attempts = outcome.snapshot_id, outcome.attempts
     result.seconds = time.perf_counter() - started
     log.info("%s: %s", identifier, result)
